@@ -1,0 +1,44 @@
+"""Reading request bodies and query strings into schema models."""
+
+from typing import TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from api.errors import ApiError, validation_error
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_json(request: web.Request) -> tuple[object, bytes]:
+    raw = await request.read()
+    if not raw:
+        raise ApiError(400, "INVALID_JSON", "the request body is empty; send a JSON object")
+    try:
+        return orjson.loads(raw), raw
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "INVALID_JSON", f"the request body is not valid JSON: {exc}") from exc
+
+
+def parse(model: type[M], data: object) -> M:
+    if not isinstance(data, dict):
+        raise ApiError(422, "VALIDATION_ERROR", "the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise ApiError(422, "VALIDATION_ERROR", f"{name} must be an integer from {low} to {high}",
+                       [{"field": name, "message": "out of range", "type": "query"}])
+    return number

@@ -1,0 +1,44 @@
+"""`/v1/account`: the calling key's tenant and its webhook signing secret; `/healthz`."""
+
+from aiohttp import web
+
+from api.context import DB, REDIS
+from api.errors import ApiError
+from api.responses import json_response
+from schemas.account import Account
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/account")
+async def account(request: web.Request) -> web.Response:
+    principal = request["principal"]
+    row = await request.app[DB].fetchrow("SELECT * FROM tenants WHERE id = $1", principal.tenant_id)
+    return json_response(
+        Account(
+            tenant_id=row["id"],
+            tenant_name=row["name"],
+            webhook_signing_secret=row["signing_secret"],
+            key_id=principal.key_id,
+            scopes=sorted(principal.scopes),
+            created_at=row["created_at"],
+        )
+    )
+
+
+@routes.get("/healthz")
+async def health(request: web.Request) -> web.Response:
+    checks = {}
+    try:
+        await request.app[DB].fetchval("SELECT 1")
+        checks["postgres"] = "ok"
+    except Exception as exc:
+        checks["postgres"] = f"error: {exc}"
+    try:
+        await request.app[REDIS].ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"error: {exc}"
+    if any(v != "ok" for v in checks.values()):
+        raise ApiError(503, "UNHEALTHY", "a dependency is unavailable", checks, {"Retry-After": "5"})
+    return json_response({"status": "ok", "checks": checks})

@@ -1,0 +1,149 @@
+"""`/v1/jobs`: submit, read, list, cancel and retry jobs."""
+
+import hashlib
+import logging
+
+from aiohttp import web
+
+from api.auth import require
+from api.bodies import parse, query_int, read_json
+from api.context import CREWS, DB, REDIS, SETTINGS
+from api.errors import ApiError
+from api.responses import json_response
+from schemas.jobs import JobCreate, JobList, JobStatus
+from shared import jobs, queue
+from shared.webhook_urls import UrlRefused, check_url
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+
+def _not_found(job_id: str) -> ApiError:
+    return ApiError(404, "JOB_NOT_FOUND", f"no job {job_id!r} for this tenant")
+
+
+async def _enqueue(request: web.Request, job_id: str) -> None:
+    try:
+        await queue.enqueue(request.app[REDIS], job_id)
+    except Exception as exc:
+        # The job is safe in Postgres; the workers' reconciler queues it once Redis is back.
+        log.warning("job %s stored but not queued yet (%s)", job_id, exc)
+
+
+@routes.post("/v1/jobs")
+async def create_job(request: web.Request) -> web.Response:
+    principal = require(request, "jobs:write")
+    data, raw = await read_json(request)
+    body = parse(JobCreate, data)
+    spec = request.app[CREWS].get(body.crew)
+    if spec is None:
+        raise ApiError(422, "UNKNOWN_CREW", f"no crew named {body.crew!r}",
+                       {"available": sorted(request.app[CREWS].crews)})
+    missing = spec.missing_inputs(body.inputs)
+    if missing:
+        raise ApiError(422, "MISSING_INPUTS", f"crew {spec.name!r} needs inputs: {', '.join(missing)}",
+                       {"missing": missing, "required": spec.inputs})
+    settings = request.app[SETTINGS]
+    if body.webhook_url:
+        try:
+            await check_url(body.webhook_url, allow_http=settings.webhook_allow_http,
+                            allow_private=settings.webhook_allow_private)
+        except UrlRefused as exc:
+            raise ApiError(422, "INVALID_WEBHOOK_URL", f"webhook_url refused: {exc}",
+                           {"reason": str(exc)}) from exc
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+        raise ApiError(422, "VALIDATION_ERROR", "Idempotency-Key must be 1 to 255 characters")
+    new = jobs.NewJob(
+        tenant_id=principal.tenant_id,
+        crew=spec.name,
+        inputs=body.inputs,
+        metadata=body.metadata,
+        webhook_url=body.webhook_url,
+        timeout_s=body.timeout or spec.default_timeout or settings.job_default_timeout,
+        max_retries=body.max_retries if body.max_retries is not None
+        else spec.default_max_retries if spec.default_max_retries is not None
+        else settings.job_default_max_retries,
+        idempotency_key=idempotency_key,
+        request_hash=hashlib.sha256(raw).digest() if idempotency_key else None,
+    )
+    db = request.app[DB]
+    async with db.acquire() as conn:
+        row, created = await jobs.insert(conn, new)
+    if not created and row["request_hash"] != new.request_hash:
+        raise ApiError(409, "IDEMPOTENCY_KEY_REUSED",
+                       "this Idempotency-Key was used with a different request body",
+                       {"job_id": row["id"]})
+    if created:
+        await _enqueue(request, row["id"])
+    job = await jobs.get(db, principal.tenant_id, row["id"])
+    assert job is not None
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(job, status=202 if created else 200, headers=headers)
+
+
+@routes.get("/v1/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    principal = require(request, "jobs:read")
+    status_text = request.query.get("status")
+    try:
+        status = JobStatus(status_text) if status_text else None
+    except ValueError as exc:
+        raise ApiError(422, "VALIDATION_ERROR", f"status must be one of {', '.join(JobStatus)}") from exc
+    limit = query_int(request, "limit", 20, 1, 100)
+    page, has_more = await jobs.page(
+        request.app[DB],
+        principal.tenant_id,
+        status=status,
+        crew=request.query.get("crew") or None,
+        before=request.query.get("cursor") or None,
+        limit=limit,
+    )
+    next_cursor = page[-1].id if has_more and page else None
+    return json_response(JobList(data=page, has_more=has_more, next_cursor=next_cursor))
+
+
+@routes.get("/v1/jobs/{job_id}")
+async def get_job(request: web.Request) -> web.Response:
+    principal = require(request, "jobs:read")
+    job_id = request.match_info["job_id"]
+    job = await jobs.get(request.app[DB], principal.tenant_id, job_id)
+    if job is None:
+        raise _not_found(job_id)
+    return json_response(job)
+
+
+@routes.post("/v1/jobs/{job_id}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    principal = require(request, "jobs:write")
+    job_id = request.match_info["job_id"]
+    db = request.app[DB]
+    outcome = await jobs.request_cancel(db, principal.tenant_id, job_id)
+    if outcome == jobs.CancelOutcome.NOT_FOUND:
+        raise _not_found(job_id)
+    if outcome == jobs.CancelOutcome.ALREADY_FINISHED:
+        raise ApiError(409, "JOB_ALREADY_FINISHED", "the job has already finished; nothing to cancel")
+    if outcome == jobs.CancelOutcome.REQUESTED:
+        try:
+            await queue.publish_cancel(request.app[REDIS], job_id)
+        except Exception as exc:
+            # The worker's heartbeat sees the request in Postgres within seconds anyway.
+            log.warning("cancel of %s not broadcast (%s)", job_id, exc)
+    job = await jobs.get(db, principal.tenant_id, job_id)
+    assert job is not None
+    return json_response(job, status=202)
+
+
+@routes.post("/v1/jobs/{job_id}/retry")
+async def retry_job(request: web.Request) -> web.Response:
+    principal = require(request, "jobs:write")
+    job_id = request.match_info["job_id"]
+    job = await jobs.restart(request.app[DB], principal.tenant_id, job_id)
+    if job is None:
+        if await jobs.get(request.app[DB], principal.tenant_id, job_id) is None:
+            raise _not_found(job_id)
+        raise ApiError(409, "JOB_NOT_RETRYABLE", "only failed or cancelled jobs can be retried")
+    await _enqueue(request, job_id)
+    return json_response(job, status=202, headers={"Location": f"/v1/jobs/{job_id}"})

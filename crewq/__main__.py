@@ -1,0 +1,3 @@
+from crewq.cli import main
+
+main()

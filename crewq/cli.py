@@ -1,0 +1,107 @@
+"""The `crewq` command: `dev` runs everything on one machine; `migrate`, `api`, `worker`,
+`dispatcher` run one role against configured URLs; `keys create` issues an API key.
+
+This is the one place that imports every package; it only wires them together.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from shared.logs import configure
+from shared.settings import Settings, get_settings
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main)
+
+
+def cmd_migrate(settings: Settings) -> None:
+    from shared.db import migrate
+
+    applied = asyncio.run(migrate(settings.require_database_url))
+    print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
+
+
+def cmd_api(settings: Settings) -> None:
+    from api.app import serve
+
+    _run(_until_signal(serve(settings)))
+
+
+def cmd_worker(settings: Settings) -> None:
+    from worker.main import serve
+
+    _run(serve(settings))
+
+
+def cmd_dispatcher(settings: Settings) -> None:
+    from worker.dispatcher import serve
+
+    _run(serve(settings))
+
+
+async def _until_signal(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` until SIGTERM or SIGINT, then cancel it so it cleans up."""
+    import signal
+
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def cmd_keys_create(settings: Settings, tenant: str, scopes: str) -> None:
+    import asyncpg
+
+    from shared.keys import create_key
+
+    async def create() -> str:
+        conn = await asyncpg.connect(settings.require_database_url)
+        try:
+            return await create_key(conn, tenant, [s.strip() for s in scopes.split(",") if s.strip()])
+        finally:
+            await conn.close()
+
+    try:
+        print(asyncio.run(create()))
+    except ValueError as exc:
+        sys.exit(f"crewq keys create: {exc}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="crewq", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dev", help="run API, worker and dispatcher (embedded Postgres/Redis if unset)")
+    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("api", help="run the HTTP API")
+    sub.add_parser("worker", help="run a worker")
+    sub.add_parser("dispatcher", help="run the webhook dispatcher")
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create an API key and print it (shown only once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--scopes", default="jobs:read,jobs:write,webhooks:manage")
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    configure(settings.log_level, role=args.command)
+    if args.command == "dev":
+        from crewq.dev import run_dev
+
+        run_dev(settings)
+    elif args.command == "migrate":
+        cmd_migrate(settings)
+    elif args.command == "api":
+        cmd_api(settings)
+    elif args.command == "worker":
+        cmd_worker(settings)
+    elif args.command == "dispatcher":
+        cmd_dispatcher(settings)
+    elif args.command == "keys":
+        cmd_keys_create(settings, args.tenant, args.scopes)

@@ -1,0 +1,128 @@
+"""`crewq dev`: the whole platform on one machine, with nothing installed but Python.
+
+Starts an embedded PostgreSQL and Redis (data under CREWQ_DATA_DIR, `.crewq/` by default)
+unless CREWQ_DATABASE_URL / CREWQ_REDIS_URL are set, applies migrations, makes sure a `dev`
+tenant and key exist, then runs the API, one worker and the dispatcher as child processes
+(the same commands production runs) until Ctrl-C, and stops everything it started.
+"""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+
+from crewq.embedded import EmbeddedPostgres, EmbeddedRedis
+from shared.db import migrate
+from shared.keys import SCOPES, authenticate, create_key
+from shared.settings import Settings
+
+DEV_DEFAULTS = {
+    "CREWQ_ENV": "dev",
+    # Let a newcomer point webhooks at a local receiver; production refuses both.
+    "CREWQ_WEBHOOK_ALLOW_HTTP": "true",
+    "CREWQ_WEBHOOK_ALLOW_PRIVATE": "true",
+    "CREWAI_DISABLE_TELEMETRY": "true",
+    "CREWAI_TRACING_ENABLED": "false",
+    "CREWAI_DISABLE_VERSION_CHECK": "true",
+}
+ROLES = ("api", "worker", "dispatcher")
+
+
+async def dev_credentials(database_url: str, data_dir: Path) -> tuple[str, str]:
+    """The dev tenant's API key (kept in the data dir so it survives restarts) and its
+    webhook signing secret."""
+    key_file = data_dir / "dev-api-key"
+    conn = await asyncpg.connect(database_url)
+    try:
+        key = key_file.read_text().strip() if key_file.exists() else ""
+        if not key or await authenticate(conn, key) is None:
+            key = await create_key(conn, "dev", sorted(SCOPES))
+            key_file.write_text(key + "\n")
+            key_file.chmod(0o600)
+        secret = await conn.fetchval("SELECT signing_secret FROM tenants WHERE name = 'dev'")
+        return key, str(secret)
+    finally:
+        await conn.close()
+
+
+def _wait_for_api(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(c.poll() is not None for c in children):
+            raise RuntimeError("a crewq process exited during startup; see the log above")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the API did not answer at {url} within {timeout:.0f} s")
+
+
+def _stop(children: list[subprocess.Popen[bytes]], grace: float) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run_dev(settings: Settings) -> None:
+    env = {**DEV_DEFAULTS, **os.environ}
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    postgres: EmbeddedPostgres | None = None
+    redis: EmbeddedRedis | None = None
+    children: list[subprocess.Popen[bytes]] = []
+    stop_requested = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        if not settings.database_url:
+            postgres = EmbeddedPostgres(data_dir)
+            env["CREWQ_DATABASE_URL"] = postgres.url
+            print(f"Postgres: embedded, data in {data_dir.resolve() / 'postgres'}", flush=True)
+        if not settings.redis_url:
+            redis = EmbeddedRedis(data_dir)
+            env["CREWQ_REDIS_URL"] = redis.url
+            print(f"Redis: embedded on {redis.url}", flush=True)
+        database_url = env["CREWQ_DATABASE_URL"]
+        asyncio.run(migrate(database_url))
+        key, secret = asyncio.run(dev_credentials(database_url, data_dir))
+        children = [subprocess.Popen([sys.executable, "-m", "crewq", role], env=env) for role in ROLES]
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
+        _wait_for_api(api_url, children)
+        print(f"API URL: {api_url}", flush=True)
+        print(f"API key: {key}", flush=True)
+        print(f"Webhook signing secret: {secret}", flush=True)
+        if settings.offline():
+            print("LLM: no provider configured; crews run on the built-in offline model", flush=True)
+        print("crewq dev is running; Ctrl-C stops it.", flush=True)
+        while not stop_requested:
+            if any(c.poll() is not None for c in children):
+                print("a crewq process exited; stopping the others", file=sys.stderr, flush=True)
+                break
+            time.sleep(0.2)
+    finally:
+        _stop(children, grace=settings.drain_timeout + 15)
+        if redis is not None:
+            redis.stop()
+        if postgres is not None:
+            postgres.stop()

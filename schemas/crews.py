@@ -1,0 +1,23 @@
+"""Crews as `GET /v1/crews` describes them."""
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class CrewInfo(BaseModel):
+    object: Literal["crew"] = "crew"
+    name: str
+    description: str
+    inputs: list[str]
+    kind: Literal["yaml", "callable"]
+    process: str
+    agents: list[str]
+    tasks: list[str]
+    default_timeout: int | None
+    default_max_retries: int | None
+
+
+class CrewList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CrewInfo]

@@ -1,0 +1,28 @@
+"""Prefixed, time-ordered identifiers (`job_…`, `evt_…`) and secrets."""
+
+import base64
+import os
+import secrets
+import time
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+
+
+def new_id(prefix: str) -> str:
+    """`prefix_` + 26 chars: a 48-bit millisecond clock then 80 random bits (ULID layout),
+    so ids sort by creation time and index well."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_ALPHABET[digit])
+    return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def new_signing_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def new_api_key() -> str:
+    return "crq_" + secrets.token_urlsafe(32)

@@ -1,0 +1,66 @@
+"""Tenants and their API keys. Keys are stored as sha256 hashes and shown once."""
+
+import hashlib
+from dataclasses import dataclass
+
+import asyncpg
+
+from shared.ids import new_api_key, new_id, new_signing_secret
+
+SCOPES = frozenset({"jobs:read", "jobs:write", "webhooks:manage"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as: the key, its tenant and what it may do."""
+
+    key_id: str
+    tenant_id: str
+    tenant_name: str
+    scopes: frozenset[str]
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+async def ensure_tenant(conn: asyncpg.Connection, name: str) -> str:
+    """The tenant's id, creating the tenant (and its signing secret) when it is new."""
+    row = await conn.fetchrow(
+        "INSERT INTO tenants (id, name, signing_secret) VALUES ($1, $2, $3)"
+        " ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+        new_id("ten"),
+        name,
+        new_signing_secret(),
+    )
+    assert row is not None
+    return str(row["id"])
+
+
+async def create_key(conn: asyncpg.Connection, tenant_name: str, scopes: list[str]) -> str:
+    unknown = set(scopes) - SCOPES
+    if unknown:
+        raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
+    async with conn.transaction():
+        tenant_id = await ensure_tenant(conn, tenant_name)
+        key = new_api_key()
+        await conn.execute(
+            "INSERT INTO api_keys (id, tenant_id, key_hash, scopes) VALUES ($1, $2, $3, $4)",
+            new_id("key"),
+            tenant_id,
+            hash_key(key),
+            sorted(set(scopes)),
+        )
+    return key
+
+
+async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> Principal | None:
+    row = await conn.fetchrow(
+        "SELECT k.id, k.tenant_id, k.scopes, t.name FROM api_keys k"
+        " JOIN tenants t ON t.id = k.tenant_id"
+        " WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+        hash_key(key),
+    )
+    if row is None:
+        return None
+    return Principal(row["id"], row["tenant_id"], row["name"], frozenset(row["scopes"]))

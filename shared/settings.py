@@ -1,0 +1,123 @@
+"""Every crewq setting, read from `CREWQ_*` environment variables."""
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_CREWS = Path(__file__).resolve().parent.parent / "crews"
+
+# Variables whose presence means a real LLM provider is configured.
+PROVIDER_ENV_VARS = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_BASE",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "AZURE_API_KEY",
+    "OPENROUTER_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "OLLAMA_HOST",
+    "AWS_ACCESS_KEY_ID",
+)
+
+OFFLINE_MODEL = "crewq/offline"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CREWQ_", extra="ignore")
+
+    env: Literal["production", "dev"] = "production"
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".crewq")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_max_body_bytes: int = 1_000_000
+
+    crews_path: str = Field(
+        default=str(REPO_CREWS),
+        description="Directories holding one folder per crew, separated by os.pathsep.",
+    )
+    llm_model: str | None = Field(
+        default=None,
+        description="Default CrewAI model string; the offline model when no provider is configured.",
+    )
+
+    job_default_timeout: int = Field(default=3600, ge=1, le=7200)
+    job_default_max_retries: int = Field(default=2, ge=0, le=10)
+    retry_base_delay: float = Field(default=5.0, ge=0, description="Seconds before a job retry.")
+    retry_max_delay: float = Field(default=300.0, ge=0)
+
+    worker_concurrency: int = Field(default=2, ge=1)
+    worker_id: str | None = None
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    heartbeat_timeout: float = Field(
+        default=30.0, gt=0, description="A running job silent this long lost its worker."
+    )
+    reaper_interval: float = Field(default=10.0, gt=0)
+    timeout_grace: float = Field(default=30.0, ge=0)
+    drain_timeout: float = Field(default=30.0, ge=0)
+    child_max_jobs: int = Field(default=50, ge=1)
+    child_max_rss_mb: int = Field(default=1024, ge=64)
+    tenant_max_running_jobs: int = Field(default=10, ge=1)
+
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    webhook_max_response_bytes: int = Field(default=4096, ge=0)
+    webhook_backoff: list[float] = Field(
+        default=[0, 5, 300, 1800, 7200, 18000, 36000, 36000],
+        description="Seconds to wait before each delivery attempt (Svix's schedule).",
+    )
+    webhook_throttle_min_delay: float = Field(
+        default=60.0, ge=0, description="Least wait after a 429, 502, 504 or a timeout."
+    )
+    webhook_disable_after: float = Field(
+        default=5 * 86400, gt=0, description="Disable an endpoint failing this long (seconds)."
+    )
+    webhook_endpoint_concurrency: int = Field(default=4, ge=1)
+    webhook_breaker_threshold: int = Field(default=5, ge=1)
+    webhook_breaker_cooldown: float = Field(default=30.0, ge=0)
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    dispatcher_concurrency: int = Field(default=32, ge=1)
+    dispatcher_poll_interval: float = Field(default=5.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @property
+    def crew_dirs(self) -> list[Path]:
+        return [Path(p) for p in self.crews_path.split(os.pathsep) if p]
+
+    @property
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError("CREWQ_DATABASE_URL is not set (crewq dev sets it for you)")
+        return self.database_url
+
+    @property
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise RuntimeError("CREWQ_REDIS_URL is not set (crewq dev sets it for you)")
+        return self.redis_url
+
+    def default_model(self) -> str:
+        """The model agents use when their YAML names none."""
+        if self.llm_model:
+            return self.llm_model
+        if any(os.environ.get(name) for name in PROVIDER_ENV_VARS):
+            return "openai/gpt-4o-mini"
+        return OFFLINE_MODEL
+
+    def offline(self) -> bool:
+        """No provider configured: every agent runs on the built-in offline model."""
+        return self.default_model() == OFFLINE_MODEL
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

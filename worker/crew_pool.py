@@ -1,0 +1,180 @@
+"""Warm child processes that run crews and can be killed.
+
+An asyncio timeout cannot stop a crew running in a thread; killing its process can. Each
+crew runs in a child started by the forkserver (which has already imported CrewAI); a
+child serves many jobs in turn and is recycled after `max_jobs` jobs or past `max_rss_mb`,
+so a long-lived worker stays flat. Plain fork() of a process that has run a crew can hang
+on CrewAI's threads, so children never come from fork().
+"""
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Literal
+
+import psutil
+
+from worker.crew_process import RunRequest, child_main
+
+log = logging.getLogger(__name__)
+
+OutcomeKind = Literal["done", "error", "timeout", "stopped", "crashed"]
+
+
+@dataclass
+class Outcome:
+    kind: OutcomeKind
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Child:
+    process: BaseProcess
+    conn: Connection
+    jobs_run: int = 0
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+
+class CrewPool:
+    def __init__(self, size: int, *, max_jobs: int, max_rss_mb: int) -> None:
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["worker.crew_process"])
+        self._size = size
+        self._max_jobs = max_jobs
+        self._max_rss = max_rss_mb * 1024 * 1024
+        self._idle: list[_Child] = []
+        self._slots = asyncio.Semaphore(size)
+        self.running_pids: dict[str, int] = {}  # job id -> child pid, for tests and metrics
+
+    def _spawn(self) -> _Child:
+        parent_conn, child_conn = self._ctx.Pipe()
+        process = self._ctx.Process(
+            target=child_main, args=(child_conn,), name="crewq-crew", daemon=True
+        )
+        process.start()
+        child_conn.close()
+        return _Child(process, parent_conn)
+
+    async def start(self) -> None:
+        """Start `size` children up front so the first jobs do not wait for them."""
+        children = await asyncio.gather(*(asyncio.to_thread(self._spawn) for _ in range(self._size)))
+        self._idle.extend(children)
+
+    async def _take(self) -> _Child:
+        while self._idle:
+            child = self._idle.pop()
+            if child.process.is_alive():
+                return child
+            await self._discard(child)
+        return await asyncio.to_thread(self._spawn)
+
+    async def _discard(self, child: _Child) -> None:
+        """Kill a child for good and wait until it is gone."""
+        if child.process.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+        await asyncio.to_thread(child.process.join, 5)
+        child.conn.close()
+
+    def _reusable(self, child: _Child) -> bool:
+        if child.jobs_run >= self._max_jobs:
+            return False
+        try:
+            return psutil.Process(child.pid).memory_info().rss < self._max_rss
+        except psutil.Error:
+            return False
+
+    async def run(
+        self,
+        request: RunRequest,
+        *,
+        timeout: float,
+        stop: asyncio.Event,
+        on_task: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> Outcome:
+        """Run one crew in a child. Ends with the crew's result or error, or with
+        `timeout`/`stopped` after killing the child when the deadline passes or `stop` is set."""
+        async with self._slots:
+            child = await self._take()
+            self.running_pids[request.job_id] = child.pid
+            try:
+                child.conn.send(request)
+                outcome = await self._wait(child, timeout, stop, on_task)
+            except (BrokenPipeError, EOFError, OSError) as exc:
+                outcome = Outcome("crashed", {"message": f"crew process unreachable: {exc}"})
+            finally:
+                self.running_pids.pop(request.job_id, None)
+            child.jobs_run += 1
+            if outcome.kind in ("done", "error") and self._reusable(child):
+                self._idle.append(child)
+            else:
+                await self._discard(child)
+            return outcome
+
+    async def _wait(
+        self,
+        child: _Child,
+        timeout: float,
+        stop: asyncio.Event,
+        on_task: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> Outcome:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        readable = asyncio.Event()
+        fd = child.conn.fileno()
+        loop.add_reader(fd, readable.set)
+        try:
+            while True:
+                readable.clear()
+                while child.conn.poll():
+                    try:
+                        kind, payload = child.conn.recv()
+                    except EOFError:
+                        await asyncio.to_thread(child.process.join, 5)
+                        return Outcome(
+                            "crashed",
+                            {"message": f"crew process exited with code {child.process.exitcode}"},
+                        )
+                    if kind == "task":
+                        await on_task(payload)
+                    else:
+                        return Outcome(kind, payload)
+                # The caller kills the child for these two, right after the reader is removed.
+                if stop.is_set():
+                    return Outcome("stopped")
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return Outcome("timeout")
+                stop_wait = asyncio.ensure_future(stop.wait())
+                read_wait = asyncio.ensure_future(readable.wait())
+                try:
+                    await asyncio.wait(
+                        {stop_wait, read_wait}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    stop_wait.cancel()
+                    read_wait.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(fd)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for child in idle:
+            with contextlib.suppress(OSError):
+                child.conn.send(None)
+        for child in idle:
+            await asyncio.to_thread(child.process.join, 2)
+            if child.process.is_alive():
+                await self._discard(child)

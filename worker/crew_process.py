@@ -1,0 +1,101 @@
+"""The child side of crew execution: a process that runs one crew at a time.
+
+The worker keeps these children warm and kills one to stop its crew for real (timeout,
+cancel). They are started by the forkserver, which imports this module, and so CrewAI,
+once: a child starts in milliseconds instead of paying CrewAI's multi-second import.
+"""
+
+import os
+
+# Before CrewAI is imported: it must not reach the network on its own. A deployment may
+# still opt back in by setting these variables itself.
+for _name, _value in (
+    ("CREWAI_DISABLE_TELEMETRY", "true"),
+    ("CREWAI_TRACING_ENABLED", "false"),
+    ("CREWAI_DISABLE_VERSION_CHECK", "true"),
+):
+    os.environ.setdefault(_name, _value)
+
+import signal  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from multiprocessing.connection import Connection  # noqa: E402
+from typing import Any  # noqa: E402
+
+import crewai  # noqa: E402, F401  (the point of the forkserver preload)
+
+from schemas.jobs import ErrorCode  # noqa: E402
+from shared.crews import CrewConfigError, CrewSpec  # noqa: E402
+from shared.settings import OFFLINE_MODEL  # noqa: E402
+from worker.crew_builder import build_crew  # noqa: E402
+from worker.errors import is_transient  # noqa: E402
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    job_id: str
+    spec: CrewSpec
+    inputs: dict[str, Any]
+    default_model: str
+
+
+def _structured(output: Any) -> dict[str, Any] | None:
+    if getattr(output, "pydantic", None) is not None:
+        return output.pydantic.model_dump(mode="json")  # type: ignore[no-any-return]
+    json_dict = getattr(output, "json_dict", None)
+    return dict(json_dict) if json_dict else None
+
+
+def _task_result(output: Any) -> dict[str, Any]:
+    return {
+        "name": output.name,
+        "agent": output.agent,
+        "raw": output.raw,
+        "structured": _structured(output),
+    }
+
+
+def run_one(request: RunRequest, conn: Connection) -> tuple[str, dict[str, Any]]:
+    def on_task(output: Any) -> None:
+        conn.send(("task", _task_result(output)))
+
+    try:
+        built = build_crew(request.spec, request.default_model, task_callback=on_task)
+        output = built.crew.kickoff(inputs=request.inputs)
+    except CrewConfigError as exc:
+        return "error", {"code": ErrorCode.CREW_CONFIG_ERROR, "message": str(exc), "transient": False}
+    except Exception as exc:
+        transient = is_transient(exc)
+        return "error", {
+            "code": ErrorCode.LLM_UNAVAILABLE if transient else ErrorCode.CREW_ERROR,
+            "message": f"{type(exc).__name__}: {exc}"[:2000],
+            "transient": transient,
+            "traceback": traceback.format_exc(limit=20)[-8000:],
+        }
+    usage = output.token_usage.model_dump() if output.token_usage else None
+    return "done", {
+        "result": {
+            "raw": output.raw,
+            "structured": _structured(output),
+            "tasks": [_task_result(t) for t in output.tasks_output],
+            "models": built.models,
+            "offline": built.models == [OFFLINE_MODEL],
+        },
+        "token_usage": usage,
+    }
+
+
+def child_main(conn: Connection) -> None:
+    """Serve run requests until the parent sends None or goes away."""
+    # Ctrl-C in a terminal reaches the whole process group; the worker decides when
+    # children stop, so they ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        kind, payload = run_one(request, conn)
+        conn.send((kind, payload))

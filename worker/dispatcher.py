@@ -1,0 +1,231 @@
+"""The webhook dispatcher process: delivers the outbox.
+
+It wakes on Postgres NOTIFY (a new event leaves within milliseconds), on the next
+scheduled retry, or on a slow poll as a fallback. One slow or dead receiver cannot delay
+the others: each URL gets at most `per_endpoint` requests in flight, and a circuit breaker
+stops claiming a URL's deliveries for a while after repeated failures; claims skip such
+URLs, so their rows stay queued in Postgres instead of occupying the dispatcher.
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from shared import deliveries
+from shared.db import create_pool, is_connection_error
+from shared.events import DELIVERIES_CHANNEL
+from shared.settings import Settings
+from worker.delivery import Answer, make_session, send
+
+log = logging.getLogger(__name__)
+
+# Per the Standard Webhooks spec: after these, wait at least the receiver's Retry-After.
+_THROTTLE_STATUSES = frozenset({429, 502, 504})
+
+
+class EndpointGuard:
+    """Per-URL concurrency limit and circuit breaker, in this dispatcher's memory."""
+
+    def __init__(self, per_endpoint: int, threshold: int, cooldown_s: float) -> None:
+        self.per_endpoint = per_endpoint
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self.in_flight: dict[str, int] = defaultdict(int)
+        self.failures: dict[str, int] = defaultdict(int)
+        self.open_until: dict[str, float] = {}
+
+    def blocked(self) -> list[str]:
+        now = time.monotonic()
+        full = [url for url, n in self.in_flight.items() if n >= self.per_endpoint]
+        tripped = [url for url, until in self.open_until.items() if until > now]
+        return full + tripped
+
+    def admit(self, url: str) -> bool:
+        if self.in_flight[url] >= self.per_endpoint or self.open_until.get(url, 0) > time.monotonic():
+            return False
+        self.in_flight[url] += 1
+        return True
+
+    def done(self, url: str, succeeded: bool) -> None:
+        self.in_flight[url] -= 1
+        if self.in_flight[url] <= 0:
+            del self.in_flight[url]
+        if succeeded:
+            self.failures.pop(url, None)
+            self.open_until.pop(url, None)
+            return
+        self.failures[url] += 1
+        if self.failures[url] >= self.threshold:
+            self.open_until[url] = time.monotonic() + self.cooldown_s
+            log.warning("circuit open for %s after %d failures", url, self.failures[url])
+
+
+def next_attempt_delay(settings: Settings, attempt: int, answer: Answer) -> float | None:
+    """Seconds until the next attempt after attempt number `attempt` failed, or None when
+    the schedule is used up."""
+    schedule = settings.webhook_backoff
+    if answer.gone or attempt >= len(schedule):
+        return None
+    delay = schedule[attempt] * random.uniform(0.8, 1.2)
+    if answer.timed_out or answer.record.status_code in _THROTTLE_STATUSES:
+        delay = max(delay, settings.webhook_throttle_min_delay, answer.retry_after_s or 0.0)
+    return delay
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.guard = EndpointGuard(
+            settings.webhook_endpoint_concurrency,
+            settings.webhook_breaker_threshold,
+            settings.webhook_breaker_cooldown,
+        )
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.delivered = 0
+
+    @property
+    def lease_s(self) -> float:
+        return self.settings.webhook_timeout + 30
+
+    async def _listen(self) -> None:
+        """Hold a LISTEN connection, re-opening it whenever it drops."""
+        while True:
+            try:
+                conn = await asyncpg.connect(self.settings.require_database_url)
+                try:
+                    await conn.add_listener(DELIVERIES_CHANNEL, lambda *_: self.wake.set())
+                    self.wake.set()  # anything owed while we were not listening
+                    while not conn.is_closed():
+                        await asyncio.sleep(1)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("LISTEN connection lost (%s); reconnecting", exc)
+            await asyncio.sleep(1)
+
+    async def _deliver(self, db: asyncpg.Pool, session: object, due: deliveries.Due) -> None:
+        settings = self.settings
+        answer = await send(
+            session,  # type: ignore[arg-type]
+            due,
+            allow_http=settings.webhook_allow_http,
+            allow_private=settings.webhook_allow_private,
+            max_body_bytes=settings.webhook_max_response_bytes,
+        )
+        self.guard.done(due.url, answer.succeeded)
+        delay = None if answer.succeeded else next_attempt_delay(settings, due.attempt, answer)
+        retry_at = datetime.now(UTC) + timedelta(seconds=delay) if delay is not None else None
+        for pause in (0.5, 1, 2, 5, 10, 30, 60):
+            try:
+                await deliveries.record_attempt(
+                    db,
+                    due,
+                    answer.record,
+                    succeeded=answer.succeeded,
+                    retry_at=retry_at,
+                    disable_endpoint="webhook.disabled: receiver answered 410 Gone" if answer.gone else None,
+                    disable_after_s=settings.webhook_disable_after,
+                )
+                break
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                # The lease expires and another attempt happens; that is the at-least-once part.
+                log.warning("delivery %s: attempt not recorded yet (%s)", due.id, exc)
+                await asyncio.sleep(pause)
+        if answer.succeeded:
+            self.delivered += 1
+        log.info(
+            "delivery %s attempt %d to %s: %s in %d ms",
+            due.id,
+            due.attempt,
+            due.url,
+            answer.record.status_code or answer.record.error,
+            answer.record.duration_ms,
+        )
+
+    def _start(self, db: asyncpg.Pool, session: object, due: deliveries.Due) -> None:
+        task = asyncio.create_task(self._deliver(db, session, due))
+        self.in_flight.add(task)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            self.in_flight.discard(t)
+            self.wake.set()
+            if not t.cancelled() and t.exception() is not None:
+                log.error("delivery %s crashed", due.id, exc_info=t.exception())
+
+        task.add_done_callback(finished)
+
+    async def _seconds_until_due(self, db: asyncpg.Pool) -> float:
+        wait = await db.fetchval(
+            "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8"
+            " FROM webhook_deliveries WHERE status = 'pending'"
+        )
+        poll = self.settings.dispatcher_poll_interval
+        return poll if wait is None else max(0.0, min(poll, wait))
+
+    async def _pump(self, db: asyncpg.Pool, session: object) -> None:
+        while not self.stopping.is_set():
+            self.wake.clear()
+            free = self.settings.dispatcher_concurrency - len(self.in_flight)
+            timeout = self.settings.dispatcher_poll_interval
+            try:
+                if free > 0:
+                    batch = await deliveries.claim(db, free, self.lease_s, self.guard.blocked())
+                    for due in batch:
+                        if self.guard.admit(due.url):
+                            self._start(db, session, due)
+                        else:  # the claim raced a slot filling up; put it back untouched
+                            await deliveries.defer(db, due, datetime.now(UTC) + timedelta(seconds=1))
+                    if len(batch) == free:
+                        continue
+                timeout = await self._seconds_until_due(db)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                log.warning("dispatcher cannot reach postgres (%s)", exc)
+                timeout = 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=max(timeout, 0.01))
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop)
+        db = await create_pool(self.settings.require_database_url, max_size=10)
+        session = make_session(
+            timeout_s=self.settings.webhook_timeout,
+            allow_private=self.settings.webhook_allow_private,
+            limit=self.settings.dispatcher_concurrency,
+        )
+        listener = asyncio.create_task(self._listen())
+        log.info("dispatcher ready (concurrency %d)", self.settings.dispatcher_concurrency)
+        try:
+            await self._pump(db, session)
+        finally:
+            listener.cancel()
+            if self.in_flight:
+                await asyncio.wait(self.in_flight, timeout=self.settings.webhook_timeout + 1)
+            await session.close()
+            await db.close()
+            log.info("dispatcher stopped after %d deliveries", self.delivered)
+
+    def _stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+
+async def serve(settings: Settings) -> None:
+    await Dispatcher(settings).serve()

@@ -1,0 +1,80 @@
+"""Which LLM an agent talks to, and crewq's built-in offline model.
+
+Any CrewAI model string works; credentials and endpoints come from the providers' own
+environment variables (OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY, ...).
+"""
+
+import hashlib
+import os
+from typing import Any
+
+from crewai import LLM
+from crewai.llms.base_llm import BaseLLM
+
+from shared.settings import OFFLINE_MODEL
+
+_OFFLINE_NOTE = "[crewq offline model: deterministic text, no LLM was called]"
+
+
+def _task_line(messages: Any) -> str:
+    """The `Current Task:` line CrewAI puts in the prompt, else the last user message."""
+    if isinstance(messages, str):
+        text = messages
+    else:
+        users = [m.get("content", "") for m in messages if m.get("role") == "user"]
+        text = str(users[-1]) if users else ""
+    for line in text.splitlines():
+        if line.startswith("Current Task:"):
+            return line.removeprefix("Current Task:").strip()
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+class OfflineLLM(BaseLLM):
+    """A model that answers from the prompt alone, the same way every time.
+
+    It sits behind CrewAI's real `Crew.kickoff` path (agents, tasks, prompts, output
+    parsing), so the platform runs end to end on a machine with no provider configured.
+    """
+
+    def call(
+        self,
+        messages: Any,
+        tools: Any = None,
+        callbacks: Any = None,
+        available_functions: Any = None,
+        from_task: Any = None,
+        from_agent: Any = None,
+        response_model: Any = None,
+    ) -> str:
+        task = _task_line(messages)
+        digest = hashlib.sha256(repr(messages).encode()).hexdigest()[:8]
+        answer = f"{_OFFLINE_NOTE} Answer to: {task} (#{digest})"
+        prompt_chars = len(repr(messages))
+        self._track_token_usage_internal(
+            {
+                "prompt_tokens": prompt_chars // 4,
+                "completion_tokens": len(answer) // 4,
+                "total_tokens": (prompt_chars + len(answer)) // 4,
+            }
+        )
+        return f"Thought: I can answer from the task alone.\nFinal Answer: {answer}"
+
+    def supports_function_calling(self) -> bool:
+        return False
+
+    def get_context_window_size(self) -> int:
+        return 128_000
+
+
+def make_llm(model: str) -> BaseLLM:
+    if model == OFFLINE_MODEL:
+        return OfflineLLM(model=OFFLINE_MODEL)
+    kwargs: dict[str, Any] = {}
+    # An OpenAI-compatible server (vLLM, Ollama, a gateway) serves model names CrewAI's
+    # catalogue does not know; route them to the native OpenAI client at that base URL.
+    if model.startswith("openai/") and (
+        os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+    ):
+        kwargs["custom_openai"] = True
+    llm: BaseLLM = LLM(model=model, **kwargs)
+    return llm

@@ -1,0 +1,185 @@
+"""The worker process: arq pulls job ids from Redis, the runner runs their crews.
+
+Around arq it adds what a bare arq worker lacks: it survives Redis going away (a bare
+worker dies when its connection drops, arq #435/#386), drains gracefully on SIGTERM
+(finishes running crews up to `drain_timeout`, then hands the rest back without spending
+an attempt, still heartbeating and honouring cancels meanwhile), and runs the recovery
+loops.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from typing import Any
+
+import asyncpg
+from arq.connections import ArqRedis
+from arq.worker import Worker, func
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from schemas.jobs import MAX_TIMEOUT_S
+from shared import queue
+from shared.crews import CrewRegistry
+from shared.db import create_pool
+from shared.settings import Settings
+from worker.crew_pool import CrewPool
+from worker.recovery import run_recovery
+from worker.runner import JobRunner, StopReason
+
+log = logging.getLogger(__name__)
+
+
+def make_worker_id(settings: Settings) -> str:
+    return settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+async def _run_job(ctx: dict[str, Any], job_id: str) -> str:
+    runner: JobRunner = ctx["runner"]
+    return await runner.run(job_id)
+
+
+class WorkerService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.worker_id = make_worker_id(settings)
+        self.stopping = asyncio.Event()
+        self.db: asyncpg.Pool | None = None
+        self.redis: ArqRedis | None = None
+        self.crews = CrewPool(
+            settings.worker_concurrency,
+            max_jobs=settings.child_max_jobs,
+            max_rss_mb=settings.child_max_rss_mb,
+        )
+        self.runner: JobRunner | None = None
+        self.arq: Worker | None = None
+
+    def _arq_worker(self, redis: ArqRedis) -> Worker:
+        assert self.runner is not None
+        return Worker(
+            functions=[func(_run_job, name=queue.RUN_JOB, keep_result=0, max_tries=10_000)],
+            redis_pool=redis,
+            queue_name=queue.QUEUE_NAME,
+            ctx={"runner": self.runner},
+            max_jobs=self.settings.worker_concurrency,
+            # crewq enforces each job's own timeout in the crew pool; arq's is a backstop.
+            job_timeout=MAX_TIMEOUT_S + self.settings.timeout_grace + self.settings.drain_timeout + 60,
+            keep_result=0,
+            poll_delay=0.2,
+            handle_signals=False,
+            health_check_interval=30,
+            log_results=False,
+        )
+
+    async def _consume(self) -> None:
+        """Run arq, rebuilding it whenever Redis drops, until stopping."""
+        delay = 0.5
+        while not self.stopping.is_set():
+            try:
+                self.redis = await queue.connect(self.settings.require_redis_url)
+                self.arq = self._arq_worker(self.redis)
+                log.info("worker %s consuming %s", self.worker_id, queue.QUEUE_NAME)
+                delay = 0.5
+                await self.arq.async_run()
+            except asyncio.CancelledError:
+                if self.stopping.is_set():
+                    return
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("redis unavailable (%s); reconnecting in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def _listen_for_cancels(self) -> None:
+        """Stop a running crew the moment its job is cancelled (the heartbeat would notice
+        within `heartbeat_interval` anyway, should a message be lost)."""
+        assert self.runner is not None
+        while True:
+            try:
+                redis = await queue.connect(self.settings.require_redis_url)
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(queue.CANCEL_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            job_id = message["data"].decode()
+                            if self.runner.stop(job_id, StopReason.CANCEL):
+                                log.info("job %s: cancel requested, stopping its crew", job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cancel listener lost redis (%s); retrying", exc)
+                await asyncio.sleep(1)
+
+    async def _recovery(self) -> None:
+        assert self.db is not None
+        while self.redis is None:
+            await asyncio.sleep(0.1)
+        await run_recovery(self.db, self.redis, self.settings)
+
+    async def _drain(self) -> None:
+        """Stop taking jobs, let running crews finish for `drain_timeout`, then hand the rest
+        back; heartbeats and cancels keep working meanwhile (they are separate tasks)."""
+        assert self.runner is not None
+        if self.arq is not None:
+            self.arq.allow_pick_jobs = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_timeout
+        log.info("draining: %d running jobs, up to %.0f s", len(self.runner.active), self.settings.drain_timeout)
+        while self.runner.active and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        for job_id in list(self.runner.active):
+            log.info("job %s: drain timeout passed, handing it back", job_id)
+            self.runner.stop(job_id, StopReason.SHUTDOWN)
+        if self.arq is not None:
+            pending = [t for t in self.arq.tasks.values() if not t.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=15)
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        registry = CrewRegistry.load(self.settings.crew_dirs)
+        for name, error in registry.errors.items():
+            log.error("crew %s not loaded: %s", name, error)
+        self.db = await create_pool(
+            self.settings.require_database_url, max_size=self.settings.worker_concurrency * 2 + 4
+        )
+        await self.crews.start()
+        self.runner = JobRunner(self.settings, self.db, self.crews, registry, self.worker_id)
+        log.info(
+            "worker %s ready: %d crews, concurrency %d, model %s",
+            self.worker_id,
+            len(registry.crews),
+            self.settings.worker_concurrency,
+            self.settings.default_model(),
+        )
+        tasks = [
+            asyncio.create_task(self._consume(), name="consume"),
+            asyncio.create_task(self._listen_for_cancels(), name="cancels"),
+            asyncio.create_task(self._recovery(), name="recovery"),
+        ]
+        await self.stopping.wait()
+        log.info("worker %s stopping", self.worker_id)
+        await self._drain()
+        for task in tasks:
+            task.cancel()
+        if self.arq is not None:
+            self.arq.main_task and self.arq.main_task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.close(close_connection_pool=True)
+        await self.crews.close()
+        await self.db.close()
+        log.info("worker %s stopped", self.worker_id)
+
+
+async def serve(settings: Settings) -> None:
+    await WorkerService(settings).serve()
