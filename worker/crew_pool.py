@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import psutil
 
-from worker.crew_process import RunRequest, child_main
+from worker.crew_protocol import RunRequest, child_entry
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class CrewPool:
     def _spawn(self) -> _Child:
         parent_conn, child_conn = self._ctx.Pipe()
         process = self._ctx.Process(
-            target=child_main, args=(child_conn,), name="crewq-crew", daemon=True
+            target=child_entry, args=(child_conn,), name="crewq-crew", daemon=True
         )
         process.start()
         child_conn.close()

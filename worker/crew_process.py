@@ -18,25 +18,17 @@ for _name, _value in (
 
 import signal  # noqa: E402
 import traceback  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
 from typing import Any  # noqa: E402
 
 import crewai  # noqa: E402, F401  (the point of the forkserver preload)
 
 from schemas.jobs import ErrorCode  # noqa: E402
-from shared.crews import CrewConfigError, CrewSpec  # noqa: E402
+from shared.crews import CrewConfigError  # noqa: E402
 from shared.settings import OFFLINE_MODEL  # noqa: E402
 from worker.crew_builder import build_crew  # noqa: E402
+from worker.crew_protocol import RunRequest  # noqa: E402
 from worker.errors import is_transient  # noqa: E402
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    job_id: str
-    spec: CrewSpec
-    inputs: dict[str, Any]
-    default_model: str
 
 
 def _structured(output: Any) -> dict[str, Any] | None:

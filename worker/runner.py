@@ -21,7 +21,7 @@ from shared.crews import CrewRegistry
 from shared.db import is_connection_error, with_db_retry
 from shared.settings import Settings
 from worker.crew_pool import CrewPool, Outcome
-from worker.crew_process import RunRequest
+from worker.crew_protocol import RunRequest
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,256 @@
+"""A real crewq platform for tests: its own database and Redis db, the API, workers and a
+dispatcher as the same `python -m crewq <role>` processes production runs."""
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import psutil
+from multidict import CIMultiDict
+
+from crewq.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from shared.db import migrate
+from shared.keys import SCOPES, create_key
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_CREWS = ROOT / "tests" / "crews"
+_redis_dbs = itertools.count(1)
+
+# Fast clocks so failure scenarios play out in seconds.
+FAST_ENV = {
+    "CREWQ_HEARTBEAT_INTERVAL": "0.5",
+    "CREWQ_HEARTBEAT_TIMEOUT": "4",
+    "CREWQ_REAPER_INTERVAL": "1",
+    "CREWQ_RETRY_BASE_DELAY": "0.2",
+    "CREWQ_RETRY_MAX_DELAY": "1",
+    "CREWQ_TIMEOUT_GRACE": "5",
+    "CREWQ_DRAIN_TIMEOUT": "5",
+    "CREWQ_WEBHOOK_BACKOFF": "[0, 0.3, 0.3, 0.3, 0.3, 0.3]",
+    "CREWQ_WEBHOOK_THROTTLE_MIN_DELAY": "1",
+    "CREWQ_WEBHOOK_TIMEOUT": "3",
+    "CREWQ_DISPATCHER_POLL_INTERVAL": "1",
+    "CREWQ_WEBHOOK_ALLOW_HTTP": "true",
+    "CREWQ_WEBHOOK_ALLOW_PRIVATE": "true",
+    "CREWAI_DISABLE_TELEMETRY": "true",
+    "CREWAI_TRACING_ENABLED": "false",
+    "CREWAI_DISABLE_VERSION_CHECK": "true",
+    "CREWQ_LOG_LEVEL": "INFO",
+}
+
+
+class Services:
+    """Postgres and Redis servers: the configured ones (CREWQ_DATABASE_URL, CREWQ_REDIS_URL)
+    or embedded ones started for the test session."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._postgres: EmbeddedPostgres | None = None
+        self._redis: EmbeddedRedis | None = None
+        self.database_url = os.environ.get("CREWQ_DATABASE_URL") or ""
+        self.redis_url = os.environ.get("CREWQ_REDIS_URL") or ""
+        if not self.database_url:
+            self._postgres = EmbeddedPostgres(workdir)
+            self.database_url = self._postgres.url
+        if not self.redis_url:
+            self._redis = EmbeddedRedis(workdir, persist=False)
+            self.redis_url = self._redis.url
+
+    def database(self, name: str) -> str:
+        parts = urlsplit(self.database_url)
+        return urlunsplit(parts._replace(path=f"/{name}"))
+
+    def redis_db(self, index: int) -> str:
+        parts = urlsplit(self.redis_url)
+        return urlunsplit(parts._replace(path=f"/{index}"))
+
+    def stop(self) -> None:
+        if self._redis:
+            self._redis.stop()
+        if self._postgres:
+            self._postgres.stop()
+
+
+class Process:
+    def __init__(self, role: str, env: dict[str, str], log_dir: Path) -> None:
+        self.role = role
+        self.log_path = log_dir / f"{role}-{uuid.uuid4().hex[:6]}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "crewq", role], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_for_log(self, text: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.role} exited:\n{self.log()[-4000:]}")
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{self.role}: no {text!r} in its log:\n{self.log()[-4000:]}")
+
+    def crew_pids(self) -> list[int]:
+        """Crew processes: the children of this worker's forkserver."""
+        found = []
+        for child in psutil.Process(self.pid).children():
+            if "forkserver" in " ".join(child.cmdline()):
+                found.extend(grandchild.pid for grandchild in child.children())
+        return found
+
+    def kill(self) -> None:
+        """SIGKILL the worker and everything it started, as a crashed machine would."""
+        with_children = psutil.Process(self.pid).children(recursive=True)
+        self.popen.kill()
+        for child in with_children:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.popen.wait()
+
+    async def stop(self, timeout: float = 30) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(self.popen.wait, timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        self._log.close()
+        return self.popen.returncode
+
+
+class Platform:
+    def __init__(self, services: Services, workdir: Path, llm_url: str, **env: str) -> None:
+        self.services = services
+        self.workdir = workdir
+        self.name = f"crewq_t_{uuid.uuid4().hex[:10]}"
+        self.database_url = services.database(self.name)
+        self.redis_url = services.redis_db(next(_redis_dbs) % 16)
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            **FAST_ENV,
+            "CREWQ_DATABASE_URL": self.database_url,
+            "CREWQ_REDIS_URL": self.redis_url,
+            "CREWQ_API_PORT": str(self.port),
+            "CREWQ_CREWS_PATH": os.pathsep.join([str(TEST_CREWS), str(ROOT / "crews")]),
+            "OPENAI_API_KEY": "sk-test-not-a-real-key",
+            "OPENAI_BASE_URL": llm_url,
+            **env,
+        }
+        self.processes: list[Process] = []
+        self.key = ""
+        self.signing_secret = ""
+        self.tenant_id = ""
+        self.http: aiohttp.ClientSession | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def prepare(self) -> None:
+        admin = await asyncpg.connect(self.services.database_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{self.name}"')
+        finally:
+            await admin.close()
+        await migrate(self.database_url)
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(self.redis_url)
+        await client.flushdb()
+        await client.aclose()
+        self.key, self.tenant_id, self.signing_secret = await self.new_tenant("acme")
+        self.http = aiohttp.ClientSession(base_url=self.base_url)
+
+    async def new_tenant(self, prefix: str, scopes: list[str] | None = None) -> tuple[str, str, str]:
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            key = await create_key(conn, name, scopes or sorted(SCOPES))
+            row = await conn.fetchrow("SELECT id, signing_secret FROM tenants WHERE name = $1", name)
+        finally:
+            await conn.close()
+        assert row is not None
+        return key, row["id"], row["signing_secret"]
+
+    def start(self, role: str, **env: str) -> Process:
+        process = Process(role, {**self.env, **env}, self.workdir)
+        self.processes.append(process)
+        return process
+
+    async def start_api(self, **env: str) -> Process:
+        api = self.start("api", **env)
+        await api.wait_for_log("API listening")
+        return api
+
+    async def start_worker(self, **env: str) -> Process:
+        worker = self.start("worker", **env)
+        await worker.wait_for_log("consuming")
+        return worker
+
+    async def start_dispatcher(self, **env: str) -> Process:
+        dispatcher = self.start("dispatcher", **env)
+        await dispatcher.wait_for_log("dispatcher ready")
+        return dispatcher
+
+    async def db(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.database_url)
+
+    # --- the HTTP API, as a client uses it ---
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
+
+    async def request(
+        self, method: str, path: str, *, key: str | None = None, **kwargs: Any
+    ) -> tuple[int, Any, CIMultiDict[str]]:
+        assert self.http is not None
+        headers = {**self.headers(key), **kwargs.pop("headers", {})}
+        async with self.http.request(method, path, headers=headers, **kwargs) as resp:
+            body = await resp.json() if resp.content_type == "application/json" else await resp.text()
+            return resp.status, body, CIMultiDict(resp.headers)
+
+    async def submit(self, crew: str, inputs: dict[str, Any], key: str | None = None, **fields: Any) -> dict[str, Any]:
+        status, body, _ = await self.request("POST", "/v1/jobs", key=key, json={"crew": crew, "inputs": inputs, **fields})
+        assert status == 202, body
+        return body  # type: ignore[no-any-return]
+
+    async def job(self, job_id: str, key: str | None = None) -> dict[str, Any]:
+        status, body, _ = await self.request("GET", f"/v1/jobs/{job_id}", key=key)
+        assert status == 200, body
+        return body  # type: ignore[no-any-return]
+
+    async def wait_for_status(
+        self, job_id: str, statuses: set[str], timeout: float = 60, key: str | None = None
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            job = await self.job(job_id, key=key)
+            if job["status"] in statuses:
+                return job
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"job {job_id} still {job.get('status')} after {timeout} s: {job}")
+
+    async def close(self) -> None:
+        await asyncio.gather(*(p.stop() for p in self.processes))
+        if self.http:
+            await self.http.close()
