@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         description="Default CrewAI model string; the offline model when no provider is configured.",
     )
 
+    llm_retry_attempts: int = Field(
+        default=5, ge=1, description="Tries per LLM call on 429, 5xx, timeouts, broken connections."
+    )
+    llm_retry_max_wait: float = Field(default=30.0, gt=0)
+
     job_default_timeout: int = Field(default=3600, ge=1, le=7200)
     job_default_max_retries: int = Field(default=2, ge=0, le=10)
     retry_base_delay: float = Field(default=5.0, ge=0, description="Seconds before a job retry.")

@@ -2,7 +2,7 @@
 CREWQ_REDIS_URL are set), a fake LLM provider and webhook receivers on 127.0.0.1, and one
 running crewq platform shared by the tests that do not need their own."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -59,3 +59,23 @@ async def own_stack(services: Services, workdir: Path, llm: FakeLLM) -> AsyncIte
     await platform.prepare()
     yield platform
     await platform.close()
+
+
+_MEASURED: list[str] = []
+
+
+@pytest.fixture
+def measure() -> Callable[[str, float], None]:
+    """Record a measured duration; all of them are printed at the end of the run."""
+
+    def record(label: str, seconds: float) -> None:
+        _MEASURED.append(f"{label}: {seconds:.2f} s")
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _MEASURED:
+        terminalreporter.section("measured")
+        for line in _MEASURED:
+            terminalreporter.write_line(line)

@@ -53,7 +53,12 @@ def _load_callable(spec: CrewSpec) -> Callable[..., Crew]:
 
 
 def build_crew(
-    spec: CrewSpec, default_model: str, task_callback: Callable[[Any], None] | None = None
+    spec: CrewSpec,
+    default_model: str,
+    task_callback: Callable[[Any], None] | None = None,
+    *,
+    llm_retry_attempts: int = 5,
+    llm_retry_max_wait: float = 30.0,
 ) -> BuiltCrew:
     offline = default_model == OFFLINE_MODEL
     models: list[str] = []
@@ -63,7 +68,7 @@ def build_crew(
         chosen = OFFLINE_MODEL if offline else (model or spec.llm or default_model)
         if chosen not in models:
             models.append(chosen)
-        return make_llm(chosen)
+        return make_llm(chosen, retry_attempts=llm_retry_attempts, retry_max_wait=llm_retry_max_wait)
 
     try:
         if spec.callable:

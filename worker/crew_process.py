@@ -52,7 +52,13 @@ def run_one(request: RunRequest, conn: Connection) -> tuple[str, dict[str, Any]]
         conn.send(("task", _task_result(output)))
 
     try:
-        built = build_crew(request.spec, request.default_model, task_callback=on_task)
+        built = build_crew(
+            request.spec,
+            request.default_model,
+            task_callback=on_task,
+            llm_retry_attempts=request.llm_retry_attempts,
+            llm_retry_max_wait=request.llm_retry_max_wait,
+        )
         output = built.crew.kickoff(inputs=request.inputs)
     except CrewConfigError as exc:
         return "error", {"code": ErrorCode.CREW_CONFIG_ERROR, "message": str(exc), "transient": False}

@@ -17,6 +17,8 @@ class RunRequest:
     spec: CrewSpec
     inputs: dict[str, Any]
     default_model: str
+    llm_retry_attempts: int
+    llm_retry_max_wait: float
 
 
 def child_entry(conn: Connection) -> None:

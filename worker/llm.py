@@ -12,6 +12,7 @@ from crewai import LLM
 from crewai.llms.base_llm import BaseLLM
 
 from shared.settings import OFFLINE_MODEL
+from worker.llm_retry import with_retries
 
 _OFFLINE_NOTE = "[crewq offline model: deterministic text, no LLM was called]"
 
@@ -66,15 +67,14 @@ class OfflineLLM(BaseLLM):
         return 128_000
 
 
-def make_llm(model: str) -> BaseLLM:
+def make_llm(model: str, *, retry_attempts: int = 5, retry_max_wait: float = 30.0) -> BaseLLM:
     if model == OFFLINE_MODEL:
         return OfflineLLM(model=OFFLINE_MODEL)
     kwargs: dict[str, Any] = {}
-    # An OpenAI-compatible server (vLLM, Ollama, a gateway) serves model names CrewAI's
-    # catalogue does not know; route them to the native OpenAI client at that base URL.
-    if model.startswith("openai/") and (
-        os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
-    ):
-        kwargs["custom_openai"] = True
-    llm: BaseLLM = LLM(model=model, **kwargs)
-    return llm
+    if model.startswith("openai/") or "/" not in model:
+        kwargs["max_retries"] = 0  # worker/llm_retry.py is the one retry layer
+        # An OpenAI-compatible server (vLLM, Ollama, a gateway) serves model names CrewAI's
+        # catalogue does not know; route them to the native OpenAI client at that base URL.
+        if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE"):
+            kwargs["custom_openai"] = True
+    return with_retries(LLM(model=model, **kwargs), retry_attempts, retry_max_wait)

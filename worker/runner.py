@@ -97,7 +97,14 @@ class JobRunner:
         log.info("job %s attempt %d: running crew %s", job_id, claim.attempt, claim.crew)
         try:
             outcome = await self.crews.run(
-                RunRequest(job_id, spec, claim.inputs, self.settings.default_model()),
+                RunRequest(
+                    job_id,
+                    spec,
+                    claim.inputs,
+                    self.settings.default_model(),
+                    self.settings.llm_retry_attempts,
+                    self.settings.llm_retry_max_wait,
+                ),
                 timeout=claim.timeout_s,
                 stop=active.stop,
                 on_task=lambda task: self._task_completed(claim, task),

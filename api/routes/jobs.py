@@ -133,7 +133,8 @@ async def cancel_job(request: web.Request) -> web.Response:
             log.warning("cancel of %s not broadcast (%s)", job_id, exc)
     job = await jobs.get(db, principal.tenant_id, job_id)
     assert job is not None
-    return json_response(job, status=202)
+    # 200: cancelled now (it was pending); 202: its worker is stopping the crew.
+    return json_response(job, status=200 if outcome == jobs.CancelOutcome.CANCELLED else 202)
 
 
 @routes.post("/v1/jobs/{job_id}/retry")
