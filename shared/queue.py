@@ -1,6 +1,7 @@
 """The arq queue on Redis: transport only. Postgres decides what runs; Redis carries the
 wake-ups. arq's job id is always the crewq job id, so a job is on the queue at most once."""
 
+import time
 from datetime import datetime
 from urllib.parse import urlparse
 
@@ -48,7 +49,8 @@ async def requeue_now(redis: ArqRedis, job_id: str) -> None:
     claim (which arq would otherwise keep until job timeout + 10 s) and queue it again."""
     await redis.delete(in_progress_key_prefix + job_id)
     if not await enqueue(redis, job_id):
-        await redis.zadd(QUEUE_NAME, {job_id: 0})
+        # arq still holds the job: make its queue entry due now (arq skips a score of 0).
+        await redis.zadd(QUEUE_NAME, {job_id: int(time.time() * 1000)})
 
 
 async def publish_cancel(redis: ArqRedis, job_id: str) -> None:
