@@ -31,8 +31,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     principal = await authenticate(request.app[DB], key)
     if principal is None:
-        raise ApiError(401, "INVALID_API_KEY", "the API key is not valid or was revoked",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "INVALID_API_KEY",
+            "the API key is not valid or was revoked",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     request["principal"] = principal
     return await handler(request)
 
@@ -40,6 +44,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 def require(request: web.Request, scope: str) -> Principal:
     principal: Principal = request["principal"]
     if scope not in principal.scopes:
-        raise ApiError(403, "INSUFFICIENT_SCOPE", f"this API key lacks the {scope!r} scope",
-                       {"required_scope": scope})
+        raise ApiError(
+            403,
+            "INSUFFICIENT_SCOPE",
+            f"this API key lacks the {scope!r} scope",
+            {"required_scope": scope},
+        )
     return principal

@@ -39,6 +39,10 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     except ValueError:
         number = low - 1
     if not low <= number <= high:
-        raise ApiError(422, "VALIDATION_ERROR", f"{name} must be an integer from {low} to {high}",
-                       [{"field": name, "message": "out of range", "type": "query"}])
+        raise ApiError(
+            422,
+            "VALIDATION_ERROR",
+            f"{name} must be an integer from {low} to {high}",
+            [{"field": name, "message": "out of range", "type": "query"}],
+        )
     return number

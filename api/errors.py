@@ -42,7 +42,9 @@ def request_id(request: web.Request) -> str:
 
 def _error_response(request: web.Request, err: ApiError) -> web.Response:
     body = ErrorBody(
-        error=ErrorDetail(code=err.code, message=err.message, request_id=request_id(request), details=err.details)
+        error=ErrorDetail(
+            code=err.code, message=err.message, request_id=request_id(request), details=err.details
+        )
     )
     return json_response(body, status=err.status, headers=err.headers)
 
@@ -67,7 +69,9 @@ _HTTP_CODES = {
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = request.headers.get("X-Request-Id", "")
-    request["request_id"] = rid if 0 < len(rid) <= 128 and rid.isprintable() else f"req_{uuid.uuid4().hex}"
+    request["request_id"] = (
+        rid if 0 < len(rid) <= 128 and rid.isprintable() else f"req_{uuid.uuid4().hex}"
+    )
     try:
         response = await handler(request)
     except ApiError as err:

@@ -65,7 +65,9 @@ def cmd_keys_create(settings: Settings, tenant: str, scopes: str) -> None:
     async def create() -> str:
         conn = await asyncpg.connect(settings.require_database_url)
         try:
-            return await create_key(conn, tenant, [s.strip() for s in scopes.split(",") if s.strip()])
+            return await create_key(
+                conn, tenant, [s.strip() for s in scopes.split(",") if s.strip()]
+            )
         finally:
             await conn.close()
 
@@ -83,7 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("api", help="run the HTTP API")
     sub.add_parser("worker", help="run a worker")
     sub.add_parser("dispatcher", help="run the webhook dispatcher")
-    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
     create = keys.add_parser("create", help="create an API key and print it (shown only once)")
     create.add_argument("--tenant", required=True)
     create.add_argument("--scopes", default="jobs:read,jobs:write,webhooks:manage")

@@ -106,14 +106,18 @@ def run_dev(settings: Settings) -> None:
         database_url = env["CREWQ_DATABASE_URL"]
         asyncio.run(migrate(database_url))
         key, secret = asyncio.run(dev_credentials(database_url, data_dir))
-        children = [subprocess.Popen([sys.executable, "-m", "crewq", role], env=env) for role in ROLES]
+        children = [
+            subprocess.Popen([sys.executable, "-m", "crewq", role], env=env) for role in ROLES
+        ]
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         _wait_for_api(api_url, children)
         print(f"API URL: {api_url}", flush=True)
         print(f"API key: {key}", flush=True)
         print(f"Webhook signing secret: {secret}", flush=True)
         if settings.offline():
-            print("LLM: no provider configured; crews run on the built-in offline model", flush=True)
+            print(
+                "LLM: no provider configured; crews run on the built-in offline model", flush=True
+            )
         print("crewq dev is running; Ctrl-C stops it.", flush=True)
         while not stop_requested:
             if any(c.poll() is not None for c in children):

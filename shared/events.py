@@ -4,9 +4,8 @@ transaction so a state change and its webhooks commit (or vanish) together."""
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
 from schemas.events import JOB_URL_EVENTS, Event, EventType
+from shared.db import Conn
 from shared.ids import new_id
 
 # Dispatchers LISTEN here; Postgres delivers the NOTIFY only when the transaction commits.
@@ -14,7 +13,7 @@ DELIVERIES_CHANNEL = "crewq_deliveries"
 
 
 async def emit(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     tenant_id: str,
     type: EventType,

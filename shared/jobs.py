@@ -12,6 +12,7 @@ import asyncpg
 
 from schemas.events import EventType
 from schemas.jobs import Job, JobAttempt, JobError, JobResult, JobStatus
+from shared.db import Conn, Executor
 from shared.events import emit
 from shared.ids import new_id
 
@@ -80,23 +81,25 @@ def to_job(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> Job:
     )
 
 
-async def _attempts(conn: asyncpg.Connection | asyncpg.Pool, job_id: str) -> list[asyncpg.Record]:
+async def _attempts(conn: Executor, job_id: str) -> list[asyncpg.Record]:
     return list(
         await conn.fetch("SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY number", job_id)
     )
 
 
-async def load(conn: asyncpg.Connection | asyncpg.Pool, job_id: str) -> Job | None:
+async def load(conn: Executor, job_id: str) -> Job | None:
     row = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
     return to_job(row, await _attempts(conn, job_id)) if row else None
 
 
-async def get(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, job_id: str) -> Job | None:
-    row = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant_id)
+async def get(conn: Executor, tenant_id: str, job_id: str) -> Job | None:
+    row = await conn.fetchrow(
+        "SELECT * FROM jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant_id
+    )
     return to_job(row, await _attempts(conn, job_id)) if row else None
 
 
-async def insert(conn: asyncpg.Connection, new: NewJob) -> tuple[asyncpg.Record, bool]:
+async def insert(conn: Conn, new: NewJob) -> tuple[asyncpg.Record, bool]:
     """Insert a pending job; with an idempotency key already used, return the earlier job
     and False instead."""
     row = await conn.fetchrow(
@@ -130,7 +133,7 @@ async def insert(conn: asyncpg.Connection, new: NewJob) -> tuple[asyncpg.Record,
 
 
 async def page(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Executor,
     tenant_id: str,
     *,
     status: JobStatus | None,
@@ -168,7 +171,7 @@ async def page(
     return [to_job(r, attempts[r["id"]]) for r in rows], has_more
 
 
-async def _emit_for(conn: asyncpg.Connection, row: asyncpg.Record, type: EventType) -> None:
+async def _emit_for(conn: Conn, row: asyncpg.Record, type: EventType) -> None:
     job = to_job(row, await _attempts(conn, row["id"]))
     await emit(
         conn,
@@ -241,7 +244,8 @@ async def start_attempt(
         crew=row["crew"],
         inputs=row["inputs"],
         timeout_s=row["timeout_s"],
-        retries_left=int(row["max_retries"]) - (int(row["attempt"]) - int(row["uncounted_attempts"]) - 1),
+        retries_left=int(row["max_retries"])
+        - (int(row["attempt"]) - int(row["uncounted_attempts"]) - 1),
     )
 
 
@@ -281,7 +285,7 @@ async def heartbeat(pool: asyncpg.Pool, claim: Claim) -> tuple[bool, bool]:
 
 
 async def _close_attempt(
-    conn: asyncpg.Connection, job_id: str, attempt: int, outcome: str, error: JobError | None
+    conn: Conn, job_id: str, attempt: int, outcome: str, error: JobError | None
 ) -> None:
     await conn.execute(
         "UPDATE job_attempts SET finished_at = now(), outcome = $3, error = $4"
@@ -362,7 +366,8 @@ async def release(pool: asyncpg.Pool, claim: Claim) -> bool:
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             """
-            UPDATE jobs SET status = 'pending', worker_id = NULL, uncounted_attempts = uncounted_attempts + 1,
+            UPDATE jobs SET status = 'pending', worker_id = NULL,
+                   uncounted_attempts = uncounted_attempts + 1,
                    run_after = now(), last_activity_at = now()
              WHERE id = $1 AND status = 'running' AND attempt = $2
             RETURNING id
@@ -417,7 +422,8 @@ async def restart(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> Job | None
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             """
-            UPDATE jobs SET status = 'pending', uncounted_attempts = attempt, error = NULL, result = NULL,
+            UPDATE jobs SET status = 'pending', uncounted_attempts = attempt,
+                   error = NULL, result = NULL,
                    cancel_requested_at = NULL, finished_at = NULL, worker_id = NULL,
                    run_after = now()
              WHERE id = $1 AND tenant_id = $2 AND status IN ('failed', 'cancelled')
@@ -429,13 +435,12 @@ async def restart(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> Job | None
         return to_job(row, await _attempts(conn, job_id)) if row else None
 
 
-async def running_count(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str) -> int:
+async def running_count(conn: Executor, tenant_id: str) -> int:
     return int(
         await conn.fetchval(
             "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status = 'running'", tenant_id
         )
     )
-
 
 
 async def reap(pool: asyncpg.Pool, heartbeat_timeout: float, timeout_grace: float) -> list[str]:
@@ -465,13 +470,15 @@ async def reap(pool: asyncpg.Pool, heartbeat_timeout: float, timeout_grace: floa
             if not row["silent"]:
                 error = JobError(
                     code="TIMEOUT",
-                    message=f"job ran past its timeout of {row['timeout_s']} s and its worker did not stop it",
+                    message=f"job ran past its timeout of {row['timeout_s']} s"
+                    " and its worker did not stop it",
                 )
                 status, event = JobStatus.FAILED, EventType.JOB_FAILED
             else:
                 error = JobError(
                     code="WORKER_LOST",
-                    message=f"worker {row['worker_id']} stopped heartbeating during attempt {row['attempt']}",
+                    message=f"worker {row['worker_id']} stopped heartbeating"
+                    f" during attempt {row['attempt']}",
                 )
                 retries_left = row["max_retries"] + 1 - (row["attempt"] - row["uncounted_attempts"])
                 status = JobStatus.PENDING if retries_left > 0 else JobStatus.FAILED
@@ -491,7 +498,9 @@ async def reap(pool: asyncpg.Pool, heartbeat_timeout: float, timeout_grace: floa
             )
             if updated is None:
                 continue
-            await _close_attempt(conn, row["id"], row["attempt"], "lost" if row["silent"] else "timeout", error)
+            await _close_attempt(
+                conn, row["id"], row["attempt"], "lost" if row["silent"] else "timeout", error
+            )
             await _emit_for(conn, updated, event)
             if status is JobStatus.PENDING:
                 requeue.append(row["id"])
@@ -499,7 +508,7 @@ async def reap(pool: asyncpg.Pool, heartbeat_timeout: float, timeout_grace: floa
 
 
 async def pending_jobs(
-    conn: asyncpg.Connection | asyncpg.Pool, older_than_s: float, limit: int = 1000
+    conn: Executor, older_than_s: float, limit: int = 1000
 ) -> list[asyncpg.Record]:
     """Pending jobs created more than `older_than_s` ago (the API enqueues newer ones itself)."""
     return list(

@@ -3,8 +3,7 @@
 import hashlib
 from dataclasses import dataclass
 
-import asyncpg
-
+from shared.db import Conn, Executor
 from shared.ids import new_api_key, new_id, new_signing_secret
 
 SCOPES = frozenset({"jobs:read", "jobs:write", "webhooks:manage"})
@@ -24,7 +23,7 @@ def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-async def ensure_tenant(conn: asyncpg.Connection, name: str) -> str:
+async def ensure_tenant(conn: Conn, name: str) -> str:
     """The tenant's id, creating the tenant (and its signing secret) when it is new."""
     row = await conn.fetchrow(
         "INSERT INTO tenants (id, name, signing_secret) VALUES ($1, $2, $3)"
@@ -37,7 +36,7 @@ async def ensure_tenant(conn: asyncpg.Connection, name: str) -> str:
     return str(row["id"])
 
 
-async def create_key(conn: asyncpg.Connection, tenant_name: str, scopes: list[str]) -> str:
+async def create_key(conn: Conn, tenant_name: str, scopes: list[str]) -> str:
     unknown = set(scopes) - SCOPES
     if unknown:
         raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
@@ -54,7 +53,7 @@ async def create_key(conn: asyncpg.Connection, tenant_name: str, scopes: list[st
     return key
 
 
-async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> Principal | None:
+async def authenticate(conn: Executor, key: str) -> Principal | None:
     row = await conn.fetchrow(
         "SELECT k.id, k.tenant_id, k.scopes, t.name FROM api_keys k"
         " JOIN tenants t ON t.id = k.tenant_id"

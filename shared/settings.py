@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     )
     llm_model: str | None = Field(
         default=None,
-        description="Default CrewAI model string; the offline model when no provider is configured.",
+        description="Default CrewAI model string; offline model when no provider is configured.",
     )
 
     llm_retry_attempts: int = Field(

@@ -78,7 +78,8 @@ class FakeLLM:
         if sleep:
             await asyncio.sleep(float(sleep.group(1)))
         task = next((ln for ln in text.splitlines() if ln.startswith("Current Task:")), "")
-        answer = f"Thought: I know it.\nFinal Answer: fake-llm says: {task.removeprefix('Current Task:').strip()}"
+        task = task.removeprefix("Current Task:").strip()
+        answer = f"Thought: I know it.\nFinal Answer: fake-llm says: {task}"
         return web.json_response(
             {
                 "id": f"chatcmpl-{len(self.requests)}",
@@ -86,7 +87,11 @@ class FakeLLM:
                 "created": int(time.time()),
                 "model": body.get("model", "fake"),
                 "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer},
+                        "finish_reason": "stop",
+                    }
                 ],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
             }
@@ -146,14 +151,18 @@ class Receiver:
         if self._runner:
             await self._runner.cleanup()
 
-    async def wait_for(self, name: str, count: int, timeout: float = 30, status: int | None = 200) -> list[Received]:
+    async def wait_for(
+        self, name: str, count: int, timeout: float = 30, status: int | None = 200
+    ) -> list[Received]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             got = [r for r in self.at(name) if status is None or r.status == status]
             if len(got) >= count:
                 return got
             await asyncio.sleep(0.05)
-        raise AssertionError(f"receiver {name}: {len(self.at(name))} requests, wanted {count} with {status}")
+        raise AssertionError(
+            f"receiver {name}: {len(self.at(name))} requests, wanted {count} with {status}"
+        )
 
     async def _hook(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -170,6 +179,8 @@ class Receiver:
         behaviour.seen += 1
         if behaviour.sleep:
             await asyncio.sleep(behaviour.sleep)
-        status = behaviour.fail_status if behaviour.seen <= behaviour.fail_first else behaviour.status
+        status = (
+            behaviour.fail_status if behaviour.seen <= behaviour.fail_first else behaviour.status
+        )
         self.received.append(Received(time.time(), name, headers, body, status, verified))
         return web.Response(status=status, text=f"receiver {name} answered {status}")

@@ -2,6 +2,7 @@
 dispatcher as the same `python -m crewq <role>` processes production runs."""
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -87,7 +88,10 @@ class Process:
         self.log_path = log_dir / f"{role}-{uuid.uuid4().hex[:6]}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "crewq", role], env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "crewq", role],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     @property
@@ -120,10 +124,8 @@ class Process:
         with_children = psutil.Process(self.pid).children(recursive=True)
         self.popen.kill()
         for child in with_children:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
-            except psutil.NoSuchProcess:
-                pass
         self.popen.wait()
 
     async def stop(self, timeout: float = 30) -> int:
@@ -182,12 +184,16 @@ class Platform:
         self.key, self.tenant_id, self.signing_secret = await self.new_tenant("acme")
         self.http = aiohttp.ClientSession(base_url=self.base_url)
 
-    async def new_tenant(self, prefix: str, scopes: list[str] | None = None) -> tuple[str, str, str]:
+    async def new_tenant(
+        self, prefix: str, scopes: list[str] | None = None
+    ) -> tuple[str, str, str]:
         name = f"{prefix}-{uuid.uuid4().hex[:6]}"
         conn = await asyncpg.connect(self.database_url)
         try:
             key = await create_key(conn, name, scopes or sorted(SCOPES))
-            row = await conn.fetchrow("SELECT id, signing_secret FROM tenants WHERE name = $1", name)
+            row = await conn.fetchrow(
+                "SELECT id, signing_secret FROM tenants WHERE name = $1", name
+            )
         finally:
             await conn.close()
         assert row is not None
@@ -227,11 +233,17 @@ class Platform:
         assert self.http is not None
         headers = {**self.headers(key), **kwargs.pop("headers", {})}
         async with self.http.request(method, path, headers=headers, **kwargs) as resp:
-            body = await resp.json() if resp.content_type == "application/json" else await resp.text()
+            body = (
+                await resp.json() if resp.content_type == "application/json" else await resp.text()
+            )
             return resp.status, body, CIMultiDict(resp.headers)
 
-    async def submit(self, crew: str, inputs: dict[str, Any], key: str | None = None, **fields: Any) -> dict[str, Any]:
-        status, body, _ = await self.request("POST", "/v1/jobs", key=key, json={"crew": crew, "inputs": inputs, **fields})
+    async def submit(
+        self, crew: str, inputs: dict[str, Any], key: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        status, body, _ = await self.request(
+            "POST", "/v1/jobs", key=key, json={"crew": crew, "inputs": inputs, **fields}
+        )
         assert status == 202, body
         return body  # type: ignore[no-any-return]
 

@@ -1,6 +1,7 @@
 """Crew execution you can trust: hard timeouts, real cancellation, retries, one outcome."""
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -24,7 +25,8 @@ async def _events(stack: Platform, job_id: str) -> list[str]:
     conn = await stack.db()
     try:
         rows = await conn.fetch(
-            "SELECT type FROM events WHERE job_id = $1 AND type LIKE 'job.%' ORDER BY created_at", job_id
+            "SELECT type FROM events WHERE job_id = $1 AND type LIKE 'job.%' ORDER BY created_at",
+            job_id,
         )
     finally:
         await conn.close()
@@ -32,7 +34,11 @@ async def _events(stack: Platform, job_id: str) -> list[str]:
 
 
 def _alive(pids: list[int]) -> list[int]:
-    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    return [
+        p
+        for p in pids
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 async def test_timeout_kills_the_crew_process(
@@ -52,7 +58,9 @@ async def test_timeout_kills_the_crew_process(
     assert "2 s" in job["error"]["message"]
     started = job["attempts"][0]["started_at"]
     finished = job["finished_at"]
-    overrun = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds() - 2
+    overrun = (
+        datetime.fromisoformat(finished) - datetime.fromisoformat(started)
+    ).total_seconds() - 2
     measure("timeout: job ended after its deadline by", overrun)
     assert overrun < 5, f"the job ended {overrun:.1f} s after its deadline"
 
@@ -60,7 +68,9 @@ async def test_timeout_kills_the_crew_process(
     await asyncio.sleep(1.5)
     # The child that ran the crew was killed (the pool starts a fresh one in its place).
     assert len(_alive(crew_pids)) < len(crew_pids), "the crew process outlived its timeout"
-    assert len(llm.requests_with("timeout-probe")) == requests_at_end, "LLM called after the deadline"
+    assert len(llm.requests_with("timeout-probe")) == requests_at_end, (
+        "LLM called after the deadline"
+    )
     assert await _events(stack, job["id"]) == ["job.started", "job.failed"]
 
 
@@ -112,21 +122,26 @@ async def test_rate_limited_llm_is_retried_inside_the_job(stack: Platform, llm: 
     assert job["attempt"] == 1, "tenacity, not a whole-job retry, should absorb two 429s"
     assert len(llm.requests_with("ratelimited")) == 3
     times = [r.at for r in llm.requests_with("ratelimited")]
-    assert all(b - a >= 0.95 for a, b in zip(times, times[1:], strict=False)), "Retry-After: 1 not honoured"
+    assert all(b - a >= 0.95 for a, b in itertools.pairwise(times)), (
+        "Retry-After: 1 not honoured"
+    )
 
 
-async def test_provider_down_retries_the_whole_job_then_fails(stack: Platform, llm: FakeLLM) -> None:
+async def test_provider_down_retries_the_whole_job_then_fails(
+    stack: Platform, llm: FakeLLM
+) -> None:
     # 503 on every call: each attempt spends its in-job tries, then the job is retried
     # as a whole (max_retries=1), then it fails with LLM_UNAVAILABLE.
-    job = await stack.submit(
-        "echo", {"message": "[[status:503x1000:providerdown]]"}, max_retries=1
-    )
+    job = await stack.submit("echo", {"message": "[[status:503x1000:providerdown]]"}, max_retries=1)
     job = await stack.wait_for_status(job["id"], {"completed", "failed"}, timeout=120)
     assert job["status"] == "failed"
     assert job["error"]["code"] == "LLM_UNAVAILABLE"
     assert [a["outcome"] for a in job["attempts"]] == ["retrying", "failed"]
     assert await _events(stack, job["id"]) == [
-        "job.started", "job.retrying", "job.started", "job.failed"
+        "job.started",
+        "job.retrying",
+        "job.started",
+        "job.failed",
     ]
 
 
@@ -162,7 +177,9 @@ async def test_tenant_cap_limits_running_jobs(own_stack: Platform) -> None:
     await own_stack.start_api()
     await own_stack.start_worker(CREWQ_WORKER_CONCURRENCY="3", CREWQ_TENANT_MAX_RUNNING_JOBS="1")
     other_key, _, _ = await own_stack.new_tenant("other")
-    capped = [await own_stack.submit("echo", {"message": f"[[sleep:1.5]] cap{i}"}) for i in range(3)]
+    capped = [
+        await own_stack.submit("echo", {"message": f"[[sleep:1.5]] cap{i}"}) for i in range(3)
+    ]
     free = await own_stack.submit("echo", {"message": "not starved"}, key=other_key)
     peak = 0
     conn = await own_stack.db()
@@ -170,10 +187,13 @@ async def test_tenant_cap_limits_running_jobs(own_stack: Platform) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             running = await conn.fetchval(
-                "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status = 'running'", own_stack.tenant_id
+                "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status = 'running'",
+                own_stack.tenant_id,
             )
             peak = max(peak, running)
-            statuses = await conn.fetch("SELECT status FROM jobs WHERE id = ANY($1)", [j["id"] for j in capped])
+            statuses = await conn.fetch(
+                "SELECT status FROM jobs WHERE id = ANY($1)", [j["id"] for j in capped]
+            )
             if all(s["status"] == "completed" for s in statuses):
                 break
             await asyncio.sleep(0.05)

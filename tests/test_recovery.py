@@ -26,7 +26,8 @@ async def _job_events(platform: Platform, job_id: str) -> list[str]:
     conn = await platform.db()
     try:
         rows = await conn.fetch(
-            "SELECT type FROM events WHERE job_id = $1 AND type LIKE 'job.%' ORDER BY created_at", job_id
+            "SELECT type FROM events WHERE job_id = $1 AND type LIKE 'job.%' ORDER BY created_at",
+            job_id,
         )
     finally:
         await conn.close()
@@ -54,7 +55,10 @@ async def test_worker_killed_mid_job_is_recovered_by_another(
     assert [a["outcome"] for a in done["attempts"]] == ["lost", "completed"]
     assert done["attempts"][0]["error"]["code"] == "WORKER_LOST"
     assert await _job_events(own_stack, job["id"]) == [
-        "job.started", "job.retrying", "job.started", "job.completed"
+        "job.started",
+        "job.retrying",
+        "job.started",
+        "job.completed",
     ]
 
 
@@ -71,8 +75,12 @@ async def test_flushed_redis_loses_no_pending_job(
         await client.aclose()
     flushed_at = time.monotonic()
     await own_stack.start_worker()
-    done = [await own_stack.wait_for_status(j["id"], {"completed", "failed"}, timeout=60) for j in jobs]
-    measure("redis FLUSHDB with 10 pending jobs: all completed after", time.monotonic() - flushed_at)
+    done = [
+        await own_stack.wait_for_status(j["id"], {"completed", "failed"}, timeout=60) for j in jobs
+    ]
+    measure(
+        "redis FLUSHDB with 10 pending jobs: all completed after", time.monotonic() - flushed_at
+    )
     assert {j["status"] for j in done} == {"completed"}
     assert all(j["attempt"] == 1 for j in done), "a job ran twice"
     for job in jobs:
@@ -95,14 +103,19 @@ async def test_everything_reconnects_when_redis_restarts(
 
         own_redis.stop()
         await asyncio.sleep(2)
-        during = await platform.submit("echo", {"message": "while redis is down"})  # stored, not queued
+        during = await platform.submit(
+            "echo", {"message": "while redis is down"}
+        )  # stored, not queued
         own_redis = EmbeddedRedis(workdir / "restarting-redis", persist=False, port=own_redis.port)
         back_at = time.monotonic()
         after = await platform.submit("echo", {"message": "after restart"})
         for job in (during, after):
             done = await platform.wait_for_status(job["id"], {"completed", "failed"}, timeout=60)
             assert done["status"] == "completed" and done["attempt"] == 1
-        measure("redis restart: jobs submitted during/after the outage completed after", time.monotonic() - back_at)
+        measure(
+            "redis restart: jobs submitted during/after the outage completed after",
+            time.monotonic() - back_at,
+        )
         assert all(p.popen.poll() is None for p in platform.processes), "a process died with Redis"
     finally:
         await platform.close()
@@ -150,14 +163,18 @@ async def test_postgres_outage_gives_503_and_the_job_still_finishes(
         status, body, headers = await platform.request("GET", f"/v1/jobs/{job['id']}")
         assert status == 503
         assert body["error"]["code"] == "SERVICE_UNAVAILABLE" and headers["Retry-After"]
-        status, body, _ = await platform.request("POST", "/v1/jobs", json={"crew": "echo", "inputs": {"message": "x"}})
+        status, body, _ = await platform.request(
+            "POST", "/v1/jobs", json={"crew": "echo", "inputs": {"message": "x"}}
+        )
         assert status == 503 and body["error"]["request_id"]
         await asyncio.sleep(5)  # the crew finishes while Postgres is down
 
         postgres = EmbeddedPostgres(data)
         back_at = time.monotonic()
         done = await platform.wait_for_status(job["id"], {"completed", "failed"}, timeout=60)
-        measure("postgres outage: outcome recorded after postgres came back", time.monotonic() - back_at)
+        measure(
+            "postgres outage: outcome recorded after postgres came back", time.monotonic() - back_at
+        )
         assert done["status"] == "completed"
     finally:
         await platform.close()
@@ -185,7 +202,8 @@ async def test_sigterm_drains_then_hands_back_without_spending_an_attempt(
     conn: asyncpg.Connection = await own_stack.db()
     try:  # let the second run be quick: the crew reads the same inputs again
         await conn.execute(
-            "UPDATE jobs SET inputs = '{\"message\": \"[[sleep:0.5]] slow\"}' WHERE id = $1", slow["id"]
+            'UPDATE jobs SET inputs = \'{"message": "[[sleep:0.5]] slow"}\' WHERE id = $1',
+            slow["id"],
         )
     finally:
         await conn.close()

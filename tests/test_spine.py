@@ -64,7 +64,9 @@ async def test_job_runs_end_to_end_and_webhook_verifies(
     assert hook.headers["User-Agent"].startswith("crewq/")
     assert verify_webhook(stack.signing_secret, hook.headers, hook.body)["id"] == event["id"]  # type: ignore[index]
     with pytest.raises(WebhookVerificationError):
-        Webhook(stack.signing_secret).verify(hook.body.replace(b"completed", b"failed"), hook.headers)
+        Webhook(stack.signing_secret).verify(
+            hook.body.replace(b"completed", b"failed"), hook.headers
+        )
 
 
 async def test_crew_that_raises_fails_with_crew_error(stack: Platform, receiver: Receiver) -> None:
@@ -89,7 +91,9 @@ async def test_receiver_failing_twice_gets_the_event_on_the_third_attempt(
     await receiver.wait_for("flaky", 1)
     calls = receiver.at("flaky")
     assert [c.status for c in calls] == [500, 500, 200]
-    assert len({c.headers["webhook-id"] for c in calls}) == 1, "webhook-id must be stable across retries"
+    assert len({c.headers["webhook-id"] for c in calls}) == 1, (
+        "webhook-id must be stable across retries"
+    )
     assert all(c.verified for c in calls)
     conn = await stack.db()
     try:
@@ -109,7 +113,9 @@ async def test_unknown_crew_is_refused_before_queueing(stack: Platform) -> None:
     conn = await stack.db()
     try:
         before = await conn.fetchval("SELECT count(*) FROM jobs")
-        status, body, headers = await stack.request("POST", "/v1/jobs", json={"crew": "nope", "inputs": {}})
+        status, body, headers = await stack.request(
+            "POST", "/v1/jobs", json={"crew": "nope", "inputs": {}}
+        )
         after = await conn.fetchval("SELECT count(*) FROM jobs")
     finally:
         await conn.close()
@@ -121,7 +127,9 @@ async def test_unknown_crew_is_refused_before_queueing(stack: Platform) -> None:
 
 
 async def test_missing_inputs_are_refused(stack: Platform) -> None:
-    status, body, _ = await stack.request("POST", "/v1/jobs", json={"crew": "research", "inputs": {}})
+    status, body, _ = await stack.request(
+        "POST", "/v1/jobs", json={"crew": "research", "inputs": {}}
+    )
     assert status == 422
     assert body["error"]["code"] == "MISSING_INPUTS"
     assert body["error"]["details"]["missing"] == ["topic"]
@@ -148,7 +156,9 @@ async def test_x_api_key_header_and_scopes(stack: Platform) -> None:
     async with stack.http.get("/v1/jobs", headers={"X-API-Key": read_only}) as resp:
         assert resp.status == 200
     async with stack.http.post(
-        "/v1/jobs", json={"crew": "echo", "inputs": {"message": "x"}}, headers={"X-API-Key": read_only}
+        "/v1/jobs",
+        json={"crew": "echo", "inputs": {"message": "x"}},
+        headers={"X-API-Key": read_only},
     ) as resp:
         assert resp.status == 403
         assert (await resp.json())["error"]["code"] == "INSUFFICIENT_SCOPE"
@@ -160,7 +170,9 @@ async def test_bad_bodies_get_clear_errors(stack: Platform) -> None:
     )
     assert status == 400 and body["error"]["code"] == "INVALID_JSON"
     status, body, _ = await stack.request(
-        "POST", "/v1/jobs", json={"crew": "echo", "inputs": {"message": "x"}, "timeout": 0, "colour": 1}
+        "POST",
+        "/v1/jobs",
+        json={"crew": "echo", "inputs": {"message": "x"}, "timeout": 0, "colour": 1},
     )
     assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR"
     assert {d["field"] for d in body["error"]["details"]} == {"timeout", "colour"}
@@ -236,7 +248,17 @@ async def test_account_shows_the_signing_secret(stack: Platform) -> None:
 
 def test_keys_create_prints_only_the_key(stack: Platform) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "crewq", "keys", "create", "--tenant", "cli-made", "--scopes", "jobs:read"],
+        [
+            sys.executable,
+            "-m",
+            "crewq",
+            "keys",
+            "create",
+            "--tenant",
+            "cli-made",
+            "--scopes",
+            "jobs:read",
+        ],
         env=stack.env,
         capture_output=True,
         text=True,

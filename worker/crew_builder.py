@@ -34,7 +34,9 @@ def _load_callable(spec: CrewSpec) -> Callable[..., Crew]:
     assert spec.callable is not None
     target, _, attr = spec.callable.partition(":")
     if not attr:
-        raise CrewConfigError(f"{spec.name}: callable must be 'module:function' or 'file.py:function'")
+        raise CrewConfigError(
+            f"{spec.name}: callable must be 'module:function' or 'file.py:function'"
+        )
     if target.endswith(".py"):
         path = spec.folder / target
         module_name = f"crewq_crews.{spec.name}"
@@ -68,7 +70,9 @@ def build_crew(
         chosen = OFFLINE_MODEL if offline else (model or spec.llm or default_model)
         if chosen not in models:
             models.append(chosen)
-        return make_llm(chosen, retry_attempts=llm_retry_attempts, retry_max_wait=llm_retry_max_wait)
+        return make_llm(
+            chosen, retry_attempts=llm_retry_attempts, retry_max_wait=llm_retry_max_wait
+        )
 
     try:
         if spec.callable:
@@ -76,7 +80,9 @@ def build_crew(
             wants_llm = "llm" in inspect.signature(fn).parameters
             crew = fn(llm=llm_for(None)) if wants_llm else fn()
             if not isinstance(crew, Crew):
-                raise CrewConfigError(f"{spec.name}: {spec.callable} returned {type(crew).__name__}, not a Crew")
+                raise CrewConfigError(
+                    f"{spec.name}: {spec.callable} returned {type(crew).__name__}, not a Crew"
+                )
             if task_callback is not None:
                 crew.task_callback = task_callback
             return BuiltCrew(crew, models or [default_model])
@@ -93,7 +99,9 @@ def build_crew(
         for name, cfg in spec.tasks.items():
             missing = [c for c in cfg.get("context", []) if c not in tasks]
             if missing:
-                raise CrewConfigError(f"{spec.name}: task {name!r} uses later or unknown tasks {missing}")
+                raise CrewConfigError(
+                    f"{spec.name}: task {name!r} uses later or unknown tasks {missing}"
+                )
             tasks[name] = Task(
                 name=name,
                 agent=agents[cfg["agent"]],

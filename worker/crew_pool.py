@@ -68,7 +68,9 @@ class CrewPool:
 
     async def start(self) -> None:
         """Start `size` children up front so the first jobs do not wait for them."""
-        children = await asyncio.gather(*(asyncio.to_thread(self._spawn) for _ in range(self._size)))
+        children = await asyncio.gather(
+            *(asyncio.to_thread(self._spawn) for _ in range(self._size))
+        )
         self._idle.extend(children)
 
     async def _take(self) -> _Child:
@@ -160,7 +162,9 @@ class CrewPool:
                 read_wait = asyncio.ensure_future(readable.wait())
                 try:
                     await asyncio.wait(
-                        {stop_wait, read_wait}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                        {stop_wait, read_wait},
+                        timeout=remaining,
+                        return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
                     stop_wait.cancel()

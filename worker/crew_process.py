@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection  # noqa: E402
 from typing import Any  # noqa: E402
 
 import crewai  # noqa: E402, F401  (the point of the forkserver preload)
+from crewai.crews.crew_output import CrewOutput  # noqa: E402
 
 from schemas.jobs import ErrorCode  # noqa: E402
 from shared.crews import CrewConfigError  # noqa: E402
@@ -60,8 +61,13 @@ def run_one(request: RunRequest, conn: Connection) -> tuple[str, dict[str, Any]]
             llm_retry_max_wait=request.llm_retry_max_wait,
         )
         output = built.crew.kickoff(inputs=request.inputs)
+        assert isinstance(output, CrewOutput)  # crewq never asks for a streaming kickoff
     except CrewConfigError as exc:
-        return "error", {"code": ErrorCode.CREW_CONFIG_ERROR, "message": str(exc), "transient": False}
+        return "error", {
+            "code": ErrorCode.CREW_CONFIG_ERROR,
+            "message": str(exc),
+            "transient": False,
+        }
     except Exception as exc:
         transient = is_transient(exc)
         return "error", {

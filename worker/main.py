@@ -67,7 +67,10 @@ class WorkerService:
             ctx={"runner": self.runner},
             max_jobs=self.settings.worker_concurrency,
             # crewq enforces each job's own timeout in the crew pool; arq's is a backstop.
-            job_timeout=MAX_TIMEOUT_S + self.settings.timeout_grace + self.settings.drain_timeout + 60,
+            job_timeout=MAX_TIMEOUT_S
+            + self.settings.timeout_grace
+            + self.settings.drain_timeout
+            + 60,
             keep_result=0,
             poll_delay=0.2,
             handle_signals=False,
@@ -128,7 +131,11 @@ class WorkerService:
             self.arq.allow_pick_jobs = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_timeout
-        log.info("draining: %d running jobs, up to %.0f s", len(self.runner.active), self.settings.drain_timeout)
+        log.info(
+            "draining: %d running jobs, up to %.0f s",
+            len(self.runner.active),
+            self.settings.drain_timeout,
+        )
         while self.runner.active and loop.time() < deadline:
             await asyncio.sleep(0.1)
         for job_id in list(self.runner.active):

@@ -141,13 +141,15 @@ class JobRunner:
     async def _finish(self, claim: jobs.Claim, status: JobStatus, **fields: Any) -> bool:
         done = await with_db_retry(lambda: jobs.finish(self.db, claim, status, **fields))
         if not done:
-            log.info("job %s attempt %d: outcome discarded, job moved on", claim.job_id, claim.attempt)
+            log.info(
+                "job %s attempt %d: outcome discarded, job moved on", claim.job_id, claim.attempt
+            )
         return done
 
     def _retry_delay(self, attempt: int) -> float:
         base = self.settings.retry_base_delay * 2 ** (attempt - 1)
         # Full jitter on the upper half, so retries of many jobs do not arrive in lockstep.
-        return min(self.settings.retry_max_delay, base) * random.uniform(0.5, 1.0)
+        return float(min(self.settings.retry_max_delay, base) * random.uniform(0.5, 1.0))
 
     async def _retry_or_fail(self, claim: jobs.Claim, error: JobError) -> str:
         if claim.retries_left > 0:
@@ -156,7 +158,13 @@ class JobRunner:
                 lambda: jobs.retry_later(self.db, claim.job_id, claim.attempt, error, delay)
             )
             if moved:
-                log.info("job %s attempt %d failed (%s); retry in %.1f s", claim.job_id, claim.attempt, error.code, delay)
+                log.info(
+                    "job %s attempt %d failed (%s); retry in %.1f s",
+                    claim.job_id,
+                    claim.attempt,
+                    error.code,
+                    delay,
+                )
                 raise Retry(defer=delay)
             return "discarded"
         await self._finish(claim, JobStatus.FAILED, error=error)

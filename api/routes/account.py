@@ -14,6 +14,7 @@ routes = web.RouteTableDef()
 async def account(request: web.Request) -> web.Response:
     principal = request["principal"]
     row = await request.app[DB].fetchrow("SELECT * FROM tenants WHERE id = $1", principal.tenant_id)
+    assert row is not None  # the key was just authenticated against this tenant
     return json_response(
         Account(
             tenant_id=row["id"],
@@ -40,5 +41,7 @@ async def health(request: web.Request) -> web.Response:
     except Exception as exc:
         checks["redis"] = f"error: {exc}"
     if any(v != "ok" for v in checks.values()):
-        raise ApiError(503, "UNHEALTHY", "a dependency is unavailable", checks, {"Retry-After": "5"})
+        raise ApiError(
+            503, "UNHEALTHY", "a dependency is unavailable", checks, {"Retry-After": "5"}
+        )
     return json_response({"status": "ok", "checks": checks})

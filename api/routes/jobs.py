@@ -37,20 +37,32 @@ async def create_job(request: web.Request) -> web.Response:
     body = parse(JobCreate, data)
     spec = request.app[CREWS].get(body.crew)
     if spec is None:
-        raise ApiError(422, "UNKNOWN_CREW", f"no crew named {body.crew!r}",
-                       {"available": sorted(request.app[CREWS].crews)})
+        raise ApiError(
+            422,
+            "UNKNOWN_CREW",
+            f"no crew named {body.crew!r}",
+            {"available": sorted(request.app[CREWS].crews)},
+        )
     missing = spec.missing_inputs(body.inputs)
     if missing:
-        raise ApiError(422, "MISSING_INPUTS", f"crew {spec.name!r} needs inputs: {', '.join(missing)}",
-                       {"missing": missing, "required": spec.inputs})
+        raise ApiError(
+            422,
+            "MISSING_INPUTS",
+            f"crew {spec.name!r} needs inputs: {', '.join(missing)}",
+            {"missing": missing, "required": spec.inputs},
+        )
     settings = request.app[SETTINGS]
     if body.webhook_url:
         try:
-            await check_url(body.webhook_url, allow_http=settings.webhook_allow_http,
-                            allow_private=settings.webhook_allow_private)
+            await check_url(
+                body.webhook_url,
+                allow_http=settings.webhook_allow_http,
+                allow_private=settings.webhook_allow_private,
+            )
         except UrlRefused as exc:
-            raise ApiError(422, "INVALID_WEBHOOK_URL", f"webhook_url refused: {exc}",
-                           {"reason": str(exc)}) from exc
+            raise ApiError(
+                422, "INVALID_WEBHOOK_URL", f"webhook_url refused: {exc}", {"reason": str(exc)}
+            ) from exc
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         raise ApiError(422, "VALIDATION_ERROR", "Idempotency-Key must be 1 to 255 characters")
@@ -61,8 +73,10 @@ async def create_job(request: web.Request) -> web.Response:
         metadata=body.metadata,
         webhook_url=body.webhook_url,
         timeout_s=body.timeout or spec.default_timeout or settings.job_default_timeout,
-        max_retries=body.max_retries if body.max_retries is not None
-        else spec.default_max_retries if spec.default_max_retries is not None
+        max_retries=body.max_retries
+        if body.max_retries is not None
+        else spec.default_max_retries
+        if spec.default_max_retries is not None
         else settings.job_default_max_retries,
         idempotency_key=idempotency_key,
         request_hash=hashlib.sha256(raw).digest() if idempotency_key else None,
@@ -71,9 +85,12 @@ async def create_job(request: web.Request) -> web.Response:
     async with db.acquire() as conn:
         row, created = await jobs.insert(conn, new)
     if not created and row["request_hash"] != new.request_hash:
-        raise ApiError(409, "IDEMPOTENCY_KEY_REUSED",
-                       "this Idempotency-Key was used with a different request body",
-                       {"job_id": row["id"]})
+        raise ApiError(
+            409,
+            "IDEMPOTENCY_KEY_REUSED",
+            "this Idempotency-Key was used with a different request body",
+            {"job_id": row["id"]},
+        )
     if created:
         await _enqueue(request, row["id"])
     job = await jobs.get(db, principal.tenant_id, row["id"])
@@ -91,7 +108,9 @@ async def list_jobs(request: web.Request) -> web.Response:
     try:
         status = JobStatus(status_text) if status_text else None
     except ValueError as exc:
-        raise ApiError(422, "VALIDATION_ERROR", f"status must be one of {', '.join(JobStatus)}") from exc
+        raise ApiError(
+            422, "VALIDATION_ERROR", f"status must be one of {', '.join(JobStatus)}"
+        ) from exc
     limit = query_int(request, "limit", 20, 1, 100)
     page, has_more = await jobs.page(
         request.app[DB],
@@ -124,7 +143,9 @@ async def cancel_job(request: web.Request) -> web.Response:
     if outcome == jobs.CancelOutcome.NOT_FOUND:
         raise _not_found(job_id)
     if outcome == jobs.CancelOutcome.ALREADY_FINISHED:
-        raise ApiError(409, "JOB_ALREADY_FINISHED", "the job has already finished; nothing to cancel")
+        raise ApiError(
+            409, "JOB_ALREADY_FINISHED", "the job has already finished; nothing to cancel"
+        )
     if outcome == jobs.CancelOutcome.REQUESTED:
         try:
             await queue.publish_cancel(request.app[REDIS], job_id)
