@@ -8,6 +8,8 @@ from aiohttp import web
 from api.auth import auth_middleware
 from api.context import CREWS, DB, REDIS, SETTINGS
 from api.errors import error_middleware
+from api.ratelimit import rate_limit_middleware
+from api.tracing import tracing_middleware
 from api.routes import account, crews, jobs
 from shared import queue
 from shared.crews import CrewRegistry
@@ -28,7 +30,7 @@ async def _connections(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[tracing_middleware, error_middleware, auth_middleware, rate_limit_middleware],
         client_max_size=settings.api_max_body_bytes,
     )
     app[SETTINGS] = settings

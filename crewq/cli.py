@@ -13,6 +13,7 @@ from typing import Any
 
 from shared.logs import configure
 from shared.settings import Settings, get_settings
+from shared.tracing import setup_tracing
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = get_settings()
     configure(settings.log_level, role=args.command)
+    if args.command in ("api", "worker", "dispatcher"):
+        setup_tracing(args.command)
     if args.command == "dev":
         from crewq.dev import run_dev
 

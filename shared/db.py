@@ -56,6 +56,9 @@ def _migration_files() -> list[tuple[int, str, str]]:
         if entry.name.endswith(".sql"):
             number = int(entry.name.split("_", 1)[0])
             found.append((number, entry.name, entry.read_text()))
+    numbers = [n for n, _, _ in found]
+    if len(numbers) != len(set(numbers)):
+        raise RuntimeError(f"two migrations share a number: {sorted(e for _, e, _ in found)}")
     return sorted(found)
 
 

@@ -22,6 +22,7 @@ class Due:
     attempt: int  # the number of the attempt about to be made
     payload: dict[str, Any]
     secrets: list[str]  # newest first; more than one while a rotated secret is in its grace
+    traceparent: str | None  # the trace of the work that caused the event
 
 
 async def claim(
@@ -43,6 +44,7 @@ async def claim(
          WHERE d.id = due.id
         RETURNING d.id, d.event_id, d.endpoint_id, d.url, d.attempt_count,
                   (SELECT payload FROM events e WHERE e.id = d.event_id) AS payload,
+                  (SELECT traceparent FROM events e WHERE e.id = d.event_id) AS traceparent,
                   CASE WHEN d.endpoint_id IS NULL
                        THEN ARRAY[(SELECT signing_secret FROM tenants t WHERE t.id = d.tenant_id)]
                        ELSE (SELECT ARRAY[w.secret] || CASE WHEN w.previous_secret_expires_at > now()
@@ -64,6 +66,7 @@ async def claim(
             attempt=r["attempt_count"],
             payload=r["payload"],
             secrets=list(r["secrets"]),
+            traceparent=r["traceparent"],
         )
         for r in rows
     ]

@@ -7,6 +7,7 @@ from typing import Any
 from schemas.events import JOB_URL_EVENTS, Event, EventType
 from shared.db import Conn
 from shared.ids import new_id
+from shared.tracing import current_traceparent
 
 # Dispatchers LISTEN here; Postgres delivers the NOTIFY only when the transaction commits.
 DELIVERIES_CHANNEL = "crewq_deliveries"
@@ -25,14 +26,15 @@ async def emit(
     one to every enabled endpoint of the tenant subscribed to it."""
     event = Event(id=new_id("evt"), type=type, created_at=datetime.now(UTC), data=data)
     await conn.execute(
-        "INSERT INTO events (id, tenant_id, job_id, type, payload, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO events (id, tenant_id, job_id, type, payload, created_at, traceparent)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         event.id,
         tenant_id,
         job_id,
         type.value,
         event.model_dump(mode="json"),
         event.created_at,
+        current_traceparent(),
     )
     owed = await conn.fetchval(
         """

@@ -28,6 +28,7 @@ class NewJob:
     max_retries: int
     idempotency_key: str | None = None
     request_hash: bytes | None = None
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,19 @@ async def get(conn: Executor, tenant_id: str, job_id: str) -> Job | None:
     return to_job(row, await _attempts(conn, job_id)) if row else None
 
 
+async def traceparent_of(db: Executor, job_id: str) -> str | None:
+    value = await db.fetchval("SELECT traceparent FROM jobs WHERE id = $1", job_id)
+    return str(value) if value else None
+
+
 async def insert(conn: Conn, new: NewJob) -> tuple[asyncpg.Record, bool]:
     """Insert a pending job; with an idempotency key already used, return the earlier job
     and False instead."""
     row = await conn.fetchrow(
         """
         INSERT INTO jobs (id, tenant_id, crew, inputs, metadata, webhook_url, status,
-                          timeout_s, max_retries, idempotency_key, request_hash)
-        VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10)
+                          timeout_s, max_retries, idempotency_key, request_hash, traceparent)
+        VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11)
         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING *
         """,
@@ -120,6 +126,7 @@ async def insert(conn: Conn, new: NewJob) -> tuple[asyncpg.Record, bool]:
         new.max_retries,
         new.idempotency_key,
         new.request_hash,
+        new.traceparent,
     )
     if row is not None:
         return row, True

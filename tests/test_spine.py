@@ -273,3 +273,30 @@ def test_keys_create_prints_only_the_key(stack: Platform) -> None:
         text=True,
     )
     assert bad.returncode != 0 and "unknown scopes: root" in bad.stderr
+
+
+async def test_rate_limit_per_key(own_stack: Platform) -> None:
+    await own_stack.start_api(CREWQ_API_RATE_LIMIT="5")
+    statuses = []
+    for _ in range(7):
+        status, body, headers = await own_stack.request("GET", "/v1/crews")
+        statuses.append(status)
+    assert statuses == [200] * 5 + [429] * 2
+    assert body["error"]["code"] == "RATE_LIMITED" and int(headers["Retry-After"]) >= 1
+    other, _, _ = await own_stack.new_tenant("unthrottled")
+    status, _, headers = await own_stack.request("GET", "/v1/crews", key=other)
+    assert status == 200 and headers["RateLimit-Remaining"] == "4"
+
+
+async def test_trace_context_reaches_the_webhook(stack: Platform, receiver: Receiver) -> None:
+    receiver.configure("traced", secrets=[stack.signing_secret])
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    status, job, _ = await stack.request(
+        "POST",
+        "/v1/jobs",
+        json={"crew": "echo", "inputs": {"message": "traced"}, "webhook_url": receiver.url("traced")},
+        headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+    )
+    assert status == 202
+    [hook] = await receiver.wait_for("traced", 1)
+    assert hook.headers["traceparent"].split("-")[1] == trace_id

@@ -22,6 +22,7 @@ from shared import deliveries
 from shared.db import create_pool, is_connection_error
 from shared.events import DELIVERIES_CHANNEL
 from shared.settings import Settings
+from shared.tracing import current_traceparent, span_from
 from worker.delivery import Answer, make_session, send
 
 log = logging.getLogger(__name__)
@@ -117,13 +118,15 @@ class Dispatcher:
 
     async def _deliver(self, db: asyncpg.Pool, session: object, due: deliveries.Due) -> None:
         settings = self.settings
-        answer = await send(
-            session,  # type: ignore[arg-type]
-            due,
-            allow_http=settings.webhook_allow_http,
-            allow_private=settings.webhook_allow_private,
-            max_body_bytes=settings.webhook_max_response_bytes,
-        )
+        with span_from(due.traceparent, "webhook.deliver", **{"crewq.delivery_id": due.id}):
+            answer = await send(
+                session,  # type: ignore[arg-type]
+                due,
+                allow_http=settings.webhook_allow_http,
+                allow_private=settings.webhook_allow_private,
+                max_body_bytes=settings.webhook_max_response_bytes,
+                traceparent=current_traceparent() if due.traceparent else None,
+            )
         self.guard.done(due.url, answer.succeeded)
         delay = None if answer.succeeded else next_attempt_delay(settings, due.attempt, answer)
         retry_at = datetime.now(UTC) + timedelta(seconds=delay) if delay is not None else None

@@ -20,6 +20,7 @@ from shared import jobs
 from shared.crews import CrewRegistry
 from shared.db import is_connection_error, with_db_retry
 from shared.settings import Settings
+from shared.tracing import span_from
 from worker.crew_pool import CrewPool, Outcome
 from worker.crew_protocol import RunRequest
 
@@ -68,6 +69,11 @@ class JobRunner:
         return True
 
     async def run(self, job_id: str) -> str:
+        traceparent = await with_db_retry(lambda: jobs.traceparent_of(self.db, job_id))
+        with span_from(traceparent, "job.run", **{"crewq.job_id": job_id}):
+            return await self._run(job_id)
+
+    async def _run(self, job_id: str) -> str:
         started = await with_db_retry(
             lambda: jobs.start_attempt(
                 self.db, job_id, self.worker_id, self.settings.tenant_max_running_jobs

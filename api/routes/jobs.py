@@ -12,6 +12,7 @@ from api.errors import ApiError
 from api.responses import json_response
 from schemas.jobs import JobCreate, JobList, JobStatus
 from shared import jobs, queue
+from shared.tracing import current_traceparent
 from shared.webhook_urls import UrlRefused, check_url
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ async def create_job(request: web.Request) -> web.Response:
         else settings.job_default_max_retries,
         idempotency_key=idempotency_key,
         request_hash=hashlib.sha256(raw).digest() if idempotency_key else None,
+        traceparent=current_traceparent(),
     )
     db = request.app[DB]
     async with db.acquire() as conn:
