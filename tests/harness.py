@@ -48,6 +48,8 @@ FAST_ENV = {
     "CREWAI_TRACING_ENABLED": "false",
     "CREWAI_DISABLE_VERSION_CHECK": "true",
     "CREWQ_LOG_LEVEL": "INFO",
+    # Tests poll the API far faster than a client would; test_rate_limit_per_key sets its own.
+    "CREWQ_API_RATE_LIMIT": "0",
 }
 
 
@@ -253,7 +255,12 @@ class Platform:
         return body  # type: ignore[no-any-return]
 
     async def wait_for_status(
-        self, job_id: str, statuses: set[str], timeout: float = 60, key: str | None = None
+        self,
+        job_id: str,
+        statuses: set[str],
+        timeout: float = 60,
+        key: str | None = None,
+        poll: float = 0.1,
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         job: dict[str, Any] = {}
@@ -261,7 +268,7 @@ class Platform:
             job = await self.job(job_id, key=key)
             if job["status"] in statuses:
                 return job
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(poll)
         raise AssertionError(f"job {job_id} still {job.get('status')} after {timeout} s: {job}")
 
     async def close(self) -> None:

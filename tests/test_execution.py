@@ -202,3 +202,43 @@ async def test_tenant_cap_limits_running_jobs(own_stack: Platform) -> None:
     assert peak == 1, f"{peak} jobs of a tenant capped at 1 ran at once"
     other = await own_stack.job(free["id"], key=other_key)
     assert other["status"] == "completed", "the other tenant was starved"
+
+
+async def test_crew_processes_are_recycled_after_max_jobs(own_stack: Platform) -> None:
+    await own_stack.start_api()
+    worker = await own_stack.start_worker(CREWQ_WORKER_CONCURRENCY="1", CREWQ_CHILD_MAX_JOBS="2")
+    seen: list[int] = []
+    for i in range(4):
+        job = await own_stack.submit("echo", {"message": f"[[sleep:0.3]] recycle {i}"})
+        await own_stack.wait_for_status(job["id"], {"running"}, timeout=30)
+        seen.extend(worker.crew_pids())
+        await own_stack.wait_for_status(job["id"], {"completed"}, timeout=30)
+    # One child serves jobs 1-2, a fresh one jobs 3-4.
+    assert len(seen) == 4 and seen[0] == seen[1] and seen[2] == seen[3] and seen[1] != seen[2]
+    assert not psutil.pid_exists(seen[0]) or psutil.Process(seen[0]).status() == psutil.STATUS_ZOMBIE
+
+
+async def test_reaper_ends_a_job_running_past_its_timeout(stack: Platform) -> None:
+    # A job whose worker keeps heartbeating but never ends it (a wedged worker): the
+    # reaper in any live worker fails it once timeout + grace has passed.
+    conn = await stack.db()
+    try:
+        job_id = "job_wedged" + time.strftime("%H%M%S")
+        await conn.execute(
+            "INSERT INTO jobs (id, tenant_id, crew, inputs, status, timeout_s, max_retries, attempt,"
+            " worker_id, started_at, last_activity_at)"
+            " VALUES ($1, $2, 'echo', '{}', 'running', 1, 0, 1, 'wedged-worker',"
+            " now() - interval '1 minute', now() + interval '1 hour')",
+            job_id,
+            stack.tenant_id,
+        )
+        await conn.execute(
+            "INSERT INTO job_attempts (job_id, number, worker_id, started_at)"
+            " VALUES ($1, 1, 'wedged-worker', now() - interval '1 minute')",
+            job_id,
+        )
+    finally:
+        await conn.close()
+    job = await stack.wait_for_status(job_id, {"failed"}, timeout=15)
+    assert job["error"]["code"] == "TIMEOUT"
+    assert job["attempts"][0]["outcome"] == "timeout"

@@ -72,7 +72,7 @@ class WorkerService:
             + self.settings.drain_timeout
             + 60,
             keep_result=0,
-            poll_delay=0.2,
+            poll_delay=0.05,  # a free slot takes the next job within 50 ms
             handle_signals=False,
             health_check_interval=30,
             log_results=False,
