@@ -1,5 +1,6 @@
 """The aiohttp application: HTTP in, Postgres and Redis behind. No crew runs here."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -9,8 +10,8 @@ from api.auth import auth_middleware
 from api.context import CREWS, DB, REDIS, SETTINGS
 from api.errors import error_middleware
 from api.ratelimit import rate_limit_middleware
-from api.tracing import tracing_middleware
 from api.routes import account, crews, jobs
+from api.tracing import tracing_middleware
 from shared import queue
 from shared.crews import CrewRegistry
 from shared.db import create_pool
@@ -46,8 +47,6 @@ def create_app(settings: Settings) -> web.Application:
 
 async def serve(settings: Settings) -> None:
     """Run the API until cancelled."""
-    import asyncio
-
     runner = web.AppRunner(create_app(settings), access_log=logging.getLogger("crewq.access"))
     await runner.setup()
     site = web.TCPSite(runner, settings.api_host, settings.api_port)

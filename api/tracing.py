@@ -10,7 +10,9 @@ from shared.tracing import span_from
 async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route.resource
     name = f"{request.method} {route.canonical if route else request.path}"
-    with span_from(request.headers.get("traceparent"), name, **{"http.method": request.method}) as span:
+    with span_from(
+        request.headers.get("traceparent"), name, **{"http.method": request.method}
+    ) as span:
         response = await handler(request)
         span.set_attribute("http.status_code", response.status)
         return response

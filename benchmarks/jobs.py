@@ -33,8 +33,13 @@ async def main(jobs: int, concurrency: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="crewq-bench-"))
     services = Services(workdir)
     platform = Platform(
-        services, workdir, "", OPENAI_API_KEY="", OPENAI_BASE_URL="",
-        CREWQ_WORKER_CONCURRENCY=str(concurrency), CREWQ_API_RATE_LIMIT="0",
+        services,
+        workdir,
+        "",
+        OPENAI_API_KEY="",
+        OPENAI_BASE_URL="",
+        CREWQ_WORKER_CONCURRENCY=str(concurrency),
+        CREWQ_API_RATE_LIMIT="0",
     )
     try:
         await platform.prepare()
@@ -51,7 +56,8 @@ async def main(jobs: int, concurrency: int) -> None:
         conn = await platform.db()
         try:
             while await conn.fetchval(
-                "SELECT count(*) FROM jobs WHERE id = ANY($1) AND status IN ('pending', 'running')", ids
+                "SELECT count(*) FROM jobs WHERE id = ANY($1) AND status IN ('pending', 'running')",
+                ids,
             ):
                 await asyncio.sleep(0.1)
             elapsed = time.monotonic() - started
@@ -74,14 +80,21 @@ async def main(jobs: int, concurrency: int) -> None:
         totals = [float(r["total"]) * 1000 for r in rows]
         waits = [float(r["wait"]) * 1000 for r in rows]
         failed = sum(r["status"] != "completed" for r in rows)
-        print(f"jobs: {jobs} (research crew, 2 agents, 2 tasks, offline model), concurrency {concurrency}")
+        print(
+            f"jobs: {jobs} (research crew: 2 agents, 2 tasks, offline model),"
+            f" concurrency {concurrency}"
+        )
         print(f"failed: {failed}")
-        print(f"submitted in {submitted:.2f} s ({jobs / submitted:.0f} submits/s over one HTTP client)")
+        rate = jobs / submitted
+        print(f"submitted in {submitted:.2f} s ({rate:.0f} submits/s from one HTTP client)")
         print(f"throughput: {jobs / elapsed:.1f} jobs/s ({elapsed:.2f} s for all)")
         print(f"submit -> finished: p50 {pct(totals, 50):.0f} ms, p99 {pct(totals, 99):.0f} ms")
         print(f"submit -> started:  p50 {pct(waits, 50):.0f} ms, p99 {pct(waits, 99):.0f} ms")
         print(f"one job at a time, submit -> seen completed over HTTP: p50 {pct(idle, 50):.0f} ms")
-        print(f"worker + crew processes RSS: {before:.0f} MiB after warm-up, {after:.0f} MiB after {jobs} jobs")
+        print(
+            f"worker + crew processes RSS: {before:.0f} MiB after warm-up,"
+            f" {after:.0f} MiB after {jobs} jobs"
+        )
     finally:
         await platform.close()
         services.stop()

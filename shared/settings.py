@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_max_body_bytes: int = 1_000_000
-    api_rate_limit: int = Field(default=600, ge=0, description="Requests per minute per key; 0: off.")
+    api_rate_limit: int = Field(
+        default=600, ge=0, description="Requests per minute per key; 0: off."
+    )
 
     crews_path: str = Field(
         default=str(REPO_CREWS),

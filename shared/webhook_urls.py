@@ -62,7 +62,9 @@ async def check_url(url: str, *, allow_http: bool, allow_private: bool) -> None:
         addresses = [host]
     except ValueError:
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, None, type=socket.SOCK_STREAM
+            )
         except OSError as exc:
             raise UrlRefused(f"{host} does not resolve: {exc}") from exc
         addresses = sorted({str(info[4][0]) for info in infos})

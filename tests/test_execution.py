@@ -122,9 +122,7 @@ async def test_rate_limited_llm_is_retried_inside_the_job(stack: Platform, llm: 
     assert job["attempt"] == 1, "tenacity, not a whole-job retry, should absorb two 429s"
     assert len(llm.requests_with("ratelimited")) == 3
     times = [r.at for r in llm.requests_with("ratelimited")]
-    assert all(b - a >= 0.95 for a, b in itertools.pairwise(times)), (
-        "Retry-After: 1 not honoured"
-    )
+    assert all(b - a >= 0.95 for a, b in itertools.pairwise(times)), "Retry-After: 1 not honoured"
 
 
 async def test_provider_down_retries_the_whole_job_then_fails(
@@ -215,7 +213,9 @@ async def test_crew_processes_are_recycled_after_max_jobs(own_stack: Platform) -
         await own_stack.wait_for_status(job["id"], {"completed"}, timeout=30)
     # One child serves jobs 1-2, a fresh one jobs 3-4.
     assert len(seen) == 4 and seen[0] == seen[1] and seen[2] == seen[3] and seen[1] != seen[2]
-    assert not psutil.pid_exists(seen[0]) or psutil.Process(seen[0]).status() == psutil.STATUS_ZOMBIE
+    assert (
+        not psutil.pid_exists(seen[0]) or psutil.Process(seen[0]).status() == psutil.STATUS_ZOMBIE
+    )
 
 
 async def test_reaper_ends_a_job_running_past_its_timeout(stack: Platform) -> None:
@@ -225,8 +225,8 @@ async def test_reaper_ends_a_job_running_past_its_timeout(stack: Platform) -> No
     try:
         job_id = "job_wedged" + time.strftime("%H%M%S")
         await conn.execute(
-            "INSERT INTO jobs (id, tenant_id, crew, inputs, status, timeout_s, max_retries, attempt,"
-            " worker_id, started_at, last_activity_at)"
+            "INSERT INTO jobs (id, tenant_id, crew, inputs, status, timeout_s, max_retries,"
+            " attempt, worker_id, started_at, last_activity_at)"
             " VALUES ($1, $2, 'echo', '{}', 'running', 1, 0, 1, 'wedged-worker',"
             " now() - interval '1 minute', now() + interval '1 hour')",
             job_id,

@@ -291,10 +291,14 @@ async def test_rate_limit_per_key(own_stack: Platform) -> None:
 async def test_trace_context_reaches_the_webhook(stack: Platform, receiver: Receiver) -> None:
     receiver.configure("traced", secrets=[stack.signing_secret])
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    status, job, _ = await stack.request(
+    status, _, _ = await stack.request(
         "POST",
         "/v1/jobs",
-        json={"crew": "echo", "inputs": {"message": "traced"}, "webhook_url": receiver.url("traced")},
+        json={
+            "crew": "echo",
+            "inputs": {"message": "traced"},
+            "webhook_url": receiver.url("traced"),
+        },
         headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
     )
     assert status == 202

@@ -37,7 +37,9 @@ class PublicOnlyResolver(AbstractResolver):
         results = await self._inner.resolve(host, port, family)
         allowed = [r for r in results if refuse_address(r["host"]) is None]
         if not allowed:
-            raise OSError(f"{host} resolves only to refused addresses: {refuse_address(results[0]['host'])}")
+            raise OSError(
+                f"{host} resolves only to refused addresses: {refuse_address(results[0]['host'])}"
+            )
         return allowed
 
     async def close(self) -> None:
@@ -122,7 +124,9 @@ async def send(
             text = snippet.decode("utf-8", errors="replace")
             ok = 200 <= resp.status < 300
             return Answer(
-                AttemptRecord(elapsed_ms(), resp.status, None if ok else f"HTTP {resp.status}", text),
+                AttemptRecord(
+                    elapsed_ms(), resp.status, None if ok else f"HTTP {resp.status}", text
+                ),
                 succeeded=ok,
                 gone=resp.status == 410,
                 retry_after_s=_retry_after(resp.headers.get("Retry-After")),

@@ -49,7 +49,10 @@ class EndpointGuard:
         return full + tripped
 
     def admit(self, url: str) -> bool:
-        if self.in_flight[url] >= self.per_endpoint or self.open_until.get(url, 0) > time.monotonic():
+        if (
+            self.in_flight[url] >= self.per_endpoint
+            or self.open_until.get(url, 0) > time.monotonic()
+        ):
             return False
         self.in_flight[url] += 1
         return True
@@ -138,7 +141,9 @@ class Dispatcher:
                     answer.record,
                     succeeded=answer.succeeded,
                     retry_at=retry_at,
-                    disable_endpoint="webhook.disabled: receiver answered 410 Gone" if answer.gone else None,
+                    disable_endpoint="webhook.disabled: receiver answered 410 Gone"
+                    if answer.gone
+                    else None,
                     disable_after_s=settings.webhook_disable_after,
                 )
                 break
@@ -191,7 +196,9 @@ class Dispatcher:
                         if self.guard.admit(due.url):
                             self._start(db, session, due)
                         else:  # the claim raced a slot filling up; put it back untouched
-                            await deliveries.defer(db, due, datetime.now(UTC) + timedelta(seconds=1))
+                            await deliveries.defer(
+                                db, due, datetime.now(UTC) + timedelta(seconds=1)
+                            )
                     if len(batch) == free:
                         continue
                 timeout = await self._seconds_until_due(db)

@@ -79,11 +79,13 @@ class WorkerService:
         )
 
     async def _consume(self) -> None:
-        """Run arq, rebuilding it whenever Redis drops, until stopping."""
+        """Run arq, rebuilding it whenever Redis drops, until stopping. The connection pool
+        outlives each arq Worker: redis-py opens fresh connections once Redis is back."""
         delay = 0.5
         while not self.stopping.is_set():
             try:
-                self.redis = await queue.connect(self.settings.require_redis_url)
+                if self.redis is None:
+                    self.redis = await queue.connect(self.settings.require_redis_url)
                 self.arq = self._arq_worker(self.redis)
                 log.info("worker %s consuming %s", self.worker_id, queue.QUEUE_NAME)
                 delay = 0.5
@@ -103,8 +105,9 @@ class WorkerService:
         assert self.runner is not None
         while True:
             try:
-                redis = await queue.connect(self.settings.require_redis_url)
-                async with redis.pubsub() as pubsub:
+                while self.redis is None:
+                    await asyncio.sleep(0.1)
+                async with self.redis.pubsub() as pubsub:
                     await pubsub.subscribe(queue.CANCEL_CHANNEL)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
