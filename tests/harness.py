@@ -224,6 +224,19 @@ class Platform:
     async def db(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.database_url)
 
+    async def job_events(self, job_id: str) -> list[str]:
+        """The `job.*` events owed for a job, oldest first."""
+        conn = await self.db()
+        try:
+            rows = await conn.fetch(
+                "SELECT type FROM events WHERE job_id = $1 AND type LIKE 'job.%'"
+                " ORDER BY created_at",
+                job_id,
+            )
+        finally:
+            await conn.close()
+        return [r["type"] for r in rows]
+
     # --- the HTTP API, as a client uses it ---
 
     def headers(self, key: str | None = None) -> dict[str, str]:

@@ -21,18 +21,6 @@ async def _wait_running(stack: Platform, job_id: str, key: str | None = None) ->
     return await stack.wait_for_status(job_id, {"running"}, timeout=30, key=key)
 
 
-async def _events(stack: Platform, job_id: str) -> list[str]:
-    conn = await stack.db()
-    try:
-        rows = await conn.fetch(
-            "SELECT type FROM events WHERE job_id = $1 AND type LIKE 'job.%' ORDER BY created_at",
-            job_id,
-        )
-    finally:
-        await conn.close()
-    return [r["type"] for r in rows]
-
-
 def _alive(pids: list[int]) -> list[int]:
     return [
         p
@@ -71,7 +59,7 @@ async def test_timeout_kills_the_crew_process(
     assert len(llm.requests_with("timeout-probe")) == requests_at_end, (
         "LLM called after the deadline"
     )
-    assert await _events(stack, job["id"]) == ["job.started", "job.failed"]
+    assert await stack.job_events(job["id"]) == ["job.started", "job.failed"]
 
 
 async def test_cancel_running_job_kills_it(
@@ -135,7 +123,7 @@ async def test_provider_down_retries_the_whole_job_then_fails(
     assert job["status"] == "failed"
     assert job["error"]["code"] == "LLM_UNAVAILABLE"
     assert [a["outcome"] for a in job["attempts"]] == ["retrying", "failed"]
-    assert await _events(stack, job["id"]) == [
+    assert await stack.job_events(job["id"]) == [
         "job.started",
         "job.retrying",
         "job.started",
@@ -168,7 +156,7 @@ async def test_duplicate_queue_delivery_never_runs_a_job_twice(stack: Platform) 
     again = await stack.job(job["id"])
     assert again["status"] == "completed" and again["attempt"] == 1
     assert again["result"] == (await stack.job(job["id"]))["result"]
-    assert await _events(stack, job["id"]) == ["job.started", "job.completed"]
+    assert await stack.job_events(job["id"]) == ["job.started", "job.completed"]
 
 
 async def test_tenant_cap_limits_running_jobs(own_stack: Platform) -> None:

@@ -23,18 +23,6 @@ def _owner(workers: list[Process], worker_id: str) -> Process:
     return next(w for w in workers if f"-{w.pid}-" in worker_id)
 
 
-async def _job_events(platform: Platform, job_id: str) -> list[str]:
-    conn = await platform.db()
-    try:
-        rows = await conn.fetch(
-            "SELECT type FROM events WHERE job_id = $1 AND type LIKE 'job.%' ORDER BY created_at",
-            job_id,
-        )
-    finally:
-        await conn.close()
-    return [r["type"] for r in rows]
-
-
 async def test_worker_killed_mid_job_is_recovered_by_another(
     own_stack: Platform, llm: FakeLLM, measure: Callable[[str, float], None]
 ) -> None:
@@ -56,7 +44,7 @@ async def test_worker_killed_mid_job_is_recovered_by_another(
     assert f"-{survivor.pid}-" in done["worker_id"]
     assert [a["outcome"] for a in done["attempts"]] == ["lost", "completed"]
     assert done["attempts"][0]["error"]["code"] == "WORKER_LOST"
-    assert await _job_events(own_stack, job["id"]) == [
+    assert await own_stack.job_events(job["id"]) == [
         "job.started",
         "job.retrying",
         "job.started",
@@ -86,7 +74,7 @@ async def test_flushed_redis_loses_no_pending_job(
     assert {j["status"] for j in done} == {"completed"}
     assert all(j["attempt"] == 1 for j in done), "a job ran twice"
     for job in jobs:
-        assert await _job_events(own_stack, job["id"]) == ["job.started", "job.completed"]
+        assert await own_stack.job_events(job["id"]) == ["job.started", "job.completed"]
 
 
 async def test_everything_reconnects_when_redis_restarts(
