@@ -46,6 +46,10 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
             {"limit": limit, "window_seconds": WINDOW_S},
             headers={**headers, "Retry-After": str(reset)},
         )
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except ApiError as err:
+        err.headers = {**headers, **err.headers}
+        raise
     response.headers.update(headers)
     return response

@@ -23,7 +23,6 @@ from shared.keys import SCOPES, authenticate, create_key
 from shared.settings import Settings
 
 DEV_DEFAULTS = {
-    "CREWQ_ENV": "dev",
     # Let a newcomer point webhooks at a local receiver; production refuses both.
     "CREWQ_WEBHOOK_ALLOW_HTTP": "true",
     "CREWQ_WEBHOOK_ALLOW_PRIVATE": "true",
@@ -109,7 +108,9 @@ def run_dev(settings: Settings) -> None:
         children = [
             subprocess.Popen([sys.executable, "-m", "crewq", role], env=env) for role in ROLES
         ]
-        api_url = f"http://{settings.api_host}:{settings.api_port}"
+        # A wildcard bind is reachable on loopback; print an address a client can use.
+        host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+        api_url = f"http://{host}:{settings.api_port}"
         _wait_for_api(api_url, children)
         print(f"API URL: {api_url}", flush=True)
         print(f"API key: {key}", flush=True)

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from schemas.crews import CrewInfo
+from schemas.jobs import MAX_RETRIES, MAX_TIMEOUT_S
 
 # CrewAI interpolates `{name}` placeholders in agent and task text with the kickoff inputs.
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_\-]*)\}")
@@ -88,6 +89,10 @@ def load_crew(folder: Path) -> CrewSpec:
     process = str(meta.get("process", "sequential"))
     if process not in ("sequential", "hierarchical"):
         raise CrewConfigError(f"{meta_path}: process must be sequential or hierarchical")
+    for key, low, high in (("timeout", 1, MAX_TIMEOUT_S), ("max_retries", 0, MAX_RETRIES)):
+        value = meta.get(key)
+        if value is not None and (type(value) is not int or not low <= value <= high):
+            raise CrewConfigError(f"{meta_path}: {key} must be a whole number from {low} to {high}")
     common: dict[str, Any] = {
         "name": name,
         "folder": folder,

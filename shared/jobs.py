@@ -430,7 +430,7 @@ async def restart(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> Job | None
         row = await conn.fetchrow(
             """
             UPDATE jobs SET status = 'pending', uncounted_attempts = attempt,
-                   error = NULL, result = NULL,
+                   error = NULL, result = NULL, token_usage = NULL,
                    cancel_requested_at = NULL, finished_at = NULL, worker_id = NULL,
                    run_after = now()
              WHERE id = $1 AND tenant_id = $2 AND status IN ('failed', 'cancelled')

@@ -3,7 +3,6 @@
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,7 +30,6 @@ OFFLINE_MODEL = "crewq/offline"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CREWQ_", extra="ignore")
 
-    env: Literal["production", "dev"] = "production"
     database_url: str | None = None
     redis_url: str | None = None
     data_dir: Path = Path(".crewq")
