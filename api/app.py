@@ -10,7 +10,7 @@ from api.auth import auth_middleware
 from api.context import CREWS, DB, REDIS, SETTINGS
 from api.errors import error_middleware
 from api.ratelimit import rate_limit_middleware
-from api.routes import account, crews, jobs
+from api.routes import account, crews, jobs, webhooks
 from api.tracing import tracing_middleware
 from shared import queue
 from shared.crews import CrewRegistry
@@ -40,7 +40,7 @@ def create_app(settings: Settings) -> web.Application:
         log.error("crew %s not loaded: %s", name, error)
     app[CREWS] = registry
     app.cleanup_ctx.append(_connections)
-    for module in (jobs, crews, account):
+    for module in (jobs, crews, account, webhooks):
         app.add_routes(module.routes)
     return app
 

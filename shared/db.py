@@ -96,6 +96,8 @@ def is_connection_error(exc: BaseException) -> bool:
         exc,
         asyncpg.PostgresConnectionError
         | asyncpg.InterfaceError
+        # asyncpg's answer on a pooled connection the server terminated mid-use.
+        | asyncpg.InternalClientError
         | asyncpg.exceptions.OperatorInterventionError
         | asyncpg.TooManyConnectionsError
         | ConnectionError

@@ -6,11 +6,14 @@ the work, none holds a transaction open across an HTTP request, and none deliver
 another is delivering. Recording an attempt is compare-and-set on the attempt count.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+
+from shared.db import Conn
 
 
 @dataclass(frozen=True)
@@ -25,15 +28,38 @@ class Due:
     traceparent: str | None  # the trace of the work that caused the event
 
 
-async def claim(pool: asyncpg.Pool, limit: int, lease_s: float, skip_urls: list[str]) -> list[Due]:
+async def claim(
+    pool: asyncpg.Pool,
+    limit: int,
+    lease_s: float,
+    skip_urls: list[str],
+    *,
+    per_url: int,
+    busy: Mapping[str, int],
+) -> list[Due]:
+    """Up to `limit` due deliveries, at most `per_url` in flight per URL counting the `busy`
+    ones this dispatcher already has, so a backlog for one URL is not claimed only to be
+    handed back. The look-ahead is bounded: a URL with a long backlog at the head of the
+    queue is full after this claim and skipped by the next, which then reaches the others."""
     rows = await pool.fetch(
         """
-        WITH due AS (
-            SELECT id FROM webhook_deliveries
+        WITH candidates AS (
+            SELECT id, url, next_attempt_at FROM webhook_deliveries
              WHERE status = 'pending' AND next_attempt_at <= now() AND url <> ALL($3::text[])
              ORDER BY next_attempt_at
-             LIMIT $1
+             LIMIT $1 * 4
                FOR UPDATE SKIP LOCKED
+        ), due AS (
+            SELECT id FROM (
+                SELECT c.id, c.next_attempt_at,
+                       row_number() OVER (PARTITION BY c.url ORDER BY c.next_attempt_at)
+                       + coalesce(b.n, 0) AS slot
+                  FROM candidates c
+                  LEFT JOIN unnest($5::text[], $6::int[]) AS b (url, n) ON b.url = c.url
+            ) ranked
+             WHERE slot <= $4
+             ORDER BY next_attempt_at
+             LIMIT $1
         )
         UPDATE webhook_deliveries d
            SET next_attempt_at = now() + make_interval(secs => $2),
@@ -55,6 +81,9 @@ async def claim(pool: asyncpg.Pool, limit: int, lease_s: float, skip_urls: list[
         limit,
         lease_s,
         skip_urls,
+        per_url,
+        list(busy),
+        list(busy.values()),
     )
     return [
         Due(
@@ -131,7 +160,7 @@ async def record_attempt(
                 due.endpoint_id,
             )
             return True
-        await conn.execute(
+        disabled = await conn.fetchval(
             """
             UPDATE webhook_endpoints
                SET failing_since = coalesce(failing_since, now()),
@@ -143,12 +172,27 @@ async def record_attempt(
                                           THEN 'webhook.disabled: failing for too long' END,
                    updated_at = now()
              WHERE id = $1 AND disabled_at IS NULL
+            RETURNING disabled_reason
             """,
             due.endpoint_id,
             disable_endpoint,
             disable_after_s,
         )
+        if disabled is not None:
+            await fail_pending(conn, due.endpoint_id, disabled)
     return True
+
+
+async def fail_pending(conn: Conn, endpoint_id: str, reason: str) -> None:
+    """A disabled endpoint is sent nothing more: its owed deliveries fail now (they can be
+    retried by hand once it is enabled again). One already under way may still arrive; its
+    attempt then goes unrecorded, as the row is no longer pending."""
+    await conn.execute(
+        "UPDATE webhook_deliveries SET status = 'failed', last_error = coalesce(last_error, $2)"
+        " WHERE endpoint_id = $1 AND status = 'pending'",
+        endpoint_id,
+        reason,
+    )
 
 
 async def defer(pool: asyncpg.Pool, due: Due, until: datetime) -> None:

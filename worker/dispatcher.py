@@ -48,6 +48,12 @@ class EndpointGuard:
         tripped = [url for url, until in self.open_until.items() if until > now]
         return full + tripped
 
+    def seconds_until_reopen(self) -> float | None:
+        """Until the first open circuit closes again, if any is open."""
+        now = time.monotonic()
+        waits = [until - now for until in self.open_until.values() if until > now]
+        return min(waits) if waits else None
+
     def admit(self, url: str) -> bool:
         if (
             self.in_flight[url] >= self.per_endpoint
@@ -177,12 +183,17 @@ class Dispatcher:
         task.add_done_callback(finished)
 
     async def _seconds_until_due(self, db: asyncpg.Pool) -> float:
-        wait = await db.fetchval(
+        """How long to sleep unless woken. Rows of blocked URLs do not count: they are due
+        but not claimable, and counting them would poll Postgres in a tight loop for as long
+        as a URL is full or its circuit open. A finished delivery wakes the pump anyway."""
+        blocked = self.guard.blocked()
+        wait: float | None = await db.fetchval(
             "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8"
-            " FROM webhook_deliveries WHERE status = 'pending'"
+            " FROM webhook_deliveries WHERE status = 'pending' AND url <> ALL($1::text[])",
+            blocked,
         )
-        poll = self.settings.dispatcher_poll_interval
-        return poll if wait is None else max(0.0, min(poll, wait))
+        waits = [self.settings.dispatcher_poll_interval, wait, self.guard.seconds_until_reopen()]
+        return max(0.0, min(w for w in waits if w is not None))
 
     async def _pump(self, db: asyncpg.Pool, session: object) -> None:
         while not self.stopping.is_set():
@@ -191,11 +202,18 @@ class Dispatcher:
             timeout = self.settings.dispatcher_poll_interval
             try:
                 if free > 0:
-                    batch = await deliveries.claim(db, free, self.lease_s, self.guard.blocked())
+                    batch = await deliveries.claim(
+                        db,
+                        free,
+                        self.lease_s,
+                        self.guard.blocked(),
+                        per_url=self.guard.per_endpoint,
+                        busy=self.guard.in_flight,
+                    )
                     for due in batch:
                         if self.guard.admit(due.url):
                             self._start(db, session, due)
-                        else:  # the claim raced a slot filling up; put it back untouched
+                        else:  # its circuit opened while we claimed; put it back untouched
                             await deliveries.defer(
                                 db, due, datetime.now(UTC) + timedelta(seconds=1)
                             )

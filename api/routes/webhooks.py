@@ -1,0 +1,241 @@
+"""`/v1/webhooks`: register, read, change, test and remove webhook endpoints, rotate their
+secrets, page through their deliveries; `/v1/deliveries`: read one, send it again.
+
+The API never calls a receiver itself: a test or a retry is a row for the dispatcher.
+"""
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from api.auth import require
+from api.bodies import parse, query_int, read_json
+from api.context import DB, SETTINGS
+from api.errors import ApiError
+from api.responses import json_response
+from schemas.webhooks import (
+    DeliveryList,
+    SecretRotate,
+    WebhookCreate,
+    WebhookEndpointCreated,
+    WebhookEndpointList,
+    WebhookTestResult,
+    WebhookUpdate,
+)
+from shared import endpoints
+from shared.endpoints import RetryOutcome
+from shared.webhook_urls import UrlRefused, check_url
+
+routes = web.RouteTableDef()
+SCOPE = "webhooks:manage"
+# How much longer than one attempt's timeout /test waits for the dispatcher to make it.
+_TEST_SLACK_S = 5.0
+
+
+def _not_found(endpoint_id: str) -> ApiError:
+    return ApiError(
+        404, "WEBHOOK_NOT_FOUND", f"no webhook endpoint {endpoint_id!r} for this tenant"
+    )
+
+
+def _delivery_not_found(delivery_id: str) -> ApiError:
+    return ApiError(404, "DELIVERY_NOT_FOUND", f"no delivery {delivery_id!r} for this tenant")
+
+
+async def _check_url(request: web.Request, url: str) -> None:
+    settings = request.app[SETTINGS]
+    try:
+        await check_url(
+            url,
+            allow_http=settings.webhook_allow_http,
+            allow_private=settings.webhook_allow_private,
+        )
+    except UrlRefused as exc:
+        raise ApiError(
+            422, "INVALID_WEBHOOK_URL", f"url refused: {exc}", {"reason": str(exc)}
+        ) from exc
+
+
+@routes.post("/v1/webhooks")
+async def create_webhook(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    data, _ = await read_json(request)
+    body = parse(WebhookCreate, data)
+    await _check_url(request, body.url)
+    endpoint, secret = await endpoints.create(
+        request.app[DB],
+        principal.tenant_id,
+        url=body.url,
+        events=body.events,
+        description=body.description,
+    )
+    return json_response(
+        WebhookEndpointCreated(**endpoint.model_dump(), secret=secret),
+        status=201,
+        headers={"Location": f"/v1/webhooks/{endpoint.id}"},
+    )
+
+
+@routes.get("/v1/webhooks")
+async def list_webhooks(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    limit = query_int(request, "limit", 20, 1, 100)
+    page, has_more = await endpoints.page(
+        request.app[DB],
+        principal.tenant_id,
+        before=request.query.get("cursor") or None,
+        limit=limit,
+    )
+    next_cursor = page[-1].id if has_more and page else None
+    return json_response(WebhookEndpointList(data=page, has_more=has_more, next_cursor=next_cursor))
+
+
+@routes.get("/v1/webhooks/{endpoint_id}")
+async def get_webhook(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    endpoint_id = request.match_info["endpoint_id"]
+    endpoint = await endpoints.get(request.app[DB], principal.tenant_id, endpoint_id)
+    if endpoint is None:
+        raise _not_found(endpoint_id)
+    return json_response(endpoint)
+
+
+@routes.patch("/v1/webhooks/{endpoint_id}")
+async def update_webhook(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    endpoint_id = request.match_info["endpoint_id"]
+    data, _ = await read_json(request)
+    body = parse(WebhookUpdate, data)
+    if body.url is not None:
+        await _check_url(request, body.url)
+    endpoint = await endpoints.update(
+        request.app[DB],
+        principal.tenant_id,
+        endpoint_id,
+        url=body.url,
+        events=body.events,
+        description=body.description,
+        enabled=body.enabled,
+    )
+    if endpoint is None:
+        raise _not_found(endpoint_id)
+    return json_response(endpoint)
+
+
+@routes.delete("/v1/webhooks/{endpoint_id}")
+async def delete_webhook(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    endpoint_id = request.match_info["endpoint_id"]
+    if not await endpoints.delete(request.app[DB], principal.tenant_id, endpoint_id):
+        raise _not_found(endpoint_id)
+    return web.Response(status=204)
+
+
+@routes.post("/v1/webhooks/{endpoint_id}/rotate-secret")
+async def rotate_secret(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    endpoint_id = request.match_info["endpoint_id"]
+    # The body is optional: none means the default grace.
+    body = (
+        parse(SecretRotate, (await read_json(request))[0])
+        if request.body_exists
+        else SecretRotate()
+    )
+    rotated = await endpoints.rotate_secret(
+        request.app[DB], principal.tenant_id, endpoint_id, body.grace_seconds
+    )
+    if rotated is None:
+        raise _not_found(endpoint_id)
+    return json_response(rotated)
+
+
+@routes.post("/v1/webhooks/{endpoint_id}/test")
+async def test_webhook(request: web.Request) -> web.Response:
+    """Owe a `webhook.test` event to this endpoint, then wait for the dispatcher's first
+    attempt and report what the receiver answered."""
+    principal = require(request, SCOPE)
+    endpoint_id = request.match_info["endpoint_id"]
+    db = request.app[DB]
+    sent = await endpoints.send_test(db, principal.tenant_id, endpoint_id)
+    if sent is None:
+        raise _not_found(endpoint_id)
+    deadline = time.monotonic() + request.app[SETTINGS].webhook_timeout + _TEST_SLACK_S
+    while (attempt := await endpoints.first_attempt(db, sent.delivery_id)) is None:
+        if time.monotonic() > deadline:
+            raise ApiError(
+                504,
+                "WEBHOOK_TEST_PENDING",
+                "the test event is queued but no attempt was made in time (is a dispatcher"
+                " running?); its delivery shows the outcome later",
+                {"event_id": sent.event_id, "delivery_id": sent.delivery_id},
+            )
+        await asyncio.sleep(0.05)
+    return json_response(
+        WebhookTestResult(
+            endpoint_id=endpoint_id,
+            event_id=sent.event_id,
+            delivery_id=sent.delivery_id,
+            succeeded=attempt.status_code is not None and 200 <= attempt.status_code < 300,
+            status_code=attempt.status_code,
+            duration_ms=attempt.duration_ms,
+            error=attempt.error,
+            response_body=attempt.response_body,
+            attempted_at=attempt.attempted_at,
+        )
+    )
+
+
+@routes.get("/v1/webhooks/{endpoint_id}/deliveries")
+async def list_deliveries(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    endpoint_id = request.match_info["endpoint_id"]
+    status = request.query.get("status") or None
+    if status not in (None, "pending", "succeeded", "failed"):
+        raise ApiError(422, "VALIDATION_ERROR", "status must be one of pending, succeeded, failed")
+    found = await endpoints.deliveries_page(
+        request.app[DB],
+        principal.tenant_id,
+        endpoint_id,
+        status=status,
+        before=request.query.get("cursor") or None,
+        limit=query_int(request, "limit", 20, 1, 100),
+    )
+    if found is None:
+        raise _not_found(endpoint_id)
+    page, has_more = found
+    next_cursor = page[-1].id if has_more and page else None
+    return json_response(DeliveryList(data=page, has_more=has_more, next_cursor=next_cursor))
+
+
+@routes.get("/v1/deliveries/{delivery_id}")
+async def get_delivery(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    delivery_id = request.match_info["delivery_id"]
+    delivery = await endpoints.get_delivery(request.app[DB], principal.tenant_id, delivery_id)
+    if delivery is None:
+        raise _delivery_not_found(delivery_id)
+    return json_response(delivery)
+
+
+@routes.post("/v1/deliveries/{delivery_id}/retry")
+async def retry_delivery(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    delivery_id = request.match_info["delivery_id"]
+    db = request.app[DB]
+    outcome = await endpoints.retry_delivery(db, principal.tenant_id, delivery_id)
+    if outcome == RetryOutcome.NOT_FOUND:
+        raise _delivery_not_found(delivery_id)
+    if outcome == RetryOutcome.ENDPOINT_DISABLED:
+        raise ApiError(
+            409,
+            "WEBHOOK_DISABLED",
+            "the endpoint is disabled; enable it first (PATCH enabled=true)",
+        )
+    if outcome == RetryOutcome.IN_FLIGHT:
+        raise ApiError(
+            409, "DELIVERY_IN_FLIGHT", "an attempt of this delivery is under way; try again shortly"
+        )
+    delivery = await endpoints.get_delivery(db, principal.tenant_id, delivery_id)
+    assert delivery is not None
+    return json_response(delivery, status=202)

@@ -1,0 +1,161 @@
+"""Webhook endpoints, their deliveries and attempts, as `/v1/webhooks` shows them."""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from schemas.events import EventType
+
+# What an endpoint may subscribe to: every event a job causes, or all of them. `webhook.test`
+# is sent only on request, to one endpoint.
+SUBSCRIBABLE_EVENTS = ("*", *(t.value for t in EventType if t is not EventType.WEBHOOK_TEST))
+MAX_GRACE_S = 7 * 86400
+DEFAULT_GRACE_S = 86400
+
+
+def _event_types(value: list[str]) -> list[str]:
+    unknown = [v for v in value if v not in SUBSCRIBABLE_EVENTS]
+    if unknown:
+        raise ValueError(
+            f"unknown event types {unknown}; choose from {', '.join(SUBSCRIBABLE_EVENTS)}"
+        )
+    return list(dict.fromkeys(value))  # drop repeats, keep the order given
+
+
+EventTypes = Annotated[list[str], Field(min_length=1, max_length=20), AfterValidator(_event_types)]
+Url = Annotated[str, Field(min_length=1, max_length=2048)]
+Description = Annotated[str, Field(max_length=500)]
+
+
+class WebhookCreate(BaseModel):
+    """Body of `POST /v1/webhooks`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: Url
+    events: EventTypes = Field(default_factory=lambda: ["*"])
+    description: Description = ""
+
+
+class WebhookUpdate(BaseModel):
+    """Body of `PATCH /v1/webhooks/{id}`: only the fields given change. `enabled: true`
+    re-enables a disabled endpoint and forgets its failures; `false` disables it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: Url | None = None
+    events: EventTypes | None = None
+    description: Description | None = None
+    enabled: bool | None = None
+
+
+class SecretRotate(BaseModel):
+    """Body of `POST /v1/webhooks/{id}/rotate-secret` (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: Annotated[int, Field(ge=0, le=MAX_GRACE_S)] = Field(
+        default=DEFAULT_GRACE_S,
+        description="How long the old secret keeps signing alongside the new one.",
+    )
+
+
+DeliveryStatus = Literal["pending", "succeeded", "failed"]
+
+
+class DeliveryAttempt(BaseModel):
+    number: int
+    attempted_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None = Field(description="The first bytes of the receiver's answer.")
+
+
+class DeliverySummary(BaseModel):
+    object: Literal["webhook_delivery"] = "webhook_delivery"
+    id: str
+    endpoint_id: str | None = Field(description="None: the job's own webhook_url.")
+    event_id: str = Field(description="Also the webhook-id header, the same on every attempt.")
+    event_type: str
+    job_id: str | None
+    url: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: datetime | None = Field(description="When pending: the next attempt.")
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+
+
+class Delivery(DeliverySummary):
+    attempts: list[DeliveryAttempt]
+
+
+class DeliveryList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Delivery]
+    has_more: bool
+    next_cursor: str | None
+
+
+class WebhookEndpoint(BaseModel):
+    """An endpoint as every read shows it: never with its secret."""
+
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    id: str
+    url: str
+    description: str
+    events: list[str]
+    enabled: bool
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    failing_since: datetime | None = Field(
+        description="Deliveries have failed without a success since then."
+    )
+    previous_secret_expires_at: datetime | None = Field(
+        description="After a rotation: until then the old secret signs too."
+    )
+    created_at: datetime
+    updated_at: datetime
+    recent_deliveries: list[DeliverySummary]
+
+
+class WebhookEndpointCreated(WebhookEndpoint):
+    """The answer to `POST /v1/webhooks`: the one time the secret is shown."""
+
+    secret: str
+
+
+class WebhookEndpointList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[WebhookEndpoint]
+    has_more: bool
+    next_cursor: str | None
+
+
+class WebhookSecret(BaseModel):
+    """The answer to a rotation: the new secret, shown once."""
+
+    object: Literal["webhook_secret"] = "webhook_secret"
+    endpoint_id: str
+    secret: str
+    previous_secret_expires_at: datetime | None
+
+
+class WebhookTestResult(BaseModel):
+    """What the receiver answered to the first attempt of a `webhook.test` delivery."""
+
+    object: Literal["webhook_test"] = "webhook_test"
+    endpoint_id: str
+    event_id: str
+    delivery_id: str
+    succeeded: bool
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+    response_body: str | None
+    attempted_at: datetime
