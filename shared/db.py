@@ -43,6 +43,8 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        # Fail fast when Postgres is unreachable, so the API answers 503 instead of hanging.
+        timeout=5,
         # A query never waits forever on a broken network path.
         command_timeout=30,
     )

@@ -358,6 +358,18 @@ async def deliveries_page(
     return await _with_attempts(db, list(rows[:limit])), has_more
 
 
+async def job_deliveries(db: Executor, tenant_id: str, job_id: str) -> list[Delivery]:
+    """Every delivery a job's events owed (its own `webhook_url` and registered endpoints),
+    oldest first, each with every attempt."""
+    rows = await db.fetch(
+        f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id"
+        " WHERE e.job_id = $1 AND d.tenant_id = $2 ORDER BY d.created_at, d.id",
+        job_id,
+        tenant_id,
+    )
+    return await _with_attempts(db, list(rows))
+
+
 async def get_delivery(db: Executor, tenant_id: str, delivery_id: str) -> Delivery | None:
     row = await db.fetchrow(
         f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id"

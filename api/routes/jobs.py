@@ -11,7 +11,8 @@ from api.context import CREWS, DB, REDIS, SETTINGS
 from api.errors import ApiError
 from api.responses import json_response
 from schemas.jobs import JobCreate, JobList, JobStatus
-from shared import jobs, queue
+from schemas.webhooks import DeliveryList
+from shared import endpoints, jobs, queue
 from shared.tracing import current_traceparent
 from shared.webhook_urls import UrlRefused, check_url
 
@@ -134,6 +135,19 @@ async def get_job(request: web.Request) -> web.Response:
     if job is None:
         raise _not_found(job_id)
     return json_response(job)
+
+
+@routes.get("/v1/jobs/{job_id}/deliveries")
+async def job_deliveries(request: web.Request) -> web.Response:
+    """The webhooks this job's events owed, with every attempt: how a client finds out why
+    its `webhook_url` did not hear from crewq."""
+    principal = require(request, "jobs:read")
+    job_id = request.match_info["job_id"]
+    db = request.app[DB]
+    if await jobs.get(db, principal.tenant_id, job_id) is None:
+        raise _not_found(job_id)
+    found = await endpoints.job_deliveries(db, principal.tenant_id, job_id)
+    return json_response(DeliveryList(data=found, has_more=False, next_cursor=None))
 
 
 @routes.post("/v1/jobs/{job_id}/cancel")
