@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.pages import Page
+
 MAX_TIMEOUT_S = 7200
 MAX_RETRIES = 10
 
@@ -98,8 +100,4 @@ class Job(BaseModel):
     cancel_requested_at: datetime | None
 
 
-class JobList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Job]
-    has_more: bool
-    next_cursor: str | None
+JobList = Page[Job]

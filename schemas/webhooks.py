@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from schemas.events import EventType
+from schemas.pages import Page
 
 # What an endpoint may subscribe to: every event a job causes, or all of them. `webhook.test`
 # is sent only on request, to one endpoint.
@@ -95,11 +96,7 @@ class Delivery(DeliverySummary):
     attempts: list[DeliveryAttempt]
 
 
-class DeliveryList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Delivery]
-    has_more: bool
-    next_cursor: str | None
+DeliveryList = Page[Delivery]
 
 
 class WebhookEndpoint(BaseModel):
@@ -130,11 +127,7 @@ class WebhookEndpointCreated(WebhookEndpoint):
     secret: str
 
 
-class WebhookEndpointList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[WebhookEndpoint]
-    has_more: bool
-    next_cursor: str | None
+WebhookEndpointList = Page[WebhookEndpoint]
 
 
 class WebhookSecret(BaseModel):

@@ -123,8 +123,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         before=request.query.get("cursor") or None,
         limit=limit,
     )
-    next_cursor = page[-1].id if has_more and page else None
-    return json_response(JobList(data=page, has_more=has_more, next_cursor=next_cursor))
+    return json_response(JobList.of(page, has_more))
 
 
 @routes.get("/v1/jobs/{job_id}")
@@ -147,7 +146,7 @@ async def job_deliveries(request: web.Request) -> web.Response:
     if await jobs.get(db, principal.tenant_id, job_id) is None:
         raise _not_found(job_id)
     found = await endpoints.job_deliveries(db, principal.tenant_id, job_id)
-    return json_response(DeliveryList(data=found, has_more=False, next_cursor=None))
+    return json_response(DeliveryList.of(found, has_more=False))
 
 
 @routes.post("/v1/jobs/{job_id}/cancel")

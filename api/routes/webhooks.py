@@ -87,8 +87,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
         before=request.query.get("cursor") or None,
         limit=limit,
     )
-    next_cursor = page[-1].id if has_more and page else None
-    return json_response(WebhookEndpointList(data=page, has_more=has_more, next_cursor=next_cursor))
+    return json_response(WebhookEndpointList.of(page, has_more))
 
 
 @routes.get("/v1/webhooks/{endpoint_id}")
@@ -204,8 +203,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     if found is None:
         raise _not_found(endpoint_id)
     page, has_more = found
-    next_cursor = page[-1].id if has_more and page else None
-    return json_response(DeliveryList(data=page, has_more=has_more, next_cursor=next_cursor))
+    return json_response(DeliveryList.of(page, has_more))
 
 
 @routes.get("/v1/deliveries/{delivery_id}")
