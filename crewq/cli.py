@@ -78,6 +78,23 @@ def cmd_keys_create(settings: Settings, tenant: str, scopes: str) -> None:
         sys.exit(f"crewq keys create: {exc}")
 
 
+def cmd_tenants_set(settings: Settings, tenant: str, cap: int) -> None:
+    import asyncpg
+
+    from shared.keys import set_running_cap
+
+    async def update() -> bool:
+        conn = await asyncpg.connect(settings.require_database_url)
+        try:
+            return await set_running_cap(conn, tenant, cap or None)
+        finally:
+            await conn.close()
+
+    if not asyncio.run(update()):
+        sys.exit(f"crewq tenants set: no tenant named {tenant!r}")
+    print(f"{tenant}: at most {cap or settings.tenant_max_running_jobs} running jobs")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crewq", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +109,17 @@ def main(argv: list[str] | None = None) -> None:
     create = keys.add_parser("create", help="create an API key and print it (shown only once)")
     create.add_argument("--tenant", required=True)
     create.add_argument("--scopes", default="jobs:read,jobs:write,webhooks:manage")
+    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(
+        dest="tenants_command", required=True
+    )
+    cap = tenants.add_parser("set", help="change a tenant's settings")
+    cap.add_argument("--tenant", required=True)
+    cap.add_argument(
+        "--max-running-jobs",
+        type=int,
+        required=True,
+        help="jobs of this tenant running at once; 0 restores CREWQ_TENANT_MAX_RUNNING_JOBS",
+    )
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -112,3 +140,5 @@ def main(argv: list[str] | None = None) -> None:
         cmd_dispatcher(settings)
     elif args.command == "keys":
         cmd_keys_create(settings, args.tenant, args.scopes)
+    elif args.command == "tenants":
+        cmd_tenants_set(settings, args.tenant, args.max_running_jobs)

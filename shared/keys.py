@@ -53,6 +53,14 @@ async def create_key(conn: Conn, tenant_name: str, scopes: list[str]) -> str:
     return key
 
 
+async def set_running_cap(conn: Conn, tenant_name: str, cap: int | None) -> bool:
+    """Cap how many of a tenant's jobs run at once (None: the platform default)."""
+    done = await conn.fetchval(
+        "UPDATE tenants SET max_running_jobs = $2 WHERE name = $1 RETURNING id", tenant_name, cap
+    )
+    return done is not None
+
+
 async def authenticate(conn: Executor, key: str) -> Principal | None:
     row = await conn.fetchrow(
         "SELECT k.id, k.tenant_id, k.scopes, t.name FROM api_keys k"

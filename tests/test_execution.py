@@ -2,6 +2,8 @@
 
 import asyncio
 import itertools
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -161,8 +163,20 @@ async def test_duplicate_queue_delivery_never_runs_a_job_twice(stack: Platform) 
 
 async def test_tenant_cap_limits_running_jobs(own_stack: Platform) -> None:
     await own_stack.start_api()
-    await own_stack.start_worker(CREWQ_WORKER_CONCURRENCY="3", CREWQ_TENANT_MAX_RUNNING_JOBS="1")
-    other_key, _, _ = await own_stack.new_tenant("other")
+    await own_stack.start_worker(CREWQ_WORKER_CONCURRENCY="3")
+    conn = await own_stack.db()
+    try:
+        name = await conn.fetchval("SELECT name FROM tenants WHERE id = $1", own_stack.tenant_id)
+    finally:
+        await conn.close()
+    command = [sys.executable, "-m", "crewq", "tenants", "set", "--tenant", name]
+    cli = await asyncio.create_subprocess_exec(
+        *command, "--max-running-jobs", "1", env=own_stack.env, stdout=subprocess.PIPE
+    )
+    stdout, _ = await cli.communicate()
+    assert cli.returncode == 0
+    assert "at most 1 running jobs" in stdout.decode()
+    other_key, _, _ = await own_stack.new_tenant("other")  # the default cap of 10 applies
     capped = [
         await own_stack.submit("echo", {"message": f"[[sleep:1.5]] cap{i}"}) for i in range(3)
     ]

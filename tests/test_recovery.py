@@ -3,6 +3,7 @@
 Each scenario runs on a platform of its own and records how long recovery took."""
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -203,3 +204,25 @@ async def test_sigterm_drains_then_hands_back_without_spending_an_attempt(
     measure("drain: handed-back job completed on a new worker after", time.monotonic() - started)
     # max_retries=0: had the hand-back spent an attempt, there would be none left.
     assert done["status"] == "completed" and done["attempt"] == 2
+
+
+async def test_draining_worker_still_heartbeats_and_honours_cancels(own_stack: Platform) -> None:
+    await own_stack.start_api()
+    draining = await own_stack.start_worker(CREWQ_DRAIN_TIMEOUT="20")
+    job = await own_stack.submit("echo", {"message": "[[sleep:30]] drain-cancel"})
+    await own_stack.wait_for_status(job["id"], {"running"}, timeout=30)
+    draining.popen.send_signal(signal.SIGTERM)
+    await draining.wait_for_log("draining")
+    before = (await own_stack.job(job["id"]))["last_activity_at"]
+    await asyncio.sleep(2)
+    during = await own_stack.job(job["id"])
+    assert during["status"] == "running" and during["last_activity_at"] > before, "no heartbeat"
+
+    asked = time.monotonic()
+    status, _, _ = await own_stack.request("POST", f"/v1/jobs/{job['id']}/cancel")
+    assert status == 202
+    done = await own_stack.wait_for_status(
+        job["id"], {"cancelled", "completed", "failed"}, timeout=10
+    )
+    assert done["status"] == "cancelled" and time.monotonic() - asked < 5
+    assert await asyncio.wait_for(asyncio.to_thread(draining.popen.wait), timeout=20) == 0

@@ -18,6 +18,7 @@ for _name, _value in (
 
 import signal  # noqa: E402
 import traceback  # noqa: E402
+import warnings  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -91,6 +92,8 @@ def run_one(request: RunRequest, conn: Connection) -> tuple[str, dict[str, Any]]
 
 def child_main(conn: Connection) -> None:
     """Serve run requests until the parent sends None or goes away."""
+    # CrewAI warns that a task callback cannot be checkpointed; crewq never checkpoints.
+    warnings.filterwarnings("ignore", message="function callbacks cannot be serialized")
     # Ctrl-C in a terminal reaches the whole process group; the worker decides when
     # children stop, so they ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
