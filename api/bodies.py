@@ -11,14 +11,28 @@ from api.errors import ApiError, validation_error
 M = TypeVar("M", bound=BaseModel)
 
 
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 async def read_json(request: web.Request) -> tuple[object, bytes]:
     raw = await request.read()
     if not raw:
         raise ApiError(400, "INVALID_JSON", "the request body is empty; send a JSON object")
     try:
-        return orjson.loads(raw), raw
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "INVALID_JSON", f"the request body is not valid JSON: {exc}") from exc
+    # Postgres text and jsonb cannot hold U+0000; refuse it here rather than fail later.
+    if _has_nul(data):
+        raise ApiError(422, "VALIDATION_ERROR", "strings must not contain NUL (\\u0000)")
+    return data, raw
 
 
 def parse(model: type[M], data: object) -> M:

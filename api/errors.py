@@ -73,6 +73,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         rid if 0 < len(rid) <= 128 and rid.isprintable() else f"req_{uuid.uuid4().hex}"
     )
     try:
+        if "\x00" in request.path or any("\x00" in v for v in request.query.values()):
+            raise ApiError(400, "INVALID_REQUEST", "the URL must not contain NUL characters")
         response = await handler(request)
     except ApiError as err:
         response = _error_response(request, err)
@@ -80,7 +82,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, f"HTTP_{exc.status}")
-        response = _error_response(request, ApiError(exc.status, code, exc.reason))
+        # Keep what the error must carry (Allow on a 405), not its own body's headers.
+        kept = {
+            k: v
+            for k, v in exc.headers.items()
+            if k.lower() not in ("content-type", "content-length")
+        }
+        response = _error_response(request, ApiError(exc.status, code, exc.reason, headers=kept))
     except Exception as exc:
         if is_connection_error(exc):
             log.warning("postgres unavailable: %s", exc)

@@ -10,7 +10,7 @@ class Account(BaseModel):
     object: Literal["account"] = "account"
     tenant_id: str
     tenant_name: str
-    webhook_signing_secret: str
+    webhook_signing_secret: str | None  # shown to keys with the webhooks:manage scope
     key_id: str
     scopes: list[str]
     created_at: datetime

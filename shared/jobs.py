@@ -41,6 +41,7 @@ class Claim:
     crew: str
     inputs: dict[str, Any]
     timeout_s: int
+    counted_attempt: int  # this attempt's number within the current retry budget
     retries_left: int
 
 
@@ -203,7 +204,9 @@ async def start_attempt(
 ) -> Claim | NotStarted:
     """pending -> running, opening a new attempt, unless the job is not pending (another
     delivery of the same queue message took it, it was cancelled or finished), its retry
-    delay has not passed, or its tenant already runs as many jobs as it may."""
+    delay has not passed, or its tenant already runs as many jobs as it may. A pending job
+    with a cancel request (cancelled while its attempt was being handed back) is cancelled
+    here, so it never waits forever."""
     async with pool.acquire() as conn, conn.transaction():
         # Lock the tenant row so concurrent starts count its running jobs one at a time.
         tenant = await conn.fetchrow(
@@ -216,12 +219,22 @@ async def start_attempt(
             return NotStarted("unknown job")
         job = await conn.fetchrow(
             "SELECT status, cancel_requested_at,"
-            " extract(epoch FROM run_after - now())::float8 AS wait_s FROM jobs WHERE id = $1",
+            " extract(epoch FROM run_after - now())::float8 AS wait_s FROM jobs WHERE id = $1"
+            " FOR UPDATE",
             job_id,
         )
-        assert job is not None
-        if job["status"] != "pending" or job["cancel_requested_at"] is not None:
+        assert job is not None  # the tenant row was found through it
+        if job["status"] != "pending":
             return NotStarted(f"job is {job['status']}")
+        if job["cancel_requested_at"] is not None:
+            cancelled = await conn.fetchrow(
+                "UPDATE jobs SET status = 'cancelled', finished_at = now(), worker_id = NULL"
+                " WHERE id = $1 AND status = 'pending' RETURNING *",
+                job_id,
+            )
+            if cancelled is not None:
+                await _emit_for(conn, cancelled, EventType.JOB_CANCELLED)
+            return NotStarted("job was cancelled")
         if job["wait_s"] > 0:
             return NotStarted("retry delay not over", retry_in=job["wait_s"])
         if await running_count(conn, tenant["id"]) >= tenant["cap"]:
@@ -236,7 +249,7 @@ async def start_attempt(
             job_id,
             worker_id,
         )
-        assert row is not None  # the tenant lock serialises starts of this job too
+        assert row is not None  # the job row is locked and pending
         await conn.execute(
             "INSERT INTO job_attempts (job_id, number, worker_id) VALUES ($1, $2, $3)",
             job_id,
@@ -251,6 +264,7 @@ async def start_attempt(
         crew=row["crew"],
         inputs=row["inputs"],
         timeout_s=row["timeout_s"],
+        counted_attempt=int(row["attempt"]) - int(row["uncounted_attempts"]),
         retries_left=int(row["max_retries"])
         - (int(row["attempt"]) - int(row["uncounted_attempts"]) - 1),
     )
@@ -515,14 +529,18 @@ async def reap(pool: asyncpg.Pool, heartbeat_timeout: float, timeout_grace: floa
 
 
 async def pending_jobs(
-    conn: Executor, older_than_s: float, limit: int = 1000
+    conn: Executor, older_than_s: float, after: str | None = None, limit: int = 1000
 ) -> list[asyncpg.Record]:
-    """Pending jobs created more than `older_than_s` ago (the API enqueues newer ones itself)."""
+    """A page of pending jobs created more than `older_than_s` ago (the API enqueues newer
+    ones itself), by id; `after` is the last id of the previous page."""
     return list(
         await conn.fetch(
-            "SELECT id, run_after FROM jobs WHERE status = 'pending'"
-            " AND created_at < now() - make_interval(secs => $1) ORDER BY run_after LIMIT $2",
+            "SELECT id, run_after, run_after < now() - interval '30 seconds' AS overdue"
+            " FROM jobs WHERE status = 'pending'"
+            " AND created_at < now() - make_interval(secs => $1)"
+            " AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT $3",
             older_than_s,
+            after,
             limit,
         )
     )

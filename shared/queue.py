@@ -39,9 +39,14 @@ async def enqueue(redis: ArqRedis, job_id: str, run_after: datetime | None = Non
     return job is not None
 
 
-async def is_held(redis: ArqRedis, job_id: str) -> bool:
-    """Whether arq still knows the job (queued, deferred or in progress)."""
-    return bool(await redis.exists(job_key_prefix + job_id))
+async def arq_state(redis: ArqRedis, job_ids: list[str]) -> list[tuple[bool, bool]]:
+    """For each job: (arq still holds it: queued, deferred or in progress; it is in progress)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.exists(job_key_prefix + job_id)
+            pipe.exists(in_progress_key_prefix + job_id)
+        found = await pipe.execute()
+    return [(bool(found[i]), bool(found[i + 1])) for i in range(0, len(found), 2)]
 
 
 async def requeue_now(redis: ArqRedis, job_id: str) -> None:

@@ -226,3 +226,17 @@ async def test_draining_worker_still_heartbeats_and_honours_cancels(own_stack: P
     )
     assert done["status"] == "cancelled" and time.monotonic() - asked < 5
     assert await asyncio.wait_for(asyncio.to_thread(draining.popen.wait), timeout=20) == 0
+
+
+async def test_cancel_of_a_job_whose_worker_died_is_not_lost(own_stack: Platform) -> None:
+    await own_stack.start_api()
+    first = await own_stack.start_worker()
+    job = await own_stack.submit("echo", {"message": "[[sleep:30]] cancel-dead"})
+    await own_stack.wait_for_status(job["id"], {"running"}, timeout=30)
+    first.kill()
+    status, _, _ = await own_stack.request("POST", f"/v1/jobs/{job['id']}/cancel")
+    assert status == 202  # still running as far as Postgres knows
+    await own_stack.start_worker()
+    done = await own_stack.wait_for_status(job["id"], {"cancelled", "completed", "failed"}, 60)
+    assert done["status"] == "cancelled"
+    assert await own_stack.job_events(job["id"]) == ["job.started", "job.retrying", "job.cancelled"]

@@ -302,3 +302,21 @@ async def test_trace_context_reaches_the_webhook(stack: Platform, receiver: Rece
     assert status == 202
     [hook] = await receiver.wait_for("traced", 1)
     assert hook.headers["traceparent"].split("-")[1] == trace_id
+
+
+async def test_nul_characters_are_refused_not_500(stack: Platform) -> None:
+    status, body, _ = await stack.request(
+        "POST", "/v1/jobs", json={"crew": "echo", "inputs": {"message": "a\u0000b"}}
+    )
+    assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR"
+    status, body, _ = await stack.request("GET", "/v1/jobs?crew=%00")
+    assert status == 400 and body["error"]["code"] == "INVALID_REQUEST"
+
+
+async def test_signing_secret_is_shown_only_to_webhook_managers(stack: Platform) -> None:
+    reader, _, _ = await stack.new_tenant("no-secret", ["jobs:read"])
+    status, body, _ = await stack.request("GET", "/v1/account", key=reader)
+    assert status == 200 and body["webhook_signing_secret"] is None
+    status, body, headers = await stack.request("DELETE", "/v1/crews")
+    assert status == 405 and body["error"]["code"] == "METHOD_NOT_ALLOWED"
+    assert "GET" in headers["Allow"]

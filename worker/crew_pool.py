@@ -54,7 +54,9 @@ class CrewPool:
         self._max_jobs = max_jobs
         self._max_rss = max_rss_mb * 1024 * 1024
         self._idle: list[_Child] = []
-        self._slots = asyncio.Semaphore(size)
+        # Held for a job's whole attempt, from before it is claimed in Postgres: a job is
+        # never marked running while it waits for a crew process.
+        self.slots = asyncio.Semaphore(size)
         self.running_pids: dict[str, int] = {}  # job id -> child pid, for tests and metrics
 
     def _spawn(self) -> _Child:
@@ -105,24 +107,28 @@ class CrewPool:
         stop: asyncio.Event,
         on_task: Callable[[dict[str, Any]], Awaitable[None]],
     ) -> Outcome:
-        """Run one crew in a child. Ends with the crew's result or error, or with
-        `timeout`/`stopped` after killing the child when the deadline passes or `stop` is set."""
-        async with self._slots:
-            child = await self._take()
-            self.running_pids[request.job_id] = child.pid
-            try:
-                child.conn.send(request)
-                outcome = await self._wait(child, timeout, stop, on_task)
-            except (BrokenPipeError, EOFError, OSError) as exc:
-                outcome = Outcome("crashed", {"message": f"crew process unreachable: {exc}"})
-            finally:
-                self.running_pids.pop(request.job_id, None)
-            child.jobs_run += 1
-            if outcome.kind in ("done", "error") and self._reusable(child):
-                self._idle.append(child)
-            else:
-                await self._discard(child)
-            return outcome
+        """Run one crew in a child; the caller holds one of `slots`. Ends with the crew's
+        result or error, or with `timeout`/`stopped` after killing the child when the
+        deadline passes or `stop` is set."""
+        child = await self._take()
+        self.running_pids[request.job_id] = child.pid
+        try:
+            child.conn.send(request)
+            outcome = await self._wait(child, timeout, stop, on_task)
+        except (BrokenPipeError, EOFError, OSError) as exc:
+            outcome = Outcome("crashed", {"message": f"crew process unreachable: {exc}"})
+        except BaseException:
+            # Cancelled, or a callback failed: the crew must not run on unowned.
+            await asyncio.shield(self._discard(child))
+            raise
+        finally:
+            self.running_pids.pop(request.job_id, None)
+        child.jobs_run += 1
+        if outcome.kind in ("done", "error") and self._reusable(child):
+            self._idle.append(child)
+        else:
+            await self._discard(child)
+        return outcome
 
     async def _wait(
         self,

@@ -33,6 +33,17 @@ from worker.crew_protocol import RunRequest  # noqa: E402
 from worker.errors import is_transient  # noqa: E402
 
 
+def without_nul(value: Any) -> Any:
+    """Postgres cannot store U+0000 in text or jsonb; an LLM can still produce it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
 def _structured(output: Any) -> dict[str, Any] | None:
     if getattr(output, "pydantic", None) is not None:
         return output.pydantic.model_dump(mode="json")  # type: ignore[no-any-return]
@@ -51,7 +62,7 @@ def _task_result(output: Any) -> dict[str, Any]:
 
 def run_one(request: RunRequest, conn: Connection) -> tuple[str, dict[str, Any]]:
     def on_task(output: Any) -> None:
-        conn.send(("task", _task_result(output)))
+        conn.send(("task", without_nul(_task_result(output))))
 
     try:
         built = build_crew(
@@ -105,4 +116,4 @@ def child_main(conn: Connection) -> None:
         if request is None:
             return
         kind, payload = run_one(request, conn)
-        conn.send((kind, payload))
+        conn.send((kind, without_nul(payload)))

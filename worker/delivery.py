@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 from shared.deliveries import AttemptRecord, Due
 from shared.signing import sign_headers
@@ -70,25 +71,37 @@ def make_session(*, timeout_s: float, allow_private: bool, limit: int) -> aiohtt
     )
 
 
-def _retry_after(value: str | None) -> float | None:
+# A receiver may ask for a pause, not park a delivery for years.
+_MAX_RETRY_AFTER_S = 86400.0
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header (seconds or an HTTP date); None when absent or
+    unreadable, whatever the receiver sent."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are UTC
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if seconds != seconds:  # NaN
         return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return min(max(0.0, seconds), _MAX_RETRY_AFTER_S)
 
 
 def _check_literal_address(url: str, *, allow_http: bool, allow_private: bool) -> None:
-    """aiohttp skips the resolver for IP literals, so check those here."""
-    host = check_url_syntax(url, allow_http=allow_http)
+    """aiohttp skips the resolver for IP literals, so check those here, with the host as
+    yarl (and so aiohttp) reads it: it normalises forms `urlsplit` keeps as names."""
+    check_url_syntax(url, allow_http=allow_http)
     if allow_private:
         return
+    host = URL(url).host or ""
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -129,7 +142,7 @@ async def send(
                 ),
                 succeeded=ok,
                 gone=resp.status == 410,
-                retry_after_s=_retry_after(resp.headers.get("Retry-After")),
+                retry_after_s=parse_retry_after(resp.headers.get("Retry-After")),
                 timed_out=False,
             )
     except TimeoutError:

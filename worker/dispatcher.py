@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import asyncpg
 
 from shared import deliveries
@@ -125,18 +126,25 @@ class Dispatcher:
                 log.warning("LISTEN connection lost (%s); reconnecting", exc)
             await asyncio.sleep(1)
 
-    async def _deliver(self, db: asyncpg.Pool, session: object, due: deliveries.Due) -> None:
+    async def _deliver(
+        self, db: asyncpg.Pool, session: aiohttp.ClientSession, due: deliveries.Due
+    ) -> None:
         settings = self.settings
-        with span_from(due.traceparent, "webhook.deliver", **{"crewq.delivery_id": due.id}):
-            answer = await send(
-                session,  # type: ignore[arg-type]
-                due,
-                allow_http=settings.webhook_allow_http,
-                allow_private=settings.webhook_allow_private,
-                max_body_bytes=settings.webhook_max_response_bytes,
-                traceparent=current_traceparent() if due.traceparent else None,
-            )
-        self.guard.done(due.url, answer.succeeded)
+        succeeded = False
+        try:
+            with span_from(due.traceparent, "webhook.deliver", **{"crewq.delivery_id": due.id}):
+                answer = await send(
+                    session,
+                    due,
+                    allow_http=settings.webhook_allow_http,
+                    allow_private=settings.webhook_allow_private,
+                    max_body_bytes=settings.webhook_max_response_bytes,
+                    traceparent=current_traceparent() if due.traceparent else None,
+                )
+            succeeded = answer.succeeded
+        finally:
+            # Whatever happened, the URL's slot is free again.
+            self.guard.done(due.url, succeeded)
         delay = None if answer.succeeded else next_attempt_delay(settings, due.attempt, answer)
         retry_at = datetime.now(UTC) + timedelta(seconds=delay) if delay is not None else None
         for pause in (0.5, 1, 2, 5, 10, 30, 60):
@@ -170,7 +178,7 @@ class Dispatcher:
             answer.record.duration_ms,
         )
 
-    def _start(self, db: asyncpg.Pool, session: object, due: deliveries.Due) -> None:
+    def _start(self, db: asyncpg.Pool, session: aiohttp.ClientSession, due: deliveries.Due) -> None:
         task = asyncio.create_task(self._deliver(db, session, due))
         self.in_flight.add(task)
 
@@ -195,7 +203,7 @@ class Dispatcher:
         waits = [self.settings.dispatcher_poll_interval, wait, self.guard.seconds_until_reopen()]
         return max(0.0, min(w for w in waits if w is not None))
 
-    async def _pump(self, db: asyncpg.Pool, session: object) -> None:
+    async def _pump(self, db: asyncpg.Pool, session: aiohttp.ClientSession) -> None:
         while not self.stopping.is_set():
             self.wake.clear()
             free = self.settings.dispatcher_concurrency - len(self.in_flight)

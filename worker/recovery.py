@@ -31,11 +31,21 @@ async def reap_once(db: asyncpg.Pool, redis: ArqRedis, settings: Settings) -> li
 
 
 async def reconcile_once(db: asyncpg.Pool, redis: ArqRedis) -> list[str]:
-    restored = []
-    for row in await jobs.pending_jobs(db, _ENQUEUE_GRACE_S):
-        if not await queue.is_held(redis, row["id"]):
-            await queue.enqueue(redis, row["id"], row["run_after"])
-            restored.append(row["id"])
+    """Queue every pending job arq does not hold, and free every pending job stuck behind a
+    stale in-progress claim (its worker died between the Postgres write and arq's own
+    bookkeeping: a pending job is in progress for milliseconds, not half a minute)."""
+    restored: list[str] = []
+    after = None
+    while page := await jobs.pending_jobs(db, _ENQUEUE_GRACE_S, after):
+        states = await queue.arq_state(redis, [row["id"] for row in page])
+        for row, (held, in_progress) in zip(page, states, strict=True):
+            if not held:
+                await queue.enqueue(redis, row["id"], row["run_after"])
+                restored.append(row["id"])
+            elif in_progress and row["overdue"]:
+                await queue.requeue_now(redis, row["id"])
+                restored.append(row["id"])
+        after = page[-1]["id"]
     if restored:
         log.warning("re-queued %d pending jobs the queue had lost", len(restored))
     return restored

@@ -74,17 +74,21 @@ class JobRunner:
             return await self._run(job_id)
 
     async def _run(self, job_id: str) -> str:
-        started = await with_db_retry(
-            lambda: jobs.start_attempt(
-                self.db, job_id, self.worker_id, self.settings.tenant_max_running_jobs
+        async with self.crews.slots:
+            started = await with_db_retry(
+                lambda: jobs.start_attempt(
+                    self.db, job_id, self.worker_id, self.settings.tenant_max_running_jobs
+                )
             )
-        )
-        if isinstance(started, jobs.NotStarted):
-            log.info("job %s not started: %s", job_id, started.reason)
-            if started.retry_in is not None:
-                raise Retry(defer=started.retry_in)
-            return started.reason
-        claim = started
+            if isinstance(started, jobs.NotStarted):
+                log.info("job %s not started: %s", job_id, started.reason)
+                if started.retry_in is not None:
+                    raise Retry(defer=started.retry_in)
+                return started.reason
+            return await self._attempt(started)
+
+    async def _attempt(self, claim: jobs.Claim) -> str:
+        job_id = claim.job_id
         spec = self.registry.get(claim.crew)
         if spec is None:
             await self._finish(
@@ -124,8 +128,6 @@ class JobRunner:
         try:
             await jobs.task_completed(self.db, claim, task)
         except Exception as exc:
-            if not is_connection_error(exc):
-                raise
             # Progress events are best effort; the job's outcome is not.
             log.warning("job %s: task event not recorded: %s", claim.job_id, exc)
 
@@ -152,14 +154,14 @@ class JobRunner:
             )
         return done
 
-    def _retry_delay(self, attempt: int) -> float:
-        base = self.settings.retry_base_delay * 2 ** (attempt - 1)
+    def _retry_delay(self, counted_attempt: int) -> float:
+        base = self.settings.retry_base_delay * 2 ** (counted_attempt - 1)
         # Full jitter on the upper half, so retries of many jobs do not arrive in lockstep.
         return float(min(self.settings.retry_max_delay, base) * random.uniform(0.5, 1.0))
 
     async def _retry_or_fail(self, claim: jobs.Claim, error: JobError) -> str:
         if claim.retries_left > 0:
-            delay = self._retry_delay(claim.attempt)
+            delay = self._retry_delay(claim.counted_attempt)
             moved = await with_db_retry(
                 lambda: jobs.retry_later(self.db, claim.job_id, claim.attempt, error, delay)
             )
@@ -178,6 +180,11 @@ class JobRunner:
 
     async def _record(self, active: ActiveJob, outcome: Outcome) -> str:
         claim = active.claim
+        if active.reason == StopReason.CANCEL and outcome.kind != "done":
+            # Cancelled is final: a crew that failed or timed out while being cancelled is
+            # not retried, and a draining worker does not hand it back.
+            await self._finish(claim, JobStatus.CANCELLED)
+            return "cancelled"
         if outcome.kind == "done":
             await self._finish(
                 claim,
@@ -205,9 +212,6 @@ class JobRunner:
             error = JobError(code=ErrorCode.CREW_ERROR, message=outcome.payload["message"])
             return await self._retry_or_fail(claim, error)
         # stopped
-        if active.reason == StopReason.CANCEL:
-            await self._finish(claim, JobStatus.CANCELLED)
-            return "cancelled"
         if active.reason == StopReason.SHUTDOWN:
             if await with_db_retry(lambda: jobs.release(self.db, claim)):
                 raise Retry(defer=0)

@@ -1,5 +1,7 @@
 """`/v1/account`: the calling key's tenant and its webhook signing secret; `/healthz`."""
 
+import logging
+
 from aiohttp import web
 
 from api.context import DB, REDIS
@@ -7,6 +9,7 @@ from api.errors import ApiError
 from api.responses import json_response
 from schemas.account import Account
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
@@ -19,7 +22,10 @@ async def account(request: web.Request) -> web.Response:
         Account(
             tenant_id=row["id"],
             tenant_name=row["name"],
-            webhook_signing_secret=row["signing_secret"],
+            # The secret lets its holder forge webhooks: only keys that manage them see it.
+            webhook_signing_secret=row["signing_secret"]
+            if "webhooks:manage" in principal.scopes
+            else None,
             key_id=principal.key_id,
             scopes=sorted(principal.scopes),
             created_at=row["created_at"],
@@ -30,16 +36,19 @@ async def account(request: web.Request) -> web.Response:
 @routes.get("/healthz")
 async def health(request: web.Request) -> web.Response:
     checks = {}
+    # Unauthenticated: say what is down, keep the why (hosts, ports) in the log.
     try:
         await request.app[DB].fetchval("SELECT 1")
         checks["postgres"] = "ok"
     except Exception as exc:
-        checks["postgres"] = f"error: {exc}"
+        log.warning("health: postgres: %s", exc)
+        checks["postgres"] = "unavailable"
     try:
         await request.app[REDIS].ping()
         checks["redis"] = "ok"
     except Exception as exc:
-        checks["redis"] = f"error: {exc}"
+        log.warning("health: redis: %s", exc)
+        checks["redis"] = "unavailable"
     if any(v != "ok" for v in checks.values()):
         raise ApiError(
             503, "UNHEALTHY", "a dependency is unavailable", checks, {"Retry-After": "5"}

@@ -24,9 +24,14 @@ def _not_found(job_id: str) -> ApiError:
     return ApiError(404, "JOB_NOT_FOUND", f"no job {job_id!r} for this tenant")
 
 
-async def _enqueue(request: web.Request, job_id: str) -> None:
+async def _enqueue(request: web.Request, job_id: str, *, now: bool = False) -> None:
+    """Queue the job; `now` also pulls forward an entry arq still holds from an earlier run
+    (a retry delay that was pending when the job was cancelled)."""
     try:
-        await queue.enqueue(request.app[REDIS], job_id)
+        if now:
+            await queue.requeue_now(request.app[REDIS], job_id)
+        else:
+            await queue.enqueue(request.app[REDIS], job_id)
     except Exception as exc:
         # The job is safe in Postgres; the workers' reconciler queues it once Redis is back.
         log.warning("job %s stored but not queued yet (%s)", job_id, exc)
@@ -182,5 +187,5 @@ async def retry_job(request: web.Request) -> web.Response:
         if await jobs.get(request.app[DB], principal.tenant_id, job_id) is None:
             raise _not_found(job_id)
         raise ApiError(409, "JOB_NOT_RETRYABLE", "only failed or cancelled jobs can be retried")
-    await _enqueue(request, job_id)
+    await _enqueue(request, job_id, now=True)
     return json_response(job, status=202, headers={"Location": f"/v1/jobs/{job_id}"})

@@ -40,6 +40,7 @@ CREATE TABLE jobs (
     idempotency_key      text,
     request_hash         bytea,
     run_after            timestamptz NOT NULL DEFAULT now(),  -- earliest start, pushed back by retries
+    traceparent          text,                               -- W3C trace context of the submitting request
     created_at           timestamptz NOT NULL DEFAULT now(),
     started_at           timestamptz,
     finished_at          timestamptz,
@@ -51,8 +52,9 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_tenant ON jobs (tenant_id, id DESC);
 CREATE INDEX jobs_tenant_status ON jobs (tenant_id, status, id DESC);
 CREATE INDEX jobs_tenant_crew ON jobs (tenant_id, crew, id DESC);
--- The reaper and the reconciler scan only live jobs.
+-- The reaper scans running jobs; the reconciler pages through pending ones by id.
 CREATE INDEX jobs_live ON jobs (status, last_activity_at) WHERE status IN ('pending', 'running');
+CREATE INDEX jobs_pending ON jobs (id) WHERE status = 'pending';
 CREATE UNIQUE INDEX jobs_idempotency ON jobs (tenant_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 
@@ -90,6 +92,7 @@ CREATE TABLE events (
     job_id      text REFERENCES jobs (id) ON DELETE CASCADE,
     type        text NOT NULL,
     payload     jsonb NOT NULL,                 -- the exact envelope receivers get
+    traceparent text,                           -- the trace of the work that caused it
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX events_job ON events (job_id, created_at);
