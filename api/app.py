@@ -9,6 +9,7 @@ from aiohttp import web
 from api.auth import auth_middleware
 from api.context import CREWS, DB, REDIS, SETTINGS
 from api.errors import error_middleware
+from api.job_events import job_event_hub
 from api.ratelimit import rate_limit_middleware
 from api.routes import account, crews, jobs, webhooks
 from api.tracing import tracing_middleware
@@ -40,6 +41,7 @@ def create_app(settings: Settings) -> web.Application:
         log.error("crew %s not loaded: %s", name, error)
     app[CREWS] = registry
     app.cleanup_ctx.append(_connections)
+    app.cleanup_ctx.append(job_event_hub)
     for module in (jobs, crews, account, webhooks):
         app.add_routes(module.routes)
     return app
@@ -47,7 +49,12 @@ def create_app(settings: Settings) -> web.Application:
 
 async def serve(settings: Settings) -> None:
     """Run the API until cancelled."""
-    runner = web.AppRunner(create_app(settings), access_log=logging.getLogger("crewq.access"))
+    runner = web.AppRunner(
+        create_app(settings),
+        access_log=logging.getLogger("crewq.access"),
+        # Open event streams end when the API stops; do not wait a minute for them.
+        shutdown_timeout=5,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.api_host, settings.api_port)
     await site.start()

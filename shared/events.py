@@ -11,6 +11,8 @@ from shared.tracing import current_traceparent
 
 # Dispatchers LISTEN here; Postgres delivers the NOTIFY only when the transaction commits.
 DELIVERIES_CHANNEL = "crewq_deliveries"
+# API processes LISTEN here (payload: the job id) to stream a job's events as they commit.
+JOB_EVENTS_CHANNEL = "crewq_job_events"
 
 
 async def emit(
@@ -58,4 +60,6 @@ async def emit(
     )
     if owed:
         await conn.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
+    if job_id is not None:
+        await conn.execute("SELECT pg_notify($1, $2)", JOB_EVENTS_CHANNEL, job_id)
     return event

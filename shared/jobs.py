@@ -101,6 +101,25 @@ async def get(conn: Executor, tenant_id: str, job_id: str) -> Job | None:
     return to_job(row, await _attempts(conn, job_id)) if row else None
 
 
+async def events_after(db: Executor, job_id: str, after: str | None) -> list[asyncpg.Record]:
+    """A job's events in the order they happened, after the event `after` (all when None
+    or unknown)."""
+    return list(
+        await db.fetch(
+            """
+            WITH start AS (SELECT created_at, id FROM events WHERE id = $2 AND job_id = $1)
+            SELECT e.id, e.type, e.payload FROM events e
+             WHERE e.job_id = $1
+               AND (NOT EXISTS (SELECT 1 FROM start)
+                    OR (e.created_at, e.id) > (SELECT created_at, id FROM start))
+             ORDER BY e.created_at, e.id
+            """,
+            job_id,
+            after,
+        )
+    )
+
+
 async def traceparent_of(db: Executor, job_id: str) -> str | None:
     value = await db.fetchval("SELECT traceparent FROM jobs WHERE id = $1", job_id)
     return str(value) if value else None

@@ -1,15 +1,19 @@
 """`/v1/jobs`: submit, read, list, cancel and retry jobs."""
 
+import asyncio
 import hashlib
 import logging
 
+import orjson
 from aiohttp import web
 
 from api.auth import require
 from api.bodies import parse, query_int, read_json
 from api.context import CREWS, DB, REDIS, SETTINGS
 from api.errors import ApiError
+from api.job_events import HUB
 from api.responses import json_response
+from schemas.events import JOB_URL_EVENTS
 from schemas.jobs import JobCreate, JobList, JobStatus
 from schemas.webhooks import DeliveryList
 from shared import endpoints, jobs, queue
@@ -18,6 +22,10 @@ from shared.webhook_urls import UrlRefused, check_url
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
+
+_OUTCOMES = frozenset(e.value for e in JOB_URL_EVENTS)
+# A comment line this often keeps idle proxies from closing a quiet stream.
+_KEEPALIVE_S = 15.0
 
 
 def _not_found(job_id: str) -> ApiError:
@@ -152,6 +160,38 @@ async def job_deliveries(request: web.Request) -> web.Response:
         raise _not_found(job_id)
     found = await endpoints.job_deliveries(db, principal.tenant_id, job_id)
     return json_response(DeliveryList.of(found, has_more=False))
+
+
+@routes.get("/v1/jobs/{job_id}/events")
+async def stream_job_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the job's events so far (after `Last-Event-ID` when resuming),
+    then each new one as it commits, until its outcome (completed, failed, cancelled)."""
+    principal = require(request, "jobs:read")
+    job_id = request.match_info["job_id"]
+    db = request.app[DB]
+    if await jobs.get(db, principal.tenant_id, job_id) is None:
+        raise _not_found(job_id)
+    last = request.headers.get("Last-Event-ID") or None
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    with request.app[HUB].watch(job_id) as wake:
+        while True:
+            wake.clear()
+            for event in await jobs.events_after(db, job_id, last):
+                data = orjson.dumps(event["payload"]).decode()
+                await response.write(
+                    f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
+                )
+                last = event["id"]
+                if event["type"] in _OUTCOMES:
+                    await response.write_eof()
+                    return response
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=_KEEPALIVE_S)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
 
 
 @routes.post("/v1/jobs/{job_id}/cancel")
