@@ -263,7 +263,13 @@ class Platform:
         return body  # type: ignore[no-any-return]
 
     async def job(self, job_id: str, key: str | None = None) -> dict[str, Any]:
-        status, body, _ = await self.request("GET", f"/v1/jobs/{job_id}", key=key)
+        # As a client should: a 503 (a pooled connection Postgres just dropped) says retry.
+        for _ in range(20):
+            status, body, headers = await self.request("GET", f"/v1/jobs/{job_id}", key=key)
+            if status != 503:
+                break
+            assert headers["Retry-After"] and body["error"]["code"] == "SERVICE_UNAVAILABLE"
+            await asyncio.sleep(0.1)
         assert status == 200, body
         return body  # type: ignore[no-any-return]
 
