@@ -177,7 +177,7 @@ async def test_sigterm_drains_then_hands_back_without_spending_an_attempt(
     own_stack: Platform, measure: Callable[[str, float], None]
 ) -> None:
     await own_stack.start_api()
-    draining = await own_stack.start_worker(CREWQ_DRAIN_TIMEOUT="1")
+    draining = await own_stack.start_worker(CREWQ_DRAIN_TIMEOUT="5")
     quick = await own_stack.submit("echo", {"message": "[[sleep:0.5]] quick"})
     slow = await own_stack.submit("echo", {"message": "[[sleep:20]] slow"}, max_retries=0)
     await own_stack.wait_for_status(slow["id"], {"running"}, timeout=30)

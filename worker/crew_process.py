@@ -7,12 +7,14 @@ once: a child starts in milliseconds instead of paying CrewAI's multi-second imp
 
 import os
 
-# Before CrewAI is imported: it must not reach the network on its own. A deployment may
-# still opt back in by setting these variables itself.
+# Before CrewAI is imported: it must not reach the network on its own (LiteLLM, its
+# fallback for models without a native provider, would fetch a price list at import). A
+# deployment may still opt back in by setting these variables itself.
 for _name, _value in (
     ("CREWAI_DISABLE_TELEMETRY", "true"),
     ("CREWAI_TRACING_ENABLED", "false"),
     ("CREWAI_DISABLE_VERSION_CHECK", "true"),
+    ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
 ):
     os.environ.setdefault(_name, _value)
 
