@@ -71,8 +71,10 @@ def make_llm(model: str, *, retry_attempts: int = 5, retry_max_wait: float = 30.
     if model == OFFLINE_MODEL:
         return OfflineLLM(model=OFFLINE_MODEL)
     kwargs: dict[str, Any] = {}
+    if model.startswith(("openai/", "anthropic/")) or "/" not in model:
+        # These SDKs retry on their own by default; worker/llm_retry.py is the one layer.
+        kwargs["max_retries"] = 0
     if model.startswith("openai/") or "/" not in model:
-        kwargs["max_retries"] = 0  # worker/llm_retry.py is the one retry layer
         # An OpenAI-compatible server (vLLM, Ollama, a gateway) serves model names CrewAI's
         # catalogue does not know; route them to the native OpenAI client at that base URL.
         if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE"):
