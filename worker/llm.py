@@ -74,9 +74,9 @@ def make_llm(model: str, *, retry_attempts: int = 5, retry_max_wait: float = 30.
     if model.startswith(("openai/", "anthropic/")) or "/" not in model:
         # These SDKs retry on their own by default; worker/llm_retry.py is the one layer.
         kwargs["max_retries"] = 0
-    if model.startswith("openai/") or "/" not in model:
-        # An OpenAI-compatible server (vLLM, Ollama, a gateway) serves model names CrewAI's
-        # catalogue does not know; route them to the native OpenAI client at that base URL.
-        if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE"):
-            kwargs["custom_openai"] = True
+    # An OpenAI-compatible server (vLLM, Ollama, a gateway) serves model names CrewAI's
+    # catalogue does not know; route them to the native OpenAI client at that base URL.
+    openai_route = model.startswith("openai/") or "/" not in model
+    if openai_route and (os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")):
+        kwargs["custom_openai"] = True
     return with_retries(LLM(model=model, **kwargs), retry_attempts, retry_max_wait)
