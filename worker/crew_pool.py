@@ -15,6 +15,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Literal
@@ -70,6 +71,14 @@ class CrewPool:
 
     async def start(self) -> None:
         """Start `size` children up front so the first jobs do not wait for them."""
+        # The forkserver ignores Ctrl-C only once it has imported CrewAI; a terminal's
+        # SIGINT during those seconds would kill it. Start it with SIGINT ignored, a
+        # disposition exec keeps (the worker's own handler is put back at once).
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         children = await asyncio.gather(
             *(asyncio.to_thread(self._spawn) for _ in range(self._size))
         )
