@@ -9,17 +9,14 @@ cannot read yet, and no path can forget to announce one.
 
 import asyncio
 import contextlib
-import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 from aiohttp import web
 
 from api.context import SETTINGS
+from shared.db import listen
 from shared.events import JOB_EVENTS_CHANNEL
-
-log = logging.getLogger(__name__)
 
 
 class JobEventHub:
@@ -39,8 +36,8 @@ class JobEventHub:
             if not self._watchers[job_id]:
                 del self._watchers[job_id]
 
-    def _notify(self, _conn: object, _pid: int, _channel: str, job_id: object) -> None:
-        for wake in self._watchers.get(str(job_id), set()):
+    def _notify(self, job_id: str) -> None:
+        for wake in self._watchers.get(job_id, set()):
             wake.set()
 
     def _wake_all(self) -> None:
@@ -49,23 +46,9 @@ class JobEventHub:
                 wake.set()
 
     async def listen(self) -> None:
-        """Hold the LISTEN connection until cancelled, reconnecting when it drops."""
-        while True:
-            try:
-                conn = await asyncpg.connect(self._dsn)
-                try:
-                    await conn.add_listener(JOB_EVENTS_CHANNEL, self._notify)
-                    self._wake_all()  # anything committed while we were not listening
-                    while not conn.is_closed():
-                        await asyncio.sleep(1)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("job events LISTEN lost (%s); reconnecting", exc)
-            await asyncio.sleep(1)
+        """Hold the LISTEN connection until cancelled, reconnecting when it drops; on each
+        (re)connection wake every stream, for what committed while nobody listened."""
+        await listen(self._dsn, JOB_EVENTS_CHANNEL, self._notify, self._wake_all)
 
 
 HUB = web.AppKey("job_event_hub", JobEventHub)

@@ -1,5 +1,7 @@
 """Postgres: the asyncpg pool and the numbered SQL migrations."""
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -90,6 +92,30 @@ async def migrate(dsn: str) -> list[str]:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
         await conn.close()
     return applied
+
+
+async def listen(
+    dsn: str, channel: str, on_notify: Callable[[str], None], on_connect: Callable[[], None]
+) -> None:
+    """Hold a LISTEN connection on `channel` until cancelled, re-opening it whenever it
+    drops. `on_notify` gets each payload; `on_connect` runs on every (re)connection, since
+    notifications sent while nobody listened are lost."""
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.add_listener(channel, lambda *args: on_notify(str(args[3])))
+                on_connect()
+                while not conn.is_closed():
+                    await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("LISTEN %s lost (%s); reconnecting", channel, exc)
+        await asyncio.sleep(1)
 
 
 def is_connection_error(exc: BaseException) -> bool:

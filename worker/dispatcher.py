@@ -20,7 +20,7 @@ import aiohttp
 import asyncpg
 
 from shared import deliveries
-from shared.db import create_pool, is_connection_error
+from shared.db import create_pool, is_connection_error, listen
 from shared.events import DELIVERIES_CHANNEL
 from shared.settings import Settings
 from shared.tracing import current_traceparent, span_from
@@ -106,25 +106,6 @@ class Dispatcher:
     @property
     def lease_s(self) -> float:
         return self.settings.webhook_timeout + 30
-
-    async def _listen(self) -> None:
-        """Hold a LISTEN connection, re-opening it whenever it drops."""
-        while True:
-            try:
-                conn = await asyncpg.connect(self.settings.require_database_url)
-                try:
-                    await conn.add_listener(DELIVERIES_CHANNEL, lambda *_: self.wake.set())
-                    self.wake.set()  # anything owed while we were not listening
-                    while not conn.is_closed():
-                        await asyncio.sleep(1)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("LISTEN connection lost (%s); reconnecting", exc)
-            await asyncio.sleep(1)
 
     async def _deliver(
         self, db: asyncpg.Pool, session: aiohttp.ClientSession, due: deliveries.Due
@@ -246,7 +227,15 @@ class Dispatcher:
             allow_private=self.settings.webhook_allow_private,
             limit=self.settings.dispatcher_concurrency,
         )
-        listener = asyncio.create_task(self._listen())
+        # Wake on each new delivery, and after a reconnection for those owed meanwhile.
+        listener = asyncio.create_task(
+            listen(
+                self.settings.require_database_url,
+                DELIVERIES_CHANNEL,
+                lambda _: self.wake.set(),
+                self.wake.set,
+            )
+        )
         log.info("dispatcher ready (concurrency %d)", self.settings.dispatcher_concurrency)
         try:
             await self._pump(db, session)
