@@ -42,7 +42,18 @@ class Claim:
     inputs: dict[str, Any]
     timeout_s: int
     counted_attempt: int  # this attempt's number within the current retry budget
-    retries_left: int
+    max_retries: int
+
+    @property
+    def retries_left(self) -> int:
+        """Attempts the job may still start should this one fail."""
+        return self.max_retries + 1 - self.counted_attempt
+
+
+def _counted_attempt(row: asyncpg.Record) -> int:
+    """The current attempt's number within the retry budget: hand-backs by a draining
+    worker and the attempts before a manual retry do not count."""
+    return int(row["attempt"]) - int(row["uncounted_attempts"])
 
 
 # How soon a job refused by its tenant's cap is offered to a worker again.
@@ -89,9 +100,11 @@ async def _attempts(conn: Executor, job_id: str) -> list[asyncpg.Record]:
     )
 
 
-async def load(conn: Executor, job_id: str) -> Job | None:
-    row = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
-    return to_job(row, await _attempts(conn, job_id)) if row else None
+async def exists(conn: Executor, tenant_id: str, job_id: str) -> bool:
+    found = await conn.fetchval(
+        "SELECT 1 FROM jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant_id
+    )
+    return found is not None
 
 
 async def get(conn: Executor, tenant_id: str, job_id: str) -> Job | None:
@@ -283,9 +296,8 @@ async def start_attempt(
         crew=row["crew"],
         inputs=row["inputs"],
         timeout_s=row["timeout_s"],
-        counted_attempt=int(row["attempt"]) - int(row["uncounted_attempts"]),
-        retries_left=int(row["max_retries"])
-        - (int(row["attempt"]) - int(row["uncounted_attempts"]) - 1),
+        counted_attempt=_counted_attempt(row),
+        max_retries=row["max_retries"],
     )
 
 
@@ -451,10 +463,8 @@ async def request_cancel(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> str
         )
         if row is not None:
             return CancelOutcome.REQUESTED
-        exists = await conn.fetchval(
-            "SELECT 1 FROM jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant_id
-        )
-        return CancelOutcome.ALREADY_FINISHED if exists else CancelOutcome.NOT_FOUND
+        found = await exists(conn, tenant_id, job_id)
+        return CancelOutcome.ALREADY_FINISHED if found else CancelOutcome.NOT_FOUND
 
 
 async def restart(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> Job | None:
@@ -520,7 +530,7 @@ async def reap(pool: asyncpg.Pool, heartbeat_timeout: float, timeout_grace: floa
                     message=f"worker {row['worker_id']} stopped heartbeating"
                     f" during attempt {row['attempt']}",
                 )
-                retries_left = row["max_retries"] + 1 - (row["attempt"] - row["uncounted_attempts"])
+                retries_left = row["max_retries"] + 1 - _counted_attempt(row)
                 status = JobStatus.PENDING if retries_left > 0 else JobStatus.FAILED
                 event = EventType.JOB_RETRYING if retries_left > 0 else EventType.JOB_FAILED
             updated = await conn.fetchrow(

@@ -156,7 +156,7 @@ async def job_deliveries(request: web.Request) -> web.Response:
     principal = require(request, "jobs:read")
     job_id = request.match_info["job_id"]
     db = request.app[DB]
-    if await jobs.get(db, principal.tenant_id, job_id) is None:
+    if not await jobs.exists(db, principal.tenant_id, job_id):
         raise _not_found(job_id)
     found = await endpoints.job_deliveries(db, principal.tenant_id, job_id)
     return json_response(DeliveryList.of(found, has_more=False))
@@ -169,7 +169,7 @@ async def stream_job_events(request: web.Request) -> web.StreamResponse:
     principal = require(request, "jobs:read")
     job_id = request.match_info["job_id"]
     db = request.app[DB]
-    if await jobs.get(db, principal.tenant_id, job_id) is None:
+    if not await jobs.exists(db, principal.tenant_id, job_id):
         raise _not_found(job_id)
     last = request.headers.get("Last-Event-ID") or None
     response = web.StreamResponse(
@@ -224,7 +224,7 @@ async def retry_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     job = await jobs.restart(request.app[DB], principal.tenant_id, job_id)
     if job is None:
-        if await jobs.get(request.app[DB], principal.tenant_id, job_id) is None:
+        if not await jobs.exists(request.app[DB], principal.tenant_id, job_id):
             raise _not_found(job_id)
         raise ApiError(409, "JOB_NOT_RETRYABLE", "only failed or cancelled jobs can be retried")
     await _enqueue(request, job_id, now=True)
