@@ -50,6 +50,7 @@ class WorkerService:
         self.stopping = asyncio.Event()
         self.db: asyncpg.Pool | None = None
         self.redis: ArqRedis | None = None
+        self.redis_ready = asyncio.Event()
         self.crews = CrewPool(
             settings.worker_concurrency,
             max_jobs=settings.child_max_jobs,
@@ -86,6 +87,7 @@ class WorkerService:
             try:
                 if self.redis is None:
                     self.redis = await queue.connect(self.settings.require_redis_url)
+                    self.redis_ready.set()
                 self.arq = self._arq_worker(self.redis)
                 log.info("worker %s consuming %s", self.worker_id, queue.QUEUE_NAME)
                 delay = 0.5
@@ -105,9 +107,7 @@ class WorkerService:
         assert self.runner is not None
         while True:
             try:
-                while self.redis is None:
-                    await asyncio.sleep(0.1)
-                async with self.redis.pubsub() as pubsub:
+                async with (await self._connected_redis()).pubsub() as pubsub:
                     await pubsub.subscribe(queue.CANCEL_CHANNEL)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
@@ -122,9 +122,13 @@ class WorkerService:
 
     async def _recovery(self) -> None:
         assert self.db is not None
-        while self.redis is None:
-            await asyncio.sleep(0.1)
-        await run_recovery(self.db, self.redis, self.settings)
+        await run_recovery(self.db, await self._connected_redis(), self.settings)
+
+    async def _connected_redis(self) -> ArqRedis:
+        """The pool `_consume` opens; it is kept for the worker's lifetime."""
+        await self.redis_ready.wait()
+        assert self.redis is not None
+        return self.redis
 
     async def _drain(self) -> None:
         """Stop taking jobs, let running crews finish for `drain_timeout`, then hand the rest
