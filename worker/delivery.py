@@ -7,7 +7,6 @@ allowed, the resolver drops them, so the check holds for the address actually co
 """
 
 import asyncio
-import ipaddress
 import socket
 import time
 from dataclasses import dataclass
@@ -18,12 +17,17 @@ import aiohttp
 import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
-from yarl import URL
 
 from shared.deliveries import AttemptRecord, Due
 from shared.signing import sign_headers
 from shared.version import USER_AGENT
-from shared.webhook_urls import UrlRefused, check_url_syntax, refuse_address
+from shared.webhook_urls import (
+    UrlRefused,
+    check_url_syntax,
+    is_ip_literal,
+    refuse,
+    refuse_address,
+)
 
 
 class PublicOnlyResolver(AbstractResolver):
@@ -96,19 +100,11 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def _check_literal_address(url: str, *, allow_http: bool, allow_private: bool) -> None:
-    """aiohttp skips the resolver for IP literals, so check those here, with the host as
-    yarl (and so aiohttp) reads it: it normalises forms `urlsplit` keeps as names."""
-    check_url_syntax(url, allow_http=allow_http)
-    if allow_private:
-        return
-    host = URL(url).host or ""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return
-    reason = refuse_address(host)
-    if reason:
-        raise UrlRefused(reason)
+    """aiohttp skips the resolver for IP literals, so check those here; names are checked
+    by `PublicOnlyResolver` against the addresses actually connected to."""
+    host = check_url_syntax(url, allow_http=allow_http)
+    if not allow_private and is_ip_literal(host):
+        refuse([host])
 
 
 async def send(
