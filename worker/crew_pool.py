@@ -58,7 +58,6 @@ class CrewPool:
         # Held for a job's whole attempt, from before it is claimed in Postgres: a job is
         # never marked running while it waits for a crew process.
         self.slots = asyncio.Semaphore(size)
-        self.running_pids: dict[str, int] = {}  # job id -> child pid, for tests and metrics
 
     def _spawn(self) -> _Child:
         parent_conn, child_conn = self._ctx.Pipe()
@@ -120,7 +119,6 @@ class CrewPool:
         result or error, or with `timeout`/`stopped` after killing the child when the
         deadline passes or `stop` is set."""
         child = await self._take()
-        self.running_pids[request.job_id] = child.pid
         try:
             child.conn.send(request)
             outcome = await self._wait(child, timeout, stop, on_task)
@@ -130,8 +128,6 @@ class CrewPool:
             # Cancelled, or a callback failed: the crew must not run on unowned.
             await asyncio.shield(self._discard(child))
             raise
-        finally:
-            self.running_pids.pop(request.job_id, None)
         child.jobs_run += 1
         if outcome.kind in ("done", "error") and self._reusable(child):
             self._idle.append(child)
