@@ -2,14 +2,15 @@
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from api.auth import auth_middleware
-from api.context import CREWS, DB, REDIS, SETTINGS
+from api.context import CREWS, DB, REDIS, SETTINGS, SUPERVISOR, URLS
 from api.errors import error_middleware
-from api.job_events import job_event_hub
+from api.notifications import notification_hub
 from api.ratelimit import rate_limit_middleware
 from api.routes import account, crews, jobs, webhooks
 from api.tracing import tracing_middleware
@@ -17,6 +18,8 @@ from shared import queue
 from shared.crews import CrewRegistry
 from shared.db import create_pool
 from shared.settings import Settings
+from shared.supervisor import Supervisor
+from shared.webhook_urls import UrlPolicy
 
 log = logging.getLogger(__name__)
 
@@ -25,41 +28,51 @@ async def _connections(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[DB] = await create_pool(settings.require_database_url, max_size=20)
     app[REDIS] = await queue.connect(settings.require_redis_url)
+    app[URLS] = UrlPolicy.from_settings(settings)
     yield
+    app[URLS].resolver.cancel()
     await app[REDIS].close(close_connection_pool=True)
     await app[DB].close()
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     app = web.Application(
         middlewares=[tracing_middleware, error_middleware, auth_middleware, rate_limit_middleware],
         client_max_size=settings.api_max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[SUPERVISOR] = supervisor
     registry = CrewRegistry.load(settings.crew_dirs)
     for name, error in registry.errors.items():
         log.error("crew %s not loaded: %s", name, error)
     app[CREWS] = registry
     app.cleanup_ctx.append(_connections)
-    app.cleanup_ctx.append(job_event_hub)
+    app.cleanup_ctx.append(notification_hub)
     for module in (jobs, crews, account, webhooks):
         app.add_routes(module.routes)
     return app
 
 
-async def serve(settings: Settings) -> None:
-    """Run the API until cancelled."""
+async def serve(settings: Settings) -> int:
+    """Run the API until SIGTERM/SIGINT (exit 0) or until a supervised task ends (exit 1)."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    supervisor = Supervisor()
     runner = web.AppRunner(
-        create_app(settings),
+        create_app(settings, supervisor),
         access_log=logging.getLogger("crewq.access"),
         # Open event streams end when the API stops; do not wait a minute for them.
         shutdown_timeout=5,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.api_host, settings.api_port)
-    await site.start()
-    log.info("API listening on http://%s:%d", settings.api_host, settings.api_port)
     try:
-        await asyncio.Event().wait()
+        site = web.TCPSite(runner, settings.api_host, settings.api_port)
+        await site.start()
+        log.info("API listening on http://%s:%d", settings.api_host, settings.api_port)
+        await supervisor.wait(stopping)
     finally:
         await runner.cleanup()
+        await supervisor.stop()
+    return supervisor.exit_code

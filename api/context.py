@@ -6,8 +6,12 @@ from arq.connections import ArqRedis
 
 from shared.crews import CrewRegistry
 from shared.settings import Settings
+from shared.supervisor import Supervisor
+from shared.webhook_urls import UrlPolicy
 
 SETTINGS = web.AppKey("settings", Settings)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
 DB = web.AppKey("db", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
 CREWS = web.AppKey("crews", CrewRegistry)
+URLS = web.AppKey("url_policy", UrlPolicy)

@@ -90,7 +90,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         }
         response = _error_response(request, ApiError(exc.status, code, exc.reason, headers=kept))
     except Exception as exc:
-        if is_connection_error(exc):
+        if request.transport is None or request.transport.is_closing():
+            # The client hung up: nobody is left to answer, and nothing is wrong here.
+            log.info("%s %s: the client went away (%s)", request.method, request.path, exc)
+            response = _error_response(request, ApiError(499, "CLIENT_CLOSED", "client went away"))
+        elif is_connection_error(exc):
             log.warning("postgres unavailable: %s", exc)
             response = _error_response(
                 request,

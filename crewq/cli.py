@@ -16,9 +16,13 @@ from shared.settings import Settings, get_settings
 from shared.tracing import setup_tracing
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
+def _run(main: Coroutine[Any, Any, int]) -> None:
+    """Run a role until it stops, and exit with its status: non-zero when one of its
+    supervised tasks failed, so that compose or Kubernetes restarts it."""
+    code = 0
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main)
+        code = asyncio.run(main)
+    sys.exit(code)
 
 
 def cmd_migrate(settings: Settings) -> None:
@@ -31,7 +35,7 @@ def cmd_migrate(settings: Settings) -> None:
 def cmd_api(settings: Settings) -> None:
     from api.app import serve
 
-    _run(_until_signal(serve(settings)))
+    _run(serve(settings))
 
 
 def cmd_worker(settings: Settings) -> None:
@@ -44,18 +48,6 @@ def cmd_dispatcher(settings: Settings) -> None:
     from worker.dispatcher import serve
 
     _run(serve(settings))
-
-
-async def _until_signal(main: Coroutine[Any, Any, None]) -> None:
-    """Run `main` until SIGTERM or SIGINT, then cancel it so it cleans up."""
-    import signal
-
-    task = asyncio.ensure_future(main)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def cmd_keys_create(settings: Settings, tenant: str, scopes: str) -> None:
@@ -78,21 +70,27 @@ def cmd_keys_create(settings: Settings, tenant: str, scopes: str) -> None:
         sys.exit(f"crewq keys create: {exc}")
 
 
-def cmd_tenants_set(settings: Settings, tenant: str, cap: int) -> None:
+def cmd_tenants_set(settings: Settings, tenant: str, limits: dict[str, int]) -> None:
     import asyncpg
 
-    from shared.keys import set_running_cap
+    from shared import tenants
 
     async def update() -> bool:
         conn = await asyncpg.connect(settings.require_database_url)
         try:
-            return await set_running_cap(conn, tenant, cap or None)
+            # 0 puts a bound back to the platform default.
+            return await tenants.set_limits(conn, tenant, {k: v or None for k, v in limits.items()})
         finally:
             await conn.close()
 
+    if not limits:
+        sys.exit("crewq tenants set: give at least one bound to change")
     if not asyncio.run(update()):
         sys.exit(f"crewq tenants set: no tenant named {tenant!r}")
-    print(f"{tenant}: at most {cap or settings.tenant_max_running_jobs} running jobs")
+    for name, value in limits.items():
+        default = getattr(settings, f"tenant_{name}")
+        shown = f"{value}" if value else f"the default ({default})"
+        print(f"{tenant}: {name.replace('_', ' ')}: {shown}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,14 +110,17 @@ def main(argv: list[str] | None = None) -> None:
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(
         dest="tenants_command", required=True
     )
-    cap = tenants.add_parser("set", help="change a tenant's settings")
-    cap.add_argument("--tenant", required=True)
-    cap.add_argument(
-        "--max-running-jobs",
-        type=int,
-        required=True,
-        help="jobs of this tenant running at once; 0 restores CREWQ_TENANT_MAX_RUNNING_JOBS",
+    bounds = tenants.add_parser(
+        "set", help="change a tenant's bounds (0 puts one back to the platform default)"
     )
+    bounds.add_argument("--tenant", required=True)
+    for flag, what in (
+        ("--max-running-jobs", "jobs running at once (CREWQ_TENANT_MAX_RUNNING_JOBS)"),
+        ("--max-pending-jobs", "jobs waiting to run (CREWQ_TENANT_MAX_PENDING_JOBS)"),
+        ("--max-webhook-endpoints", "webhook endpoints (CREWQ_TENANT_MAX_WEBHOOK_ENDPOINTS)"),
+        ("--max-event-streams", "event streams open at once (CREWQ_TENANT_MAX_EVENT_STREAMS)"),
+    ):
+        bounds.add_argument(flag, type=int, help=what)
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -141,4 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "keys":
         cmd_keys_create(settings, args.tenant, args.scopes)
     elif args.command == "tenants":
-        cmd_tenants_set(settings, args.tenant, args.max_running_jobs)
+        from shared.tenants import LIMITS
+
+        limits = {n: getattr(args, n) for n in LIMITS if getattr(args, n) is not None}
+        cmd_tenants_set(settings, args.tenant, limits)

@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 
 from crewq.embedded import EmbeddedPostgres, EmbeddedRedis
+from shared import tenants
 from shared.db import migrate
 from shared.keys import SCOPES, authenticate, create_key
 from shared.settings import Settings
@@ -33,6 +34,13 @@ DEV_DEFAULTS = {
 ROLES = ("api", "worker", "dispatcher")
 
 
+def role_command() -> list[str]:
+    """How to start a crewq role in a process of its own. `-P`: `python -m` would put the
+    working directory first on sys.path, and a user's own `api`, `worker`, `shared` or
+    `schemas` package there would shadow crewq's (the forkserver inherits the flag)."""
+    return [sys.executable, "-P", "-m", "crewq"]
+
+
 async def dev_credentials(database_url: str, data_dir: Path) -> tuple[str, str]:
     """The dev tenant's API key (kept in the data dir so it survives restarts) and its
     webhook signing secret."""
@@ -44,8 +52,11 @@ async def dev_credentials(database_url: str, data_dir: Path) -> tuple[str, str]:
             key = await create_key(conn, "dev", sorted(SCOPES))
             key_file.write_text(key + "\n")
             key_file.chmod(0o600)
-        secret = await conn.fetchval("SELECT signing_secret FROM tenants WHERE name = 'dev'")
-        return key, str(secret)
+        principal = await authenticate(conn, key)
+        assert principal is not None
+        tenant = await tenants.get(conn, principal.tenant_id)
+        assert tenant is not None
+        return key, tenant.signing_secret
     finally:
         await conn.close()
 
@@ -105,9 +116,7 @@ def run_dev(settings: Settings) -> None:
         database_url = env["CREWQ_DATABASE_URL"]
         asyncio.run(migrate(database_url))
         key, secret = asyncio.run(dev_credentials(database_url, data_dir))
-        children = [
-            subprocess.Popen([sys.executable, "-m", "crewq", role], env=env) for role in ROLES
-        ]
+        children = [subprocess.Popen([*role_command(), role], env=env) for role in ROLES]
         # A wildcard bind is reachable on loopback; print an address a client can use.
         host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
         api_url = f"http://{host}:{settings.api_port}"

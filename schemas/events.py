@@ -1,10 +1,12 @@
-"""Webhook events: the envelope every delivery carries."""
+"""Webhook events: the envelope every delivery carries, and what each type's `data` holds."""
 
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
+
+from schemas.jobs import TaskResult
 
 
 class EventType(StrEnum):
@@ -26,3 +28,18 @@ class Event(BaseModel):
     type: EventType
     created_at: datetime
     data: dict[str, Any]
+
+
+class TaskCompleted(BaseModel):
+    """`data` of a `task.completed` event."""
+
+    job_id: str
+    attempt: int
+    task: TaskResult
+
+
+class WebhookTest(BaseModel):
+    """`data` of a `webhook.test` event."""
+
+    endpoint_id: str
+    message: str = "a test event from crewq"

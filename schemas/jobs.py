@@ -24,13 +24,25 @@ TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.
 
 
 class ErrorCode(StrEnum):
-    """Why a job failed; stable strings clients may branch on."""
+    """Why a job failed; stable strings clients may branch on (checked in SQL too)."""
 
     CREW_ERROR = "CREW_ERROR"
     CREW_CONFIG_ERROR = "CREW_CONFIG_ERROR"
     TIMEOUT = "TIMEOUT"
     WORKER_LOST = "WORKER_LOST"
     LLM_UNAVAILABLE = "LLM_UNAVAILABLE"
+
+
+class AttemptOutcome(StrEnum):
+    """How one attempt ended (checked in SQL too)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RETRYING = "retrying"  # failed; another attempt is scheduled
+    RELEASED = "released"  # handed back by a draining worker; not counted against retries
+    LOST = "lost"  # its worker stopped heartbeating
+    TIMEOUT = "timeout"  # ran past its timeout and the reaper ended it
 
 
 class JobCreate(BaseModel):
@@ -47,7 +59,7 @@ class JobCreate(BaseModel):
 
 
 class JobError(BaseModel):
-    code: str
+    code: ErrorCode
     message: str
 
 
@@ -73,22 +85,20 @@ class JobAttempt(BaseModel):
     worker_id: str | None
     started_at: datetime
     finished_at: datetime | None
-    outcome: str | None
+    outcome: AttemptOutcome | None
     error: JobError | None
 
 
-class Job(BaseModel):
+class JobState(BaseModel):
+    """A job's state: what its events carry. Not its inputs or metadata, which never change
+    (read the job for those), nor its attempt history."""
+
     object: Literal["job"] = "job"
     id: str
     status: JobStatus
     crew: str
-    inputs: dict[str, Any]
-    metadata: dict[str, Any]
-    webhook_url: str | None
-    timeout: int
-    max_retries: int
     attempt: int = Field(description="How many attempts have started.")
-    attempts: list[JobAttempt]
+    max_retries: int
     result: JobResult | None
     token_usage: dict[str, Any] | None
     error: JobError | None
@@ -96,6 +106,16 @@ class Job(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class Job(JobState):
+    """A job as `GET /v1/jobs/{id}` shows it."""
+
+    inputs: dict[str, Any]
+    metadata: dict[str, Any]
+    webhook_url: str | None
+    timeout: int
+    attempts: list[JobAttempt]
     last_activity_at: datetime | None
     cancel_requested_at: datetime | None
 

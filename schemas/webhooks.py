@@ -1,6 +1,7 @@
 """Webhook endpoints, their deliveries and attempts, as `/v1/webhooks` shows them."""
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -62,7 +63,18 @@ class SecretRotate(BaseModel):
     )
 
 
-DeliveryStatus = Literal["pending", "succeeded", "failed"]
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class DisabledReason(StrEnum):
+    """Why an endpoint receives nothing (checked in SQL too)."""
+
+    GONE = "webhook.disabled: receiver answered 410 Gone"
+    FAILING = "webhook.disabled: failing for too long"
+    BY_API = "disabled through the API"
 
 
 class DeliveryAttempt(BaseModel):
@@ -109,7 +121,7 @@ class WebhookEndpoint(BaseModel):
     events: list[str]
     enabled: bool
     disabled_at: datetime | None
-    disabled_reason: str | None
+    disabled_reason: DisabledReason | None
     failing_since: datetime | None = Field(
         description="Deliveries have failed without a success since then."
     )

@@ -3,9 +3,10 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from enum import IntEnum
 from importlib import resources
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -95,27 +96,35 @@ async def migrate(dsn: str) -> list[str]:
 
 
 async def listen(
-    dsn: str, channel: str, on_notify: Callable[[str], None], on_connect: Callable[[], None]
+    dsn: str, channels: Mapping[str, Callable[[str], None]], on_connect: Callable[[], None]
 ) -> None:
-    """Hold a LISTEN connection on `channel` until cancelled, re-opening it whenever it
-    drops. `on_notify` gets each payload; `on_connect` runs on every (re)connection, since
-    notifications sent while nobody listened are lost."""
+    """Hold one LISTEN connection on `channels` until cancelled, re-opening it whenever it
+    drops. Each channel's callback gets its payloads; `on_connect` runs on every
+    (re)connection, since notifications sent while nobody listened are lost. Only a lost
+    connection is retried: anything else is a bug and ends the task (its supervisor stops
+    the process)."""
     while True:
         try:
             conn = await asyncpg.connect(dsn)
             try:
-                await conn.add_listener(channel, lambda *args: on_notify(str(args[3])))
+                for channel, callback in channels.items():
+                    await conn.add_listener(channel, _payload_to(callback))
                 on_connect()
                 while not conn.is_closed():
                     await asyncio.sleep(1)
             finally:
                 with contextlib.suppress(Exception):
                     await conn.close()
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
-            log.warning("LISTEN %s lost (%s); reconnecting", channel, exc)
+            if not is_connection_error(exc):
+                raise
+            log.warning("LISTEN %s lost (%s); reconnecting", ", ".join(channels), exc)
         await asyncio.sleep(1)
+
+
+def _payload_to(callback: Callable[[str], None]) -> Callable[..., None]:
+    # asyncpg calls listeners with (connection, pid, channel, payload).
+    return lambda *args: callback(str(args[3]))
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -150,3 +159,36 @@ async def with_db_retry(operation: Callable[[], Awaitable[T]], max_seconds: floa
         with attempt:
             return await operation()
     raise AssertionError("unreachable")  # AsyncRetrying re-raises the last error
+
+
+class TenantLock(IntEnum):
+    """What a per-tenant advisory lock serialises (the first key of the two-key form)."""
+
+    SLOTS = 1  # starting a job against the running cap, and handing a freed slot on
+    SUBMISSIONS = 2  # counting pending jobs against the pending bound
+    ENDPOINTS = 3  # counting webhook endpoints against their bound
+
+
+async def lock_tenant(conn: Conn, purpose: TenantLock, tenant_id: str) -> None:
+    """Serialise `purpose` for one tenant until the transaction ends. An advisory lock, not a
+    row lock on `tenants`: a row lock would conflict with the FOR KEY SHARE every insert of
+    a job, event or delivery takes on its tenant, and deadlock with them."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", int(purpose), tenant_id)
+
+
+def storable(value: Any) -> Any:
+    """`value` with every string made storable in Postgres text and jsonb: U+0000 removed
+    (Postgres cannot hold it) and lone surrogates (which UTF-8 cannot encode) replaced by
+    U+FFFD, in keys and values at any depth. A crew's output or a receiver's answer may
+    hold either."""
+    if isinstance(value, str):
+        if value.isascii():
+            return value.replace("\x00", "")
+        return (
+            value.encode("utf-16", "surrogatepass").decode("utf-16", "replace").replace("\x00", "")
+        )
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value

@@ -1,31 +1,101 @@
-"""Webhook deliveries in Postgres: claiming due ones, recording attempts.
+"""Webhook deliveries and their attempts in Postgres: every statement on
+`webhook_deliveries` and `delivery_attempts`.
 
-A claim pushes the row's `next_attempt_at` forward by a lease longer than any request may
-take, in the same statement that locks it with SKIP LOCKED: any number of dispatchers share
-the work, none holds a transaction open across an HTTP request, and none delivers a row
-another is delivering. Recording an attempt is compare-and-set on the attempt count.
+A delivery is owed by `events.emit` (the one writer), claimed by a dispatcher, and moved on
+by the attempt it records. A claim pushes the row's `next_attempt_at` forward by a lease
+longer than any request may take, in the same statement that locks it with SKIP LOCKED:
+any number of dispatchers share the work, none holds a transaction open across an HTTP
+request, and none delivers a row another is delivering. Recording an attempt is
+compare-and-set on the attempt count. Claims go round the tenants with due deliveries, so
+one tenant's backlog never delays another's.
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
 
-from shared.db import Conn
+from schemas.events import EventType
+from schemas.webhooks import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    DeliverySummary,
+    DisabledReason,
+)
+from shared.db import Conn, Executor, storable
+from shared.ids import new_id
+
+# Dispatchers LISTEN here; Postgres delivers the NOTIFY only when the transaction commits.
+DELIVERIES_CHANNEL = "crewq_deliveries"
+# API processes LISTEN here (payload: the delivery id) for the outcome of a test send.
+ATTEMPTS_CHANNEL = "crewq_delivery_attempts"
+
+# A delivery row with its event's type and job, as every delivery view needs it.
+_VIEW = "d.*, e.type AS event_type, e.job_id"
+
+# Every tenant with a pending delivery and its earliest `next_attempt_at`, found by a loose
+# index scan: one probe of `webhook_deliveries_tenant_due` per tenant, however long its
+# backlog.
+_OWNERS = """
+    owners AS (
+        (SELECT tenant_id, next_attempt_at FROM webhook_deliveries
+          WHERE status = 'pending' ORDER BY tenant_id, next_attempt_at LIMIT 1)
+        UNION ALL
+        SELECT later.tenant_id, later.next_attempt_at
+          FROM owners o, LATERAL (
+               SELECT tenant_id, next_attempt_at FROM webhook_deliveries
+                WHERE status = 'pending' AND tenant_id > o.tenant_id
+                ORDER BY tenant_id, next_attempt_at LIMIT 1) later
+    )"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one delivery of an event goes."""
+
+    endpoint_id: str | None  # None: the job's own `webhook_url`
+    url: str
 
 
 @dataclass(frozen=True)
 class Due:
     id: str
     event_id: str
+    event_type: EventType
+    tenant_id: str
     endpoint_id: str | None
     url: str
     attempt: int  # the number of the attempt about to be made
     payload: dict[str, Any]
     secrets: list[str]  # newest first; more than one while a rotated secret is in its grace
     traceparent: str | None  # the trace of the work that caused the event
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+
+
+async def insert_owed(conn: Conn, event_id: str, tenant_id: str, targets: list[Target]) -> None:
+    """Owe one delivery of the event to each target, and wake the dispatchers (at commit)."""
+    await conn.execute(
+        "INSERT INTO webhook_deliveries (id, event_id, tenant_id, endpoint_id, url)"
+        " SELECT id, $1, $2, endpoint_id, url"
+        " FROM unnest($3::text[], $4::text[], $5::text[]) AS t (id, endpoint_id, url)",
+        event_id,
+        tenant_id,
+        [new_id("dlv") for _ in targets],
+        [t.endpoint_id for t in targets],
+        [t.url for t in targets],
+    )
+    await conn.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
 
 
 async def claim(
@@ -37,38 +107,56 @@ async def claim(
     per_url: int,
     busy: Mapping[str, int],
 ) -> list[Due]:
-    """Up to `limit` due deliveries, at most `per_url` in flight per URL counting the `busy`
-    ones this dispatcher already has, so a backlog for one URL is not claimed only to be
-    handed back. The look-ahead is bounded: a URL with a long backlog at the head of the
-    queue is full after this claim and skipped by the next, which then reaches the others."""
+    """Up to `limit` due deliveries, taken round the tenants that have any (each tenant's
+    oldest first, then each one's second, ...), at most `per_url` in flight per URL counting
+    the `busy` ones this dispatcher already has. A delivery whose endpoint was disabled while
+    it was owed is failed here instead (a test event still goes: it is how to see a receiver
+    is back)."""
     rows = await pool.fetch(
-        """
-        WITH candidates AS (
-            SELECT id, url, next_attempt_at FROM webhook_deliveries
-             WHERE status = 'pending' AND next_attempt_at <= now() AND url <> ALL($3::text[])
-             ORDER BY next_attempt_at
-             LIMIT $1 * 4
-               FOR UPDATE SKIP LOCKED
+        f"""
+        WITH RECURSIVE {_OWNERS},
+        candidates AS (
+            SELECT c.* FROM owners o, LATERAL (
+                SELECT d.id, d.tenant_id, d.url, d.next_attempt_at, w.disabled_reason,
+                       w.disabled_at IS NOT NULL AND e.type <> 'webhook.test' AS refused
+                  FROM webhook_deliveries d
+                  JOIN events e ON e.id = d.event_id
+                  LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
+                 WHERE d.tenant_id = o.tenant_id AND d.status = 'pending'
+                   AND d.next_attempt_at <= now() AND d.url <> ALL($3::text[])
+                 ORDER BY d.tenant_id, d.next_attempt_at
+                 -- a fair share each: more would be locked only to be left
+                 LIMIT (SELECT ceil($1::float8 / greatest(count(*), 1))::int
+                          FROM owners WHERE next_attempt_at <= now())
+                   FOR UPDATE OF d SKIP LOCKED) c
+             WHERE o.next_attempt_at <= now()
+        ), refused AS (
+            UPDATE webhook_deliveries d
+               SET status = 'failed', last_error = coalesce(d.last_error, c.disabled_reason)
+              FROM candidates c
+             WHERE d.id = c.id AND c.refused
         ), due AS (
             SELECT id FROM (
-                SELECT c.id, c.next_attempt_at,
-                       row_number() OVER (PARTITION BY c.url ORDER BY c.next_attempt_at)
-                       + coalesce(b.n, 0) AS slot
-                  FROM candidates c
-                  LEFT JOIN unnest($5::text[], $6::int[]) AS b (url, n) ON b.url = c.url
-            ) ranked
-             WHERE slot <= $4
-             ORDER BY next_attempt_at
+                SELECT id, next_attempt_at,
+                       row_number() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at)
+                           AS turn
+                  FROM (SELECT c.id, c.tenant_id, c.next_attempt_at,
+                               row_number() OVER (PARTITION BY c.url ORDER BY c.next_attempt_at)
+                               + coalesce(b.n, 0) AS slot
+                          FROM candidates c
+                          LEFT JOIN unnest($5::text[], $6::int[]) AS b (url, n) ON b.url = c.url
+                         WHERE NOT c.refused) by_url
+                 WHERE slot <= $4) by_tenant
+             ORDER BY turn, next_attempt_at
              LIMIT $1
         )
         UPDATE webhook_deliveries d
            SET next_attempt_at = now() + make_interval(secs => $2),
                attempt_count = d.attempt_count + 1
-          FROM due
-         WHERE d.id = due.id
-        RETURNING d.id, d.event_id, d.endpoint_id, d.url, d.attempt_count,
-                  (SELECT payload FROM events e WHERE e.id = d.event_id) AS payload,
-                  (SELECT traceparent FROM events e WHERE e.id = d.event_id) AS traceparent,
+          FROM due, events e
+         WHERE d.id = due.id AND e.id = d.event_id
+        RETURNING d.id, d.event_id, e.type AS event_type, d.tenant_id, d.endpoint_id, d.url,
+                  d.attempt_count, e.payload, e.traceparent,
                   CASE WHEN d.endpoint_id IS NULL
                   THEN ARRAY[(SELECT signing_secret FROM tenants t WHERE t.id = d.tenant_id)]
                   ELSE (SELECT ARRAY[w.secret]
@@ -89,6 +177,8 @@ async def claim(
         Due(
             id=r["id"],
             event_id=r["event_id"],
+            event_type=EventType(r["event_type"]),
+            tenant_id=r["tenant_id"],
             endpoint_id=r["endpoint_id"],
             url=r["url"],
             attempt=r["attempt_count"],
@@ -100,99 +190,66 @@ async def claim(
     ]
 
 
-@dataclass(frozen=True)
-class AttemptRecord:
-    duration_ms: int
-    status_code: int | None
-    error: str | None
-    response_body: str | None
+async def seconds_until_due(db: Executor, skip_urls: list[str]) -> float | None:
+    """Until the earliest pending delivery not to one of `skip_urls` is due (negative: it
+    is overdue); None when there is none."""
+    wait: float | None = await db.fetchval(
+        f"""
+        WITH RECURSIVE {_OWNERS}
+        SELECT extract(epoch FROM min(first.next_attempt_at) - now())::float8
+          FROM owners o, LATERAL (
+               SELECT next_attempt_at FROM webhook_deliveries d
+                WHERE d.tenant_id = o.tenant_id AND d.status = 'pending'
+                  AND d.url <> ALL($1::text[])
+                ORDER BY d.tenant_id, d.next_attempt_at LIMIT 1) first
+        """,
+        skip_urls,
+    )
+    return wait
 
 
 async def record_attempt(
-    pool: asyncpg.Pool,
+    conn: Conn,
     due: Due,
     attempt: AttemptRecord,
-    *,
-    succeeded: bool,
+    status: DeliveryStatus,
     retry_at: datetime | None,
-    disable_endpoint: str | None,
-    disable_after_s: float,
 ) -> bool:
-    """Store one attempt and move the delivery on: `succeeded`, due again at `retry_at`, or
-    `failed` (no `retry_at`). A failing endpoint is disabled when `disable_endpoint` says why
-    (410 Gone) or when it has failed without a success for `disable_after_s`."""
-    async with pool.acquire() as conn, conn.transaction():
-        status = "succeeded" if succeeded else ("pending" if retry_at else "failed")
-        updated = await conn.fetchval(
-            """
-            UPDATE webhook_deliveries
-               SET status = $3, last_attempt_at = now(), last_status_code = $4, last_error = $5,
-                   next_attempt_at = coalesce($6, next_attempt_at),
-                   delivered_at = CASE WHEN $3 = 'succeeded' THEN now() END
-             WHERE id = $1 AND attempt_count = $2 AND status = 'pending'
-            RETURNING id
-            """,
-            due.id,
-            due.attempt,
-            status,
-            attempt.status_code,
-            attempt.error,
-            retry_at,
-        )
-        if updated is None:
-            return False
-        await conn.execute(
-            "INSERT INTO delivery_attempts (delivery_id, number, duration_ms, status_code, error,"
-            " response_body) VALUES ($1, $2, $3, $4, $5, $6)",
-            due.id,
-            due.attempt,
-            attempt.duration_ms,
-            attempt.status_code,
-            attempt.error,
-            attempt.response_body,
-        )
-        if due.endpoint_id is None:
-            return True
-        if succeeded:
-            await conn.execute(
-                "UPDATE webhook_endpoints SET failing_since = NULL"
-                " WHERE id = $1 AND failing_since IS NOT NULL",
-                due.endpoint_id,
-            )
-            return True
-        disabled = await conn.fetchval(
-            """
-            UPDATE webhook_endpoints
-               SET failing_since = coalesce(failing_since, now()),
-                   disabled_at = CASE WHEN $2::text IS NOT NULL
-                                        OR failing_since < now() - make_interval(secs => $3)
-                                      THEN now() END,
-                   disabled_reason = CASE WHEN $2::text IS NOT NULL THEN $2
-                                          WHEN failing_since < now() - make_interval(secs => $3)
-                                          THEN 'webhook.disabled: failing for too long' END,
-                   updated_at = now()
-             WHERE id = $1 AND disabled_at IS NULL
-            RETURNING disabled_reason
-            """,
-            due.endpoint_id,
-            disable_endpoint,
-            disable_after_s,
-        )
-        if disabled is not None:
-            await fail_pending(conn, due.endpoint_id, disabled)
-    return True
-
-
-async def fail_pending(conn: Conn, endpoint_id: str, reason: str) -> None:
-    """A disabled endpoint is sent nothing more: its owed deliveries fail now (they can be
-    retried by hand once it is enabled again). One already under way may still arrive; its
-    attempt then goes unrecorded, as the row is no longer pending."""
-    await conn.execute(
-        "UPDATE webhook_deliveries SET status = 'failed', last_error = coalesce(last_error, $2)"
-        " WHERE endpoint_id = $1 AND status = 'pending'",
-        endpoint_id,
-        reason,
+    """Store one attempt and move the delivery on: `succeeded`, `pending` again at
+    `retry_at`, or `failed`. False: the delivery moved on without this attempt (disabled,
+    retried by hand, or the lease ran out and another dispatcher took it)."""
+    error, body = storable(attempt.error), storable(attempt.response_body)
+    updated = await conn.fetchval(
+        """
+        UPDATE webhook_deliveries
+           SET status = $3, last_attempt_at = now(), last_status_code = $4, last_error = $5,
+               next_attempt_at = coalesce($6, next_attempt_at),
+               delivered_at = CASE WHEN $3 = 'succeeded' THEN now() END
+         WHERE id = $1 AND attempt_count = $2 AND status = 'pending'
+        RETURNING id
+        """,
+        due.id,
+        due.attempt,
+        status,
+        attempt.status_code,
+        error,
+        retry_at,
     )
+    if updated is None:
+        return False
+    await conn.execute(
+        "INSERT INTO delivery_attempts (delivery_id, number, duration_ms, status_code, error,"
+        " response_body) VALUES ($1, $2, $3, $4, $5, $6)",
+        due.id,
+        due.attempt,
+        attempt.duration_ms,
+        attempt.status_code,
+        error,
+        body,
+    )
+    if due.event_type is EventType.WEBHOOK_TEST:
+        await conn.execute("SELECT pg_notify($1, $2)", ATTEMPTS_CHANNEL, due.id)
+    return True
 
 
 async def defer(pool: asyncpg.Pool, due: Due, until: datetime) -> None:
@@ -204,3 +261,204 @@ async def defer(pool: asyncpg.Pool, due: Due, until: datetime) -> None:
         due.attempt,
         until,
     )
+
+
+async def fail_pending(conn: Conn, endpoint_id: str, reason: DisabledReason) -> None:
+    """A disabled endpoint is sent nothing more: its owed deliveries fail now (they can be
+    retried by hand once it is enabled again). One already under way may still arrive; its
+    attempt then goes unrecorded, as the row is no longer pending."""
+    await conn.execute(
+        "UPDATE webhook_deliveries SET status = 'failed', last_error = coalesce(last_error, $2)"
+        " WHERE endpoint_id = $1 AND status = 'pending'",
+        endpoint_id,
+        reason,
+    )
+
+
+async def follow_url(conn: Conn, endpoint_id: str, url: str) -> None:
+    """What an endpoint is still owed goes to its new URL."""
+    await conn.execute(
+        "UPDATE webhook_deliveries SET url = $2 WHERE endpoint_id = $1 AND status = 'pending'",
+        endpoint_id,
+        url,
+    )
+
+
+# --- reads ---
+
+
+def _summary(row: asyncpg.Record) -> DeliverySummary:
+    return DeliverySummary(
+        id=row["id"],
+        endpoint_id=row["endpoint_id"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        job_id=row["job_id"],
+        url=row["url"],
+        status=row["status"],
+        attempt_count=row["attempt_count"],
+        next_attempt_at=row["next_attempt_at"] if row["status"] == "pending" else None,
+        last_attempt_at=row["last_attempt_at"],
+        last_status_code=row["last_status_code"],
+        last_error=row["last_error"],
+        delivered_at=row["delivered_at"],
+        created_at=row["created_at"],
+    )
+
+
+def _attempt(row: asyncpg.Record) -> DeliveryAttempt:
+    return DeliveryAttempt(
+        number=row["number"],
+        attempted_at=row["attempted_at"],
+        duration_ms=row["duration_ms"],
+        status_code=row["status_code"],
+        error=row["error"],
+        response_body=row["response_body"],
+    )
+
+
+async def _with_attempts(db: Executor, rows: list[asyncpg.Record]) -> list[Delivery]:
+    attempts: dict[str, list[DeliveryAttempt]] = {r["id"]: [] for r in rows}
+    if rows:
+        for a in await db.fetch(
+            "SELECT * FROM delivery_attempts WHERE delivery_id = ANY($1::text[])"
+            " ORDER BY delivery_id, number",
+            list(attempts),
+        ):
+            attempts[a["delivery_id"]].append(_attempt(a))
+    return [Delivery(**_summary(r).model_dump(), attempts=attempts[r["id"]]) for r in rows]
+
+
+async def recent(db: Executor, endpoint_ids: list[str], n: int) -> dict[str, list[DeliverySummary]]:
+    """The last `n` deliveries of each endpoint (an index range scan per endpoint)."""
+    found: dict[str, list[DeliverySummary]] = {i: [] for i in endpoint_ids}
+    if not endpoint_ids or n <= 0:
+        return found
+    rows = await db.fetch(
+        f"""
+        SELECT {_VIEW}
+          FROM unnest($1::text[]) AS w(id)
+         CROSS JOIN LATERAL (
+               SELECT * FROM webhook_deliveries x WHERE x.endpoint_id = w.id
+                ORDER BY x.id DESC LIMIT $2) d
+          JOIN events e ON e.id = d.event_id
+         ORDER BY d.id DESC
+        """,
+        endpoint_ids,
+        n,
+    )
+    for row in rows:
+        found[row["endpoint_id"]].append(_summary(row))
+    return found
+
+
+async def endpoint_page(
+    db: Executor,
+    tenant_id: str,
+    endpoint_id: str,
+    *,
+    status: DeliveryStatus | None,
+    before: str | None,
+    limit: int,
+) -> tuple[list[Delivery], bool]:
+    """An endpoint's deliveries, newest first (ids are time-ordered), each with every
+    attempt; `before` is the last id of the previous page."""
+    rows = await db.fetch(
+        f"""
+        SELECT {_VIEW} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.endpoint_id = $1 AND d.tenant_id = $2
+           AND ($3::text IS NULL OR d.status = $3)
+           AND ($4::text IS NULL OR d.id < $4)
+         ORDER BY d.id DESC
+         LIMIT $5
+        """,
+        endpoint_id,
+        tenant_id,
+        status,
+        before,
+        limit + 1,
+    )
+    return await _with_attempts(db, list(rows[:limit])), len(rows) > limit
+
+
+async def job_page(
+    db: Executor, tenant_id: str, job_id: str, *, before: str | None, limit: int
+) -> tuple[list[Delivery], bool]:
+    """Every delivery a job's events owed (its own `webhook_url` and registered endpoints),
+    newest first, each with every attempt."""
+    rows = await db.fetch(
+        f"""
+        SELECT {_VIEW} FROM events e JOIN webhook_deliveries d ON d.event_id = e.id
+         WHERE e.job_id = $1 AND e.tenant_id = $2 AND ($3::text IS NULL OR d.id < $3)
+         ORDER BY d.id DESC
+         LIMIT $4
+        """,
+        job_id,
+        tenant_id,
+        before,
+        limit + 1,
+    )
+    return await _with_attempts(db, list(rows[:limit])), len(rows) > limit
+
+
+async def get(db: Executor, tenant_id: str, delivery_id: str) -> Delivery | None:
+    row = await db.fetchrow(
+        f"SELECT {_VIEW} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id"
+        " WHERE d.id = $1 AND d.tenant_id = $2",
+        delivery_id,
+        tenant_id,
+    )
+    if row is None:
+        return None
+    [delivery] = await _with_attempts(db, [row])
+    return delivery
+
+
+async def first_attempt(db: Executor, delivery_id: str) -> DeliveryAttempt | None:
+    row = await db.fetchrow(
+        "SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY number LIMIT 1",
+        delivery_id,
+    )
+    return _attempt(row) if row else None
+
+
+class RetryOutcome(StrEnum):
+    QUEUED = "queued"
+    NOT_FOUND = "not_found"
+    ENDPOINT_DISABLED = "endpoint_disabled"
+    IN_FLIGHT = "in_flight"  # an attempt is under way right now
+
+
+async def retry(pool: asyncpg.Pool, tenant_id: str, delivery_id: str) -> RetryOutcome:
+    """Make a delivery due now, whatever its state (a succeeded one is sent again with the
+    same webhook-id), to its endpoint's current URL. An attempt under way (claimed, not
+    yet recorded) is left alone, so no two attempts of one row ever overlap."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """
+            SELECT w.disabled_at, w.url AS endpoint_url,
+                   -- claimed (the lease runs) but the attempt not recorded yet
+                   d.attempt_count > 0 AND d.next_attempt_at > now() AND NOT EXISTS (
+                       SELECT 1 FROM delivery_attempts a
+                        WHERE a.delivery_id = d.id AND a.number = d.attempt_count) AS in_flight
+              FROM webhook_deliveries d LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
+             WHERE d.id = $1 AND d.tenant_id = $2
+               FOR UPDATE OF d
+            """,
+            delivery_id,
+            tenant_id,
+        )
+        if row is None:
+            return RetryOutcome.NOT_FOUND
+        if row["disabled_at"] is not None:
+            return RetryOutcome.ENDPOINT_DISABLED
+        if row["in_flight"]:
+            return RetryOutcome.IN_FLIGHT
+        await conn.execute(
+            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(),"
+            " url = coalesce($2, url) WHERE id = $1",
+            delivery_id,
+            row["endpoint_url"],
+        )
+        await conn.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
+    return RetryOutcome.QUEUED

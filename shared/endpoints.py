@@ -1,64 +1,29 @@
-"""Webhook endpoints a tenant registers, and the deliveries owed to them, in Postgres.
+"""Webhook endpoints a tenant registers, in Postgres: every statement on `webhook_endpoints`,
+and the health an endpoint's delivery attempts give it.
 
 Every query is scoped by tenant: an id of another tenant reads as unknown. The API only
-writes rows and NOTIFYs; the dispatcher is the one that speaks to receivers.
+writes rows; the dispatcher is the one that speaks to receivers.
 """
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 
 import asyncpg
 
-from schemas.events import Event, EventType
+from schemas.events import EventType
 from schemas.webhooks import (
-    Delivery,
-    DeliveryAttempt,
+    DeliveryStatus,
     DeliverySummary,
+    DisabledReason,
     WebhookEndpoint,
     WebhookSecret,
 )
-from shared.db import Executor
-from shared.deliveries import fail_pending
-from shared.events import DELIVERIES_CHANNEL
+from shared import deliveries
+from shared.db import Conn, Executor, TenantLock, lock_tenant
+from shared.deliveries import AttemptRecord, Due, Target
 from shared.ids import new_id, new_signing_secret
-from shared.tracing import current_traceparent
 
 RECENT_DELIVERIES = 5
-DISABLED_BY_API = "disabled through the API"
-
-# A delivery row with its event's type and job, as every delivery view needs it.
-_DELIVERY_COLUMNS = "d.*, e.type AS event_type, e.job_id"
-
-
-def _summary(row: asyncpg.Record) -> DeliverySummary:
-    return DeliverySummary(
-        id=row["id"],
-        endpoint_id=row["endpoint_id"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        job_id=row["job_id"],
-        url=row["url"],
-        status=row["status"],
-        attempt_count=row["attempt_count"],
-        next_attempt_at=row["next_attempt_at"] if row["status"] == "pending" else None,
-        last_attempt_at=row["last_attempt_at"],
-        last_status_code=row["last_status_code"],
-        last_error=row["last_error"],
-        delivered_at=row["delivered_at"],
-        created_at=row["created_at"],
-    )
-
-
-def _attempt(row: asyncpg.Record) -> DeliveryAttempt:
-    return DeliveryAttempt(
-        number=row["number"],
-        attempted_at=row["attempted_at"],
-        duration_ms=row["duration_ms"],
-        status_code=row["status_code"],
-        error=row["error"],
-        response_body=row["response_body"],
-    )
 
 
 def _endpoint(row: asyncpg.Record, recent: list[DeliverySummary]) -> WebhookEndpoint:
@@ -81,53 +46,58 @@ def _endpoint(row: asyncpg.Record, recent: list[DeliverySummary]) -> WebhookEndp
     )
 
 
-async def _recent(
-    db: Executor, endpoint_ids: list[str], n: int
-) -> dict[str, list[DeliverySummary]]:
-    """The last `n` deliveries of each endpoint (an index range scan per endpoint)."""
-    found: dict[str, list[DeliverySummary]] = {i: [] for i in endpoint_ids}
-    if not endpoint_ids or n <= 0:
-        return found
-    rows = await db.fetch(
-        f"""
-        SELECT {_DELIVERY_COLUMNS}
-          FROM unnest($1::text[]) AS w(id)
-         CROSS JOIN LATERAL (
-               SELECT * FROM webhook_deliveries x WHERE x.endpoint_id = w.id
-                ORDER BY x.created_at DESC, x.id DESC LIMIT $2) d
-          JOIN events e ON e.id = d.event_id
-         ORDER BY d.created_at DESC, d.id DESC
-        """,
-        endpoint_ids,
-        n,
-    )
-    for row in rows:
-        found[row["endpoint_id"]].append(_summary(row))
-    return found
-
-
 async def _view(db: Executor, row: asyncpg.Record) -> WebhookEndpoint:
-    recent = await _recent(db, [row["id"]], RECENT_DELIVERIES)
+    recent = await deliveries.recent(db, [row["id"]], RECENT_DELIVERIES)
     return _endpoint(row, recent[row["id"]])
 
 
+@dataclass(frozen=True)
+class Created:
+    endpoint: WebhookEndpoint
+    secret: str  # shown in this answer only
+
+
+@dataclass(frozen=True)
+class TooMany:
+    limit: int
+
+
 async def create(
-    db: Executor, tenant_id: str, *, url: str, events: list[str], description: str
-) -> tuple[WebhookEndpoint, str]:
-    """A new enabled endpoint and its signing secret (which only this answer shows)."""
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    *,
+    url: str,
+    events: list[str],
+    description: str,
+    default_limit: int,
+) -> Created | TooMany:
+    """A new enabled endpoint and its signing secret, unless the tenant already has as many
+    as it may (its own bound, or `default_limit`)."""
     secret = new_signing_secret()
-    row = await db.fetchrow(
-        "INSERT INTO webhook_endpoints (id, tenant_id, url, description, events, secret)"
-        " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
-        new_id("we"),
-        tenant_id,
-        url,
-        description,
-        events,
-        secret,
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        await lock_tenant(conn, TenantLock.ENDPOINTS, tenant_id)
+        limit = await conn.fetchval(
+            "SELECT coalesce(max_webhook_endpoints, $2) FROM tenants WHERE id = $1",
+            tenant_id,
+            default_limit,
+        )
+        count = await conn.fetchval(
+            "SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1", tenant_id
+        )
+        if count >= limit:
+            return TooMany(limit)
+        row = await conn.fetchrow(
+            "INSERT INTO webhook_endpoints (id, tenant_id, url, description, events, secret)"
+            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            new_id("we"),
+            tenant_id,
+            url,
+            description,
+            events,
+            secret,
+        )
     assert row is not None
-    return _endpoint(row, []), secret
+    return Created(_endpoint(row, []), secret)
 
 
 async def page(
@@ -143,7 +113,7 @@ async def page(
     )
     has_more = len(rows) > limit
     rows = rows[:limit]
-    recent = await _recent(db, [r["id"] for r in rows], RECENT_DELIVERIES)
+    recent = await deliveries.recent(db, [r["id"] for r in rows], RECENT_DELIVERIES)
     return [_endpoint(r, recent[r["id"]]) for r in rows], has_more
 
 
@@ -152,6 +122,34 @@ async def get(db: Executor, tenant_id: str, endpoint_id: str) -> WebhookEndpoint
         "SELECT * FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2", endpoint_id, tenant_id
     )
     return await _view(db, row) if row else None
+
+
+async def exists(db: Executor, tenant_id: str, endpoint_id: str) -> bool:
+    found = await db.fetchval(
+        "SELECT 1 FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2", endpoint_id, tenant_id
+    )
+    return found is not None
+
+
+async def subscribed(conn: Conn, tenant_id: str, event_type: EventType) -> list[Target]:
+    """The tenant's enabled endpoints that take `event_type`."""
+    rows = await conn.fetch(
+        "SELECT id, url FROM webhook_endpoints"
+        " WHERE tenant_id = $1 AND disabled_at IS NULL AND events && ARRAY[$2, '*']",
+        tenant_id,
+        event_type,
+    )
+    return [Target(r["id"], r["url"]) for r in rows]
+
+
+async def target(conn: Conn, tenant_id: str, endpoint_id: str) -> Target | None:
+    """One endpoint, enabled or not (a test send goes to a disabled one too)."""
+    url = await conn.fetchval(
+        "SELECT url FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2",
+        endpoint_id,
+        tenant_id,
+    )
+    return Target(endpoint_id, url) if url is not None else None
 
 
 async def update(
@@ -198,18 +196,13 @@ async def update(
             events,
             description,
             enabled,
-            DISABLED_BY_API,
+            DisabledReason.BY_API,
         )
         assert row is not None  # locked above
         if url is not None and url != before["url"]:
-            await conn.execute(
-                "UPDATE webhook_deliveries SET url = $2"
-                " WHERE endpoint_id = $1 AND status = 'pending'",
-                endpoint_id,
-                url,
-            )
+            await deliveries.follow_url(conn, endpoint_id, url)
         if enabled is False and before["disabled_at"] is None:
-            await fail_pending(conn, endpoint_id, row["disabled_reason"])
+            await deliveries.fail_pending(conn, endpoint_id, DisabledReason(row["disabled_reason"]))
         return await _view(conn, row)
 
 
@@ -251,175 +244,67 @@ async def rotate_secret(
     )
 
 
-@dataclass(frozen=True)
-class SentTest:
-    event_id: str
-    delivery_id: str
-
-
-async def send_test(pool: asyncpg.Pool, tenant_id: str, endpoint_id: str) -> SentTest | None:
-    """Owe a `webhook.test` event to this endpoint alone, even a disabled one (a test is how
-    to see a receiver is back before enabling it again)."""
-    event = Event(
-        id=new_id("evt"),
-        type=EventType.WEBHOOK_TEST,
-        created_at=datetime.now(UTC),
-        data={"endpoint_id": endpoint_id, "message": "a test event from crewq"},
-    )
-    async with pool.acquire() as conn, conn.transaction():
-        url = await conn.fetchval(
-            "SELECT url FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2",
-            endpoint_id,
-            tenant_id,
-        )
-        if url is None:
-            return None
-        await conn.execute(
-            "INSERT INTO events (id, tenant_id, type, payload, created_at, traceparent)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            event.id,
-            tenant_id,
-            event.type.value,
-            event.model_dump(mode="json"),
-            event.created_at,
-            current_traceparent(),
-        )
-        delivery_id = await conn.fetchval(
-            "INSERT INTO webhook_deliveries (id, event_id, tenant_id, endpoint_id, url)"
-            " VALUES ('dlv_' || replace(gen_random_uuid()::text, '-', ''), $1, $2, $3, $4)"
-            " RETURNING id",
-            event.id,
-            tenant_id,
-            endpoint_id,
-            url,
-        )
-        await conn.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
-    return SentTest(event_id=event.id, delivery_id=delivery_id)
-
-
-async def first_attempt(db: Executor, delivery_id: str) -> DeliveryAttempt | None:
-    row = await db.fetchrow(
-        "SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY number LIMIT 1",
-        delivery_id,
-    )
-    return _attempt(row) if row else None
-
-
-async def _with_attempts(db: Executor, rows: list[asyncpg.Record]) -> list[Delivery]:
-    attempts: dict[str, list[DeliveryAttempt]] = {r["id"]: [] for r in rows}
-    if rows:
-        for a in await db.fetch(
-            "SELECT * FROM delivery_attempts WHERE delivery_id = ANY($1::text[])"
-            " ORDER BY delivery_id, number",
-            list(attempts),
-        ):
-            attempts[a["delivery_id"]].append(_attempt(a))
-    return [Delivery(**_summary(r).model_dump(), attempts=attempts[r["id"]]) for r in rows]
-
-
-async def deliveries_page(
-    db: Executor,
-    tenant_id: str,
+async def _note_attempt(
+    conn: Conn,
     endpoint_id: str,
-    *,
-    status: str | None,
-    before: str | None,
-    limit: int,
-) -> tuple[list[Delivery], bool] | None:
-    """Newest first, each with every attempt; None when the endpoint is unknown. Delivery
-    ids are random, so the cursor (the last id seen) is looked up for its position."""
-    if (
-        await db.fetchval(
-            "SELECT 1 FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2",
+    succeeded: bool,
+    disable: DisabledReason | None,
+    disable_after_s: float,
+) -> None:
+    """What an attempt says of its endpoint's health: a success clears `failing_since`; a
+    failure starts it, and disables the endpoint when `disable` says why (410 Gone) or when
+    it has failed without a success for `disable_after_s`."""
+    if succeeded:
+        await conn.execute(
+            "UPDATE webhook_endpoints SET failing_since = NULL"
+            " WHERE id = $1 AND failing_since IS NOT NULL",
             endpoint_id,
-            tenant_id,
         )
-        is None
-    ):
-        return None
-    rows = await db.fetch(
-        f"""
-        SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.endpoint_id = $1 AND d.tenant_id = $2
-           AND ($3::text IS NULL OR d.status = $3)
-           AND ($4::text IS NULL OR (d.created_at, d.id) <
-                (SELECT c.created_at, c.id FROM webhook_deliveries c
-                  WHERE c.id = $4 AND c.endpoint_id = $1))
-         ORDER BY d.created_at DESC, d.id DESC
-         LIMIT $5
+        return
+    disabled = await conn.fetchval(
+        """
+        UPDATE webhook_endpoints
+           SET failing_since = coalesce(failing_since, now()),
+               disabled_at = CASE WHEN $2::text IS NOT NULL
+                                    OR failing_since < now() - make_interval(secs => $3)
+                                  THEN now() END,
+               disabled_reason = CASE WHEN $2::text IS NOT NULL THEN $2
+                                      WHEN failing_since < now() - make_interval(secs => $3)
+                                      THEN $4 END,
+               updated_at = now()
+         WHERE id = $1 AND disabled_at IS NULL
+        RETURNING disabled_reason
         """,
         endpoint_id,
-        tenant_id,
-        status,
-        before,
-        limit + 1,
+        disable,
+        disable_after_s,
+        DisabledReason.FAILING,
     )
-    has_more = len(rows) > limit
-    return await _with_attempts(db, list(rows[:limit])), has_more
+    if disabled is not None:
+        await deliveries.fail_pending(conn, endpoint_id, DisabledReason(disabled))
 
 
-async def job_deliveries(db: Executor, tenant_id: str, job_id: str) -> list[Delivery]:
-    """Every delivery a job's events owed (its own `webhook_url` and registered endpoints),
-    oldest first, each with every attempt."""
-    rows = await db.fetch(
-        f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id"
-        " WHERE e.job_id = $1 AND d.tenant_id = $2 ORDER BY d.created_at, d.id",
-        job_id,
-        tenant_id,
-    )
-    return await _with_attempts(db, list(rows))
-
-
-async def get_delivery(db: Executor, tenant_id: str, delivery_id: str) -> Delivery | None:
-    row = await db.fetchrow(
-        f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id"
-        " WHERE d.id = $1 AND d.tenant_id = $2",
-        delivery_id,
-        tenant_id,
-    )
-    if row is None:
-        return None
-    [delivery] = await _with_attempts(db, [row])
-    return delivery
-
-
-class RetryOutcome(StrEnum):
-    QUEUED = "queued"
-    NOT_FOUND = "not_found"
-    ENDPOINT_DISABLED = "endpoint_disabled"
-    IN_FLIGHT = "in_flight"  # an attempt is under way right now
-
-
-async def retry_delivery(pool: asyncpg.Pool, tenant_id: str, delivery_id: str) -> RetryOutcome:
-    """Make a delivery due now, whatever its state (a succeeded one is sent again with the
-    same webhook-id), to its endpoint's current URL. An attempt under way (claimed, not
-    yet recorded) is left alone, so no two attempts of one row ever overlap."""
+async def record_attempt(
+    pool: asyncpg.Pool,
+    due: Due,
+    attempt: AttemptRecord,
+    status: DeliveryStatus,
+    retry_at: datetime | None,
+    *,
+    disable: DisabledReason | None,
+    disable_after_s: float,
+) -> bool:
+    """Store one attempt, move its delivery on, and note what it says of its endpoint, in
+    one transaction. False: the delivery had moved on without this attempt."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            """
-            SELECT w.disabled_at, w.url AS endpoint_url,
-                   -- claimed (the lease runs) but the attempt not recorded yet
-                   d.attempt_count > 0 AND d.next_attempt_at > now() AND NOT EXISTS (
-                       SELECT 1 FROM delivery_attempts a
-                        WHERE a.delivery_id = d.id AND a.number = d.attempt_count) AS in_flight
-              FROM webhook_deliveries d LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
-             WHERE d.id = $1 AND d.tenant_id = $2
-               FOR UPDATE OF d
-            """,
-            delivery_id,
-            tenant_id,
-        )
-        if row is None:
-            return RetryOutcome.NOT_FOUND
-        if row["disabled_at"] is not None:
-            return RetryOutcome.ENDPOINT_DISABLED
-        if row["in_flight"]:
-            return RetryOutcome.IN_FLIGHT
-        await conn.execute(
-            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(),"
-            " url = coalesce($2, url) WHERE id = $1",
-            delivery_id,
-            row["endpoint_url"],
-        )
-        await conn.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
-    return RetryOutcome.QUEUED
+        if not await deliveries.record_attempt(conn, due, attempt, status, retry_at):
+            return False
+        if due.endpoint_id is not None:
+            await _note_attempt(
+                conn,
+                due.endpoint_id,
+                status is DeliveryStatus.SUCCEEDED,
+                disable,
+                disable_after_s,
+            )
+    return True

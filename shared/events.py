@@ -1,16 +1,19 @@
 """The transactional outbox: an event and the deliveries it owes, written in the caller's
-transaction so a state change and its webhooks commit (or vanish) together."""
+transaction so a state change and its webhooks commit (or vanish) together. `emit` is the
+only writer of events and of deliveries."""
 
 from datetime import UTC, datetime
-from typing import Any
 
-from schemas.events import JOB_URL_EVENTS, Event, EventType
-from shared.db import Conn
+import asyncpg
+from pydantic import BaseModel
+
+from schemas.events import JOB_URL_EVENTS, Event, EventType, WebhookTest
+from shared import deliveries, endpoints
+from shared.db import Conn, Executor, storable
+from shared.deliveries import Target
 from shared.ids import new_id
 from shared.tracing import current_traceparent
 
-# Dispatchers LISTEN here; Postgres delivers the NOTIFY only when the transaction commits.
-DELIVERIES_CHANNEL = "crewq_deliveries"
 # API processes LISTEN here (payload: the job id) to stream a job's events as they commit.
 JOB_EVENTS_CHANNEL = "crewq_job_events"
 
@@ -20,46 +23,102 @@ async def emit(
     *,
     tenant_id: str,
     type: EventType,
-    data: dict[str, Any],
+    data: BaseModel,
     job_id: str | None = None,
     job_webhook_url: str | None = None,
+    endpoint_id: str | None = None,
 ) -> Event:
-    """Record `type` and owe one delivery to the job's own URL (outcome events only) and
-    one to every enabled endpoint of the tenant subscribed to it."""
-    event = Event(id=new_id("evt"), type=type, created_at=datetime.now(UTC), data=data)
+    """Record `type` and owe a delivery of it to the job's own URL (outcome events only) and
+    to every enabled endpoint of the tenant subscribed to it; or, with `endpoint_id`, to that
+    endpoint alone, enabled or not (a test send). Every string is made storable first: a
+    crew's output may hold what Postgres cannot."""
+    event = Event(
+        id=new_id("evt"),
+        type=type,
+        created_at=datetime.now(UTC),
+        data=storable(data.model_dump(mode="json")),
+    )
     await conn.execute(
         "INSERT INTO events (id, tenant_id, job_id, type, payload, created_at, traceparent)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         event.id,
         tenant_id,
         job_id,
-        type.value,
+        type,
         event.model_dump(mode="json"),
         event.created_at,
         current_traceparent(),
     )
-    owed = await conn.fetchval(
-        """
-        WITH targets AS (
-            SELECT NULL::text AS endpoint_id, $4::text AS url WHERE $4::text IS NOT NULL
-            UNION ALL
-            SELECT id, url FROM webhook_endpoints
-             WHERE tenant_id = $2 AND disabled_at IS NULL AND events && ARRAY[$3, '*']
-        ), inserted AS (
-            INSERT INTO webhook_deliveries (id, event_id, tenant_id, endpoint_id, url)
-            SELECT 'dlv_' || replace(gen_random_uuid()::text, '-', ''), $1, $2, endpoint_id, url
-              FROM targets
-            RETURNING 1
-        )
-        SELECT count(*) FROM inserted
-        """,
-        event.id,
-        tenant_id,
-        type.value,
-        job_webhook_url if type in JOB_URL_EVENTS else None,
-    )
-    if owed:
-        await conn.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
+    if endpoint_id is not None:
+        only = await endpoints.target(conn, tenant_id, endpoint_id)
+        targets = [only] if only else []
+    else:
+        targets = await endpoints.subscribed(conn, tenant_id, type)
+        if job_webhook_url and type in JOB_URL_EVENTS:
+            targets.append(Target(None, job_webhook_url))
+    if targets:
+        await deliveries.insert_owed(conn, event.id, tenant_id, targets)
     if job_id is not None:
         await conn.execute("SELECT pg_notify($1, $2)", JOB_EVENTS_CHANNEL, job_id)
     return event
+
+
+async def send_test(conn: Conn, tenant_id: str, endpoint_id: str) -> tuple[str, str] | None:
+    """Owe a `webhook.test` event to one endpoint, even a disabled one (a test is how to see
+    a receiver is back before enabling it again). Returns (event id, delivery id); None when
+    the tenant has no such endpoint."""
+    async with conn.transaction():
+        if not await endpoints.exists(conn, tenant_id, endpoint_id):
+            return None
+        event = await emit(
+            conn,
+            tenant_id=tenant_id,
+            type=EventType.WEBHOOK_TEST,
+            data=WebhookTest(endpoint_id=endpoint_id),
+            endpoint_id=endpoint_id,
+        )
+        delivery_id = await conn.fetchval(
+            "SELECT id FROM webhook_deliveries WHERE event_id = $1", event.id
+        )
+    return event.id, str(delivery_id)
+
+
+async def after(db: Executor, job_id: str, after_id: str | None) -> tuple[list[Event], bool]:
+    """A job's events in the order they happened, after the event `after_id` (all when None
+    or unknown), and whether the job had ended when they were read: read in one statement,
+    so an ended job's events up to its end are all there."""
+    rows = await db.fetch(
+        """
+        WITH start AS (SELECT created_at, id FROM events WHERE id = $2 AND job_id = $1),
+             job AS (SELECT status IN ('completed', 'failed', 'cancelled') AS ended
+                       FROM jobs WHERE id = $1)
+        SELECT e.payload, (SELECT ended FROM job) AS ended
+          FROM (SELECT 1) one
+          LEFT JOIN events e ON e.job_id = $1
+               AND (NOT EXISTS (SELECT 1 FROM start)
+                    OR (e.created_at, e.id) > (SELECT created_at, id FROM start))
+         ORDER BY e.created_at, e.id
+        """,
+        job_id,
+        after_id,
+    )
+    events = [Event.model_validate(r["payload"]) for r in rows if r["payload"] is not None]
+    return events, bool(rows and rows[0]["ended"])
+
+
+async def purge_without_job(pool: asyncpg.Pool, older_than_days: float, batch: int) -> int:
+    """Delete up to `batch` events that belong to no job (test sends) older than
+    `older_than_days`, with their deliveries. A job's events go with the job."""
+    deleted = await pool.fetch(
+        """
+        DELETE FROM events WHERE id IN (
+            SELECT id FROM events
+             WHERE job_id IS NULL AND created_at < now() - make_interval(secs => $1 * 86400)
+             ORDER BY created_at LIMIT $2
+               FOR UPDATE SKIP LOCKED)
+        RETURNING id
+        """,
+        float(older_than_days),
+        batch,
+    )
+    return len(deleted)

@@ -1,20 +1,323 @@
-"""Job state in Postgres, and every transition between states.
+"""Jobs in Postgres: the job state machine, and every statement on `jobs` and
+`job_attempts`.
 
-Each transition is one UPDATE guarded by the state (and attempt) it expects: a duplicate
-queue delivery, a late worker or a concurrent cancel finds the guard false and changes
-nothing. The event a transition owes is written in the same transaction (see events.py).
+Every move of a job is one of the `Move`s below, made by `_move`: a compare-and-set UPDATE
+from the states the move may leave (and, for a running job, the attempt it expects), then
+the attempt it opens or closes, the tenant slot it hands on and the event it owes, all in
+the caller's transaction. A duplicate queue delivery, a late worker or a concurrent cancel
+finds the guard false and changes nothing; Postgres refuses any other change of status
+outright (the `jobs_state_machine` trigger, migration 0002).
+
+A tenant runs at most its cap of jobs at once. A job the cap refuses is parked: it stays
+pending, off the queue, and costs nothing while it waits. When one of the tenant's running
+jobs ends, the move that ends it unparks the tenant's oldest parked job, for its caller to
+queue once the move commits. A tenant's starts and hand-overs take one advisory lock, so a
+job is never parked just as the slot it waits for is freed.
 """
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
+from pydantic import BaseModel
 
-from schemas.events import EventType
-from schemas.jobs import Job, JobAttempt, JobError, JobResult, JobStatus
-from shared.db import Conn, Executor
+from schemas.events import EventType, TaskCompleted
+from schemas.jobs import (
+    AttemptOutcome,
+    ErrorCode,
+    Job,
+    JobAttempt,
+    JobError,
+    JobResult,
+    JobState,
+    JobStatus,
+    TaskResult,
+)
+from shared.db import Conn, Executor, TenantLock, lock_tenant, storable
 from shared.events import emit
 from shared.ids import new_id
+
+PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
+COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
+
+
+@dataclass(frozen=True)
+class Move:
+    """One edge of the job state machine: the states a job may leave by it, where it goes,
+    the columns it writes besides `status` (reading the values given to `_move` as
+    `given.*` and the row as it was as `j.*`), and the event it owes."""
+
+    sources: frozenset[JobStatus]
+    target: JobStatus
+    event: EventType | None
+    sets: str
+
+    @property
+    def frees_slot(self) -> bool:
+        return RUNNING in self.sources and self.target is not RUNNING
+
+    @property
+    def sql(self) -> str:
+        sources = ", ".join(f"'{s}'" for s in sorted(self.sources))
+        return f"""
+            UPDATE jobs j SET status = '{self.target}', last_activity_at = now(), {self.sets}
+              FROM (SELECT $4::jsonb AS error, $5::text AS worker_id, $6::jsonb AS result,
+                           $7::jsonb AS token_usage, $8::float8 AS delay_s) given
+             WHERE j.id = $1 AND j.status IN ({sources})
+               AND ($2::int IS NULL OR j.attempt = $2)
+               AND ($3::text IS NULL OR j.tenant_id = $3)
+            RETURNING j.*"""
+
+
+START = Move(
+    frozenset({PENDING}),
+    RUNNING,
+    EventType.JOB_STARTED,
+    "attempt = j.attempt + 1, worker_id = given.worker_id, parked_at = NULL,"
+    " started_at = coalesce(j.started_at, now())",
+)
+COMPLETE = Move(
+    frozenset({RUNNING}),
+    COMPLETED,
+    EventType.JOB_COMPLETED,
+    "result = given.result, token_usage = given.token_usage, error = NULL, finished_at = now()",
+)
+FAIL = Move(
+    frozenset({RUNNING}), FAILED, EventType.JOB_FAILED, "error = given.error, finished_at = now()"
+)
+CANCEL = Move(frozenset({RUNNING}), CANCELLED, EventType.JOB_CANCELLED, "finished_at = now()")
+# Back to pending after a failure, to start again once `delay_s` has passed.
+RETRY = Move(
+    frozenset({RUNNING}),
+    PENDING,
+    EventType.JOB_RETRYING,
+    "error = given.error, worker_id = NULL,"
+    " run_after = now() + make_interval(secs => given.delay_s)",
+)
+# Back to pending from a draining worker, without spending an attempt.
+RELEASE = Move(
+    frozenset({RUNNING}),
+    PENDING,
+    None,
+    "worker_id = NULL, uncounted_attempts = j.uncounted_attempts + 1, run_after = now()",
+)
+# A pending job cancelled before it ran.
+WITHDRAW = Move(
+    frozenset({PENDING}),
+    CANCELLED,
+    EventType.JOB_CANCELLED,
+    "finished_at = now(), cancel_requested_at = coalesce(j.cancel_requested_at, now()),"
+    " error = NULL, parked_at = NULL",
+)
+# `POST /v1/jobs/{id}/retry`: a fresh run with a full retry budget.
+RESTART = Move(
+    frozenset({FAILED, CANCELLED}),
+    PENDING,
+    EventType.JOB_RETRYING,
+    "uncounted_attempts = j.attempt, error = NULL, result = NULL, token_usage = NULL,"
+    " cancel_requested_at = NULL, finished_at = NULL, worker_id = NULL, run_after = now()",
+)
+MOVES = (START, COMPLETE, FAIL, CANCEL, RETRY, RELEASE, WITHDRAW, RESTART)
+
+
+@dataclass(frozen=True)
+class Given:
+    """The values a move writes besides its status; each move reads the ones it needs."""
+
+    error: JobError | None = None
+    worker_id: str | None = None
+    result: JobResult | None = None
+    token_usage: dict[str, Any] | None = None
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Moved:
+    row: asyncpg.Record
+    unparked: str | None  # a parked job of the tenant the move freed a slot for: queue it
+
+
+def _json(model: BaseModel | None) -> Any:
+    return storable(model.model_dump(mode="json")) if model is not None else None
+
+
+async def _move(
+    conn: Conn,
+    move: Move,
+    job_id: str,
+    *,
+    attempt: int | None = None,
+    tenant_id: str | None = None,
+    given: Given = Given(),
+    outcome: AttemptOutcome | None = None,
+) -> Moved | None:
+    """Make `move` on the job if it is in one of the move's sources (and at `attempt`, and
+    the tenant's, when given): open or close the attempt, hand a freed slot on, owe the
+    event. None: the job was not there to move, and nothing changed."""
+    row = await conn.fetchrow(
+        move.sql,
+        job_id,
+        attempt,
+        tenant_id,
+        _json(given.error),
+        given.worker_id,
+        _json(given.result),
+        storable(given.token_usage),
+        given.delay_s,
+    )
+    if row is None:
+        return None
+    if move.target is RUNNING:
+        await conn.execute(
+            "INSERT INTO job_attempts (job_id, number, worker_id) VALUES ($1, $2, $3)",
+            job_id,
+            row["attempt"],
+            given.worker_id,
+        )
+    elif RUNNING in move.sources:
+        assert outcome is not None, f"a move from running closes the attempt: {move}"
+        await conn.execute(
+            "UPDATE job_attempts SET finished_at = now(), outcome = $3, error = $4"
+            " WHERE job_id = $1 AND number = $2",
+            job_id,
+            row["attempt"],
+            outcome,
+            _json(given.error),
+        )
+    unparked = await _hand_on_slot(conn, row["tenant_id"]) if move.frees_slot else None
+    if move.event is not None:
+        await emit(
+            conn,
+            tenant_id=row["tenant_id"],
+            type=move.event,
+            data=to_state(row),
+            job_id=job_id,
+            job_webhook_url=row["webhook_url"],
+        )
+    return Moved(row, unparked)
+
+
+async def _hand_on_slot(conn: Conn, tenant_id: str) -> str | None:
+    """A running job of the tenant ended: unpark its oldest parked job, if any."""
+    await lock_tenant(conn, TenantLock.SLOTS, tenant_id)
+    unparked = await conn.fetchval(
+        """
+        UPDATE jobs SET parked_at = NULL
+         WHERE id = (SELECT id FROM jobs WHERE tenant_id = $1 AND parked_at IS NOT NULL
+                      ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING id
+        """,
+        tenant_id,
+    )
+    return str(unparked) if unparked else None
+
+
+# --- reading jobs ---
+
+
+def to_state(row: asyncpg.Record) -> JobState:
+    return JobState(
+        id=row["id"],
+        status=row["status"],
+        crew=row["crew"],
+        attempt=row["attempt"],
+        max_retries=row["max_retries"],
+        result=row["result"],
+        token_usage=row["token_usage"],
+        error=row["error"],
+        worker_id=row["worker_id"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def to_job(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> Job:
+    return Job(
+        **to_state(row).model_dump(),
+        inputs=row["inputs"],
+        metadata=row["metadata"],
+        webhook_url=row["webhook_url"],
+        timeout=row["timeout_s"],
+        attempts=[
+            JobAttempt(
+                number=a["number"],
+                worker_id=a["worker_id"],
+                started_at=a["started_at"],
+                finished_at=a["finished_at"],
+                outcome=a["outcome"],
+                error=a["error"],
+            )
+            for a in attempts
+        ],
+        last_activity_at=row["last_activity_at"],
+        cancel_requested_at=row["cancel_requested_at"],
+    )
+
+
+async def _attempts(db: Executor, job_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
+    found: dict[str, list[asyncpg.Record]] = {i: [] for i in job_ids}
+    if job_ids:
+        for a in await db.fetch(
+            "SELECT * FROM job_attempts WHERE job_id = ANY($1::text[]) ORDER BY number", job_ids
+        ):
+            found[a["job_id"]].append(a)
+    return found
+
+
+async def exists(db: Executor, tenant_id: str, job_id: str) -> bool:
+    found = await db.fetchval(
+        "SELECT 1 FROM jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant_id
+    )
+    return found is not None
+
+
+async def get(db: Executor, tenant_id: str, job_id: str) -> Job | None:
+    row = await db.fetchrow(
+        "SELECT * FROM jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant_id
+    )
+    return to_job(row, (await _attempts(db, [job_id]))[job_id]) if row else None
+
+
+async def page(
+    db: Executor,
+    tenant_id: str,
+    *,
+    status: JobStatus | None,
+    crew: str | None,
+    before: str | None,
+    limit: int,
+) -> tuple[list[Job], bool]:
+    """Newest first; `before` is the last id of the previous page."""
+    rows = await db.fetch(
+        """
+        SELECT * FROM jobs
+         WHERE tenant_id = $1
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::text IS NULL OR crew = $3)
+           AND ($4::text IS NULL OR id < $4)
+         ORDER BY id DESC
+         LIMIT $5
+        """,
+        tenant_id,
+        status,
+        crew,
+        before,
+        limit + 1,
+    )
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    attempts = await _attempts(db, [r["id"] for r in rows])
+    return [to_job(r, attempts[r["id"]]) for r in rows], has_more
+
+
+async def traceparent_of(db: Executor, job_id: str) -> str | None:
+    value = await db.fetchval("SELECT traceparent FROM jobs WHERE id = $1", job_id)
+    return str(value) if value else None
+
+
+# --- submitting ---
 
 
 @dataclass(frozen=True)
@@ -29,6 +332,72 @@ class NewJob:
     idempotency_key: str | None = None
     request_hash: bytes | None = None
     traceparent: str | None = None
+
+
+@dataclass(frozen=True)
+class Inserted:
+    job: Job
+    created: bool  # False: the idempotency key was used before; `job` is that earlier job
+    same_request: bool  # the earlier job was submitted with the same request body
+
+
+@dataclass(frozen=True)
+class TooManyPending:
+    limit: int
+
+
+async def insert(
+    pool: asyncpg.Pool, new: NewJob, default_max_pending: int
+) -> Inserted | TooManyPending:
+    """Insert a pending job, unless its idempotency key was used before (the earlier job is
+    returned instead) or the tenant already has as many pending jobs as it may. The count
+    and the insert are serialised per tenant, so concurrent submissions cannot overshoot."""
+    async with pool.acquire() as conn, conn.transaction():
+        await lock_tenant(conn, TenantLock.SUBMISSIONS, new.tenant_id)
+        if new.idempotency_key is not None:
+            earlier = await conn.fetchrow(
+                "SELECT * FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2",
+                new.tenant_id,
+                new.idempotency_key,
+            )
+            if earlier is not None:
+                job = to_job(earlier, (await _attempts(conn, [earlier["id"]]))[earlier["id"]])
+                return Inserted(job, False, earlier["request_hash"] == new.request_hash)
+        bound = await conn.fetchrow(
+            "SELECT coalesce(max_pending_jobs, $2) AS limit,"
+            " (SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status = 'pending') AS pending"
+            " FROM tenants WHERE id = $1",
+            new.tenant_id,
+            default_max_pending,
+        )
+        assert bound is not None  # the tenant's key was just authenticated
+        if bound["pending"] >= bound["limit"]:
+            return TooManyPending(bound["limit"])
+        row = await conn.fetchrow(
+            """
+            INSERT INTO jobs (id, tenant_id, crew, inputs, metadata, webhook_url, status,
+                              timeout_s, max_retries, idempotency_key, request_hash,
+                              traceparent)
+            VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11)
+            RETURNING *
+            """,
+            new_id("job"),
+            new.tenant_id,
+            new.crew,
+            new.inputs,
+            new.metadata,
+            new.webhook_url,
+            new.timeout_s,
+            new.max_retries,
+            new.idempotency_key,
+            new.request_hash,
+            new.traceparent,
+        )
+    assert row is not None
+    return Inserted(to_job(row, []), True, True)
+
+
+# --- running: what workers do ---
 
 
 @dataclass(frozen=True)
@@ -56,239 +425,58 @@ def _counted_attempt(row: asyncpg.Record) -> int:
     return int(row["attempt"]) - int(row["uncounted_attempts"])
 
 
-# How soon a job refused by its tenant's cap is offered to a worker again.
-_CAP_RECHECK_S = 2.0
-
-
-def to_job(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> Job:
-    return Job(
-        id=row["id"],
-        status=JobStatus(row["status"]),
-        crew=row["crew"],
-        inputs=row["inputs"],
-        metadata=row["metadata"],
-        webhook_url=row["webhook_url"],
-        timeout=row["timeout_s"],
-        max_retries=row["max_retries"],
-        attempt=row["attempt"],
-        attempts=[
-            JobAttempt(
-                number=a["number"],
-                worker_id=a["worker_id"],
-                started_at=a["started_at"],
-                finished_at=a["finished_at"],
-                outcome=a["outcome"],
-                error=JobError(**a["error"]) if a["error"] else None,
-            )
-            for a in attempts
-        ],
-        result=JobResult(**row["result"]) if row["result"] else None,
-        token_usage=row["token_usage"],
-        error=JobError(**row["error"]) if row["error"] else None,
-        worker_id=row["worker_id"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        last_activity_at=row["last_activity_at"],
-        cancel_requested_at=row["cancel_requested_at"],
-    )
-
-
-async def _attempts(conn: Executor, job_id: str) -> list[asyncpg.Record]:
-    return list(
-        await conn.fetch("SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY number", job_id)
-    )
-
-
-async def exists(conn: Executor, tenant_id: str, job_id: str) -> bool:
-    found = await conn.fetchval(
-        "SELECT 1 FROM jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant_id
-    )
-    return found is not None
-
-
-async def get(conn: Executor, tenant_id: str, job_id: str) -> Job | None:
-    row = await conn.fetchrow(
-        "SELECT * FROM jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant_id
-    )
-    return to_job(row, await _attempts(conn, job_id)) if row else None
-
-
-async def events_after(db: Executor, job_id: str, after: str | None) -> list[asyncpg.Record]:
-    """A job's events in the order they happened, after the event `after` (all when None
-    or unknown)."""
-    return list(
-        await db.fetch(
-            """
-            WITH start AS (SELECT created_at, id FROM events WHERE id = $2 AND job_id = $1)
-            SELECT e.id, e.type, e.payload FROM events e
-             WHERE e.job_id = $1
-               AND (NOT EXISTS (SELECT 1 FROM start)
-                    OR (e.created_at, e.id) > (SELECT created_at, id FROM start))
-             ORDER BY e.created_at, e.id
-            """,
-            job_id,
-            after,
-        )
-    )
-
-
-async def traceparent_of(db: Executor, job_id: str) -> str | None:
-    value = await db.fetchval("SELECT traceparent FROM jobs WHERE id = $1", job_id)
-    return str(value) if value else None
-
-
-async def insert(conn: Conn, new: NewJob) -> tuple[asyncpg.Record, bool]:
-    """Insert a pending job; with an idempotency key already used, return the earlier job
-    and False instead."""
-    row = await conn.fetchrow(
-        """
-        INSERT INTO jobs (id, tenant_id, crew, inputs, metadata, webhook_url, status,
-                          timeout_s, max_retries, idempotency_key, request_hash, traceparent)
-        VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11)
-        ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING *
-        """,
-        new_id("job"),
-        new.tenant_id,
-        new.crew,
-        new.inputs,
-        new.metadata,
-        new.webhook_url,
-        new.timeout_s,
-        new.max_retries,
-        new.idempotency_key,
-        new.request_hash,
-        new.traceparent,
-    )
-    if row is not None:
-        return row, True
-    earlier = await conn.fetchrow(
-        "SELECT * FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2",
-        new.tenant_id,
-        new.idempotency_key,
-    )
-    assert earlier is not None
-    return earlier, False
-
-
-async def page(
-    conn: Executor,
-    tenant_id: str,
-    *,
-    status: JobStatus | None,
-    crew: str | None,
-    before: str | None,
-    limit: int,
-) -> tuple[list[Job], bool]:
-    """Newest first; `before` is the last id of the previous page."""
-    rows = await conn.fetch(
-        """
-        SELECT * FROM jobs
-         WHERE tenant_id = $1
-           AND ($2::text IS NULL OR status = $2)
-           AND ($3::text IS NULL OR crew = $3)
-           AND ($4::text IS NULL OR id < $4)
-         ORDER BY id DESC
-         LIMIT $5
-        """,
-        tenant_id,
-        status.value if status else None,
-        crew,
-        before,
-        limit + 1,
-    )
-    rows = list(rows[: limit + 1])
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    attempts: dict[str, list[asyncpg.Record]] = {r["id"]: [] for r in rows}
-    if rows:
-        for a in await conn.fetch(
-            "SELECT * FROM job_attempts WHERE job_id = ANY($1::text[]) ORDER BY number",
-            list(attempts),
-        ):
-            attempts[a["job_id"]].append(a)
-    return [to_job(r, attempts[r["id"]]) for r in rows], has_more
-
-
-async def _emit_for(conn: Conn, row: asyncpg.Record, type: EventType) -> None:
-    job = to_job(row, await _attempts(conn, row["id"]))
-    await emit(
-        conn,
-        tenant_id=row["tenant_id"],
-        type=type,
-        data=job.model_dump(mode="json"),
-        job_id=row["id"],
-        job_webhook_url=row["webhook_url"],
-    )
-
-
 @dataclass(frozen=True)
 class NotStarted:
-    """Why a queue delivery did not start the job, and when to try again (None: never)."""
+    """Why a queue delivery did not start the job, and when to try again (None: the job is
+    not to be offered again by this delivery)."""
 
     reason: str
     retry_in: float | None = None
 
 
 async def start_attempt(
-    pool: asyncpg.Pool, job_id: str, worker_id: str, default_tenant_cap: int
+    pool: asyncpg.Pool, job_id: str, worker_id: str, default_cap: int
 ) -> Claim | NotStarted:
     """pending -> running, opening a new attempt, unless the job is not pending (another
     delivery of the same queue message took it, it was cancelled or finished), its retry
-    delay has not passed, or its tenant already runs as many jobs as it may. A pending job
-    with a cancel request (cancelled while its attempt was being handed back) is cancelled
-    here, so it never waits forever."""
+    delay has not passed, or its tenant already runs as many jobs as it may (then it is
+    parked). A pending job with a cancel request (cancelled while its attempt was being
+    handed back) is cancelled here, so it never waits forever."""
     async with pool.acquire() as conn, conn.transaction():
-        # Lock the tenant row so concurrent starts count its running jobs one at a time.
-        tenant = await conn.fetchrow(
-            "SELECT t.id, coalesce(t.max_running_jobs, $2) AS cap FROM tenants t"
-            " JOIN jobs j ON j.tenant_id = t.id WHERE j.id = $1 FOR UPDATE OF t",
-            job_id,
-            default_tenant_cap,
-        )
-        if tenant is None:
-            return NotStarted("unknown job")
         job = await conn.fetchrow(
-            "SELECT status, cancel_requested_at,"
-            " extract(epoch FROM run_after - now())::float8 AS wait_s FROM jobs WHERE id = $1"
-            " FOR UPDATE",
+            "SELECT tenant_id, status, cancel_requested_at,"
+            " extract(epoch FROM run_after - now())::float8 AS wait_s FROM jobs WHERE id = $1",
             job_id,
         )
-        assert job is not None  # the tenant row was found through it
-        if job["status"] != "pending":
+        if job is None:
+            return NotStarted("unknown job")
+        if job["status"] != PENDING:
             return NotStarted(f"job is {job['status']}")
         if job["cancel_requested_at"] is not None:
-            cancelled = await conn.fetchrow(
-                "UPDATE jobs SET status = 'cancelled', finished_at = now(), worker_id = NULL"
-                " WHERE id = $1 AND status = 'pending' RETURNING *",
-                job_id,
-            )
-            if cancelled is not None:
-                await _emit_for(conn, cancelled, EventType.JOB_CANCELLED)
+            await _move(conn, WITHDRAW, job_id)
             return NotStarted("job was cancelled")
         if job["wait_s"] > 0:
             return NotStarted("retry delay not over", retry_in=job["wait_s"])
-        if await running_count(conn, tenant["id"]) >= tenant["cap"]:
-            return NotStarted("tenant at its running-jobs cap", retry_in=_CAP_RECHECK_S)
-        row = await conn.fetchrow(
-            """
-            UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = $2,
-                   started_at = coalesce(started_at, now()), last_activity_at = now()
-             WHERE id = $1 AND status = 'pending'
-            RETURNING *
-            """,
-            job_id,
-            worker_id,
+        await lock_tenant(conn, TenantLock.SLOTS, job["tenant_id"])
+        slots = await conn.fetchrow(
+            "SELECT coalesce(max_running_jobs, $2) AS cap,"
+            " (SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status = 'running') AS running"
+            " FROM tenants WHERE id = $1",
+            job["tenant_id"],
+            default_cap,
         )
-        assert row is not None  # the job row is locked and pending
-        await conn.execute(
-            "INSERT INTO job_attempts (job_id, number, worker_id) VALUES ($1, $2, $3)",
-            job_id,
-            row["attempt"],
-            worker_id,
-        )
-        await _emit_for(conn, row, EventType.JOB_STARTED)
+        assert slots is not None  # the job's tenant
+        if slots["running"] >= slots["cap"]:
+            await conn.execute(
+                "UPDATE jobs SET parked_at = coalesce(parked_at, now())"
+                " WHERE id = $1 AND status = 'pending'",
+                job_id,
+            )
+            return NotStarted("parked: its tenant runs as many jobs as it may")
+        moved = await _move(conn, START, job_id, given=Given(worker_id=worker_id))
+        if moved is None:
+            return NotStarted("job is no longer pending")
+    row = moved.row
     return Claim(
         job_id=job_id,
         tenant_id=row["tenant_id"],
@@ -301,24 +489,37 @@ async def start_attempt(
     )
 
 
-async def task_completed(pool: asyncpg.Pool, claim: Claim, task: dict[str, Any]) -> None:
-    """One task of a running crew finished: owe a `task.completed` event."""
+def _ending(outcome: AttemptOutcome, retry: bool) -> Move:
+    if outcome is AttemptOutcome.RELEASED:
+        return RELEASE
+    if retry:
+        return RETRY
+    if outcome is AttemptOutcome.COMPLETED:
+        return COMPLETE
+    if outcome is AttemptOutcome.CANCELLED:
+        return CANCEL
+    return FAIL
+
+
+async def end_attempt(
+    pool: asyncpg.Pool,
+    claim: Claim,
+    outcome: AttemptOutcome,
+    *,
+    error: JobError | None = None,
+    result: JobResult | None = None,
+    token_usage: dict[str, Any] | None = None,
+    retry_in: float | None = None,
+) -> Moved | None:
+    """End this attempt: the job completes, fails or is cancelled, or (with `retry_in`) goes
+    back to pending to start again after that many seconds, or (`RELEASED`) is handed back
+    without spending an attempt. None: someone else moved the job first (a reaper, a
+    duplicate delivery), and this outcome is discarded."""
+    move = _ending(outcome, retry_in is not None)
+    given = Given(error=error, result=result, token_usage=token_usage, delay_s=retry_in or 0.0)
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "UPDATE jobs SET last_activity_at = now()"
-            " WHERE id = $1 AND status = 'running' AND attempt = $2 RETURNING webhook_url",
-            claim.job_id,
-            claim.attempt,
-        )
-        if row is None:
-            return
-        await emit(
-            conn,
-            tenant_id=claim.tenant_id,
-            type=EventType.TASK_COMPLETED,
-            data={"job_id": claim.job_id, "attempt": claim.attempt, "task": task},
-            job_id=claim.job_id,
-            job_webhook_url=row["webhook_url"],
+        return await _move(
+            conn, move, claim.job_id, attempt=claim.attempt, given=given, outcome=outcome
         )
 
 
@@ -336,236 +537,137 @@ async def heartbeat(pool: asyncpg.Pool, claim: Claim) -> tuple[bool, bool]:
     return True, row["cancel_requested_at"] is not None
 
 
-async def _close_attempt(
-    conn: Conn, job_id: str, attempt: int, outcome: str, error: JobError | None
-) -> None:
-    await conn.execute(
-        "UPDATE job_attempts SET finished_at = now(), outcome = $3, error = $4"
-        " WHERE job_id = $1 AND number = $2",
-        job_id,
-        attempt,
-        outcome,
-        error.model_dump() if error else None,
-    )
-
-
-_OUTCOME_EVENTS = {
-    JobStatus.COMPLETED: EventType.JOB_COMPLETED,
-    JobStatus.FAILED: EventType.JOB_FAILED,
-    JobStatus.CANCELLED: EventType.JOB_CANCELLED,
-}
-
-
-async def finish(
-    pool: asyncpg.Pool,
-    claim: Claim,
-    status: JobStatus,
-    *,
-    result: JobResult | None = None,
-    token_usage: dict[str, Any] | None = None,
-    error: JobError | None = None,
-) -> bool:
-    """running -> a terminal state, for this attempt only. False: someone else moved the job
-    first (a reaper, a duplicate delivery), and this outcome is discarded."""
+async def task_completed(pool: asyncpg.Pool, claim: Claim, task: TaskResult) -> None:
+    """One task of a running crew finished: owe a `task.completed` event."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            """
-            UPDATE jobs SET status = $3, result = $4, token_usage = $5, error = $6,
-                   finished_at = now(), last_activity_at = now()
-             WHERE id = $1 AND status = 'running' AND attempt = $2
-            RETURNING *
-            """,
-            claim.job_id,
-            claim.attempt,
-            status.value,
-            result.model_dump(mode="json") if result else None,
-            token_usage,
-            error.model_dump() if error else None,
-        )
-        if row is None:
-            return False
-        await _close_attempt(conn, claim.job_id, claim.attempt, status.value, error)
-        await _emit_for(conn, row, _OUTCOME_EVENTS[status])
-    return True
-
-
-async def retry_later(
-    pool: asyncpg.Pool, job_id: str, attempt: int, error: JobError, delay_s: float
-) -> bool:
-    """running -> pending after a transient failure; the job may start again after `delay_s`."""
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            """
-            UPDATE jobs SET status = 'pending', worker_id = NULL, error = $3,
-                   run_after = now() + make_interval(secs => $4), last_activity_at = now()
-             WHERE id = $1 AND status = 'running' AND attempt = $2
-            RETURNING *
-            """,
-            job_id,
-            attempt,
-            error.model_dump(),
-            delay_s,
-        )
-        if row is None:
-            return False
-        await _close_attempt(conn, job_id, attempt, "retrying", error)
-        await _emit_for(conn, row, EventType.JOB_RETRYING)
-    return True
-
-
-async def release(pool: asyncpg.Pool, claim: Claim) -> bool:
-    """running -> pending without spending an attempt: a draining worker hands the job back."""
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            """
-            UPDATE jobs SET status = 'pending', worker_id = NULL,
-                   uncounted_attempts = uncounted_attempts + 1,
-                   run_after = now(), last_activity_at = now()
-             WHERE id = $1 AND status = 'running' AND attempt = $2
-            RETURNING id
-            """,
+            "UPDATE jobs SET last_activity_at = now()"
+            " WHERE id = $1 AND status = 'running' AND attempt = $2 RETURNING webhook_url",
             claim.job_id,
             claim.attempt,
         )
         if row is None:
-            return False
-        await _close_attempt(conn, claim.job_id, claim.attempt, "released", None)
-    return True
+            return
+        await emit(
+            conn,
+            tenant_id=claim.tenant_id,
+            type=EventType.TASK_COMPLETED,
+            data=TaskCompleted(job_id=claim.job_id, attempt=claim.attempt, task=task),
+            job_id=claim.job_id,
+            job_webhook_url=row["webhook_url"],
+        )
 
 
-class CancelOutcome:
+# --- what clients do ---
+
+
+class CancelOutcome(StrEnum):
     CANCELLED = "cancelled"  # was pending: cancelled now
     REQUESTED = "requested"  # was running: its worker will stop it
     ALREADY_FINISHED = "already_finished"
     NOT_FOUND = "not_found"
 
 
-async def request_cancel(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> str:
+async def request_cancel(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> CancelOutcome:
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            """
-            UPDATE jobs SET status = 'cancelled', finished_at = now(), cancel_requested_at = now(),
-                   error = NULL
-             WHERE id = $1 AND tenant_id = $2 AND status = 'pending'
-            RETURNING *
-            """,
-            job_id,
-            tenant_id,
-        )
-        if row is not None:
-            await _emit_for(conn, row, EventType.JOB_CANCELLED)
+        if await _move(conn, WITHDRAW, job_id, tenant_id=tenant_id):
             return CancelOutcome.CANCELLED
-        row = await conn.fetchrow(
+        requested = await conn.fetchval(
             "UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())"
             " WHERE id = $1 AND tenant_id = $2 AND status = 'running' RETURNING id",
             job_id,
             tenant_id,
         )
-        if row is not None:
+        if requested is not None:
             return CancelOutcome.REQUESTED
         found = await exists(conn, tenant_id, job_id)
         return CancelOutcome.ALREADY_FINISHED if found else CancelOutcome.NOT_FOUND
 
 
 async def restart(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> Job | None:
-    """failed/cancelled -> pending as a fresh run with a full retry budget (`POST …/retry`)."""
+    """failed/cancelled -> pending as a fresh run with a full retry budget."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            """
-            UPDATE jobs SET status = 'pending', uncounted_attempts = attempt,
-                   error = NULL, result = NULL, token_usage = NULL,
-                   cancel_requested_at = NULL, finished_at = NULL, worker_id = NULL,
-                   run_after = now()
-             WHERE id = $1 AND tenant_id = $2 AND status IN ('failed', 'cancelled')
-            RETURNING *
-            """,
-            job_id,
-            tenant_id,
-        )
-        return to_job(row, await _attempts(conn, job_id)) if row else None
+        moved = await _move(conn, RESTART, job_id, tenant_id=tenant_id)
+        if moved is None:
+            return None
+        return to_job(moved.row, (await _attempts(conn, [job_id]))[job_id])
 
 
-async def running_count(conn: Executor, tenant_id: str) -> int:
-    return int(
-        await conn.fetchval(
-            "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status = 'running'", tenant_id
-        )
-    )
+# --- recovery ---
 
 
 async def reap(pool: asyncpg.Pool, heartbeat_timeout: float, timeout_grace: float) -> list[str]:
     """End the attempts whose worker is gone: a running job silent for `heartbeat_timeout`,
     or running past its timeout plus `timeout_grace`. A silent job with retries left goes
-    back to pending (returned, for re-queueing); otherwise it fails with WORKER_LOST or
-    TIMEOUT. Safe to run in many workers at once: rows are locked with SKIP LOCKED and
-    every change is compare-and-set."""
-    requeue: list[str] = []
-    async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            """
-            SELECT j.*, a.started_at AS attempt_started_at,
-                   j.last_activity_at < now() - make_interval(secs => $1) AS silent
-              FROM jobs j JOIN job_attempts a ON a.job_id = j.id AND a.number = j.attempt
-             WHERE j.status = 'running'
-               AND (j.last_activity_at < now() - make_interval(secs => $1)
-                    OR a.started_at < now() - make_interval(secs => j.timeout_s + $2))
-             ORDER BY j.last_activity_at
-             LIMIT 100
-               FOR UPDATE OF j SKIP LOCKED
-            """,
-            heartbeat_timeout,
-            timeout_grace,
-        )
-        for row in rows:
+    back to pending; otherwise it fails with WORKER_LOST or TIMEOUT. Returns the jobs to
+    queue: those sent back, and those unparked by the slots freed. Safe to run in many
+    workers at once: each job is moved in its own transaction (so a transaction holds one
+    tenant's lock at most), locked with SKIP LOCKED, compare-and-set."""
+    # $1: heartbeat_timeout, $2: timeout_grace
+    overdue = """
+        j.status = 'running' AND (
+            j.last_activity_at < now() - make_interval(secs => $1)
+            OR a.started_at < now() - make_interval(secs => j.timeout_s + $2))"""
+    candidates = await pool.fetch(
+        f"SELECT j.id FROM jobs j JOIN job_attempts a ON a.job_id = j.id AND a.number = j.attempt"
+        f" WHERE {overdue} ORDER BY j.last_activity_at LIMIT 100",
+        heartbeat_timeout,
+        timeout_grace,
+    )
+    to_queue: list[str] = []
+    for candidate in candidates:
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""
+                SELECT j.*, j.last_activity_at < now() - make_interval(secs => $1) AS silent
+                  FROM jobs j JOIN job_attempts a ON a.job_id = j.id AND a.number = j.attempt
+                 WHERE j.id = $3 AND {overdue}
+                   FOR UPDATE OF j SKIP LOCKED
+                """,
+                heartbeat_timeout,
+                timeout_grace,
+                candidate["id"],
+            )
+            if row is None:
+                continue  # it heartbeated, ended, or another reaper has it
             if not row["silent"]:
+                outcome, retry = AttemptOutcome.TIMEOUT, False
                 error = JobError(
-                    code="TIMEOUT",
+                    code=ErrorCode.TIMEOUT,
                     message=f"job ran past its timeout of {row['timeout_s']} s"
                     " and its worker did not stop it",
                 )
-                status, event = JobStatus.FAILED, EventType.JOB_FAILED
             else:
+                outcome = AttemptOutcome.LOST
+                retry = row["max_retries"] + 1 - _counted_attempt(row) > 0
                 error = JobError(
-                    code="WORKER_LOST",
+                    code=ErrorCode.WORKER_LOST,
                     message=f"worker {row['worker_id']} stopped heartbeating"
                     f" during attempt {row['attempt']}",
                 )
-                retries_left = row["max_retries"] + 1 - _counted_attempt(row)
-                status = JobStatus.PENDING if retries_left > 0 else JobStatus.FAILED
-                event = EventType.JOB_RETRYING if retries_left > 0 else EventType.JOB_FAILED
-            updated = await conn.fetchrow(
-                """
-                UPDATE jobs SET status = $3, error = $4, worker_id = NULL, run_after = now(),
-                       last_activity_at = now(),
-                       finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() END
-                 WHERE id = $1 AND status = 'running' AND attempt = $2
-                RETURNING *
-                """,
+            moved = await _move(
+                conn,
+                RETRY if retry else FAIL,
                 row["id"],
-                row["attempt"],
-                status.value,
-                error.model_dump(),
+                attempt=row["attempt"],
+                given=Given(error=error),
+                outcome=outcome,
             )
-            if updated is None:
-                continue
-            await _close_attempt(
-                conn, row["id"], row["attempt"], "lost" if row["silent"] else "timeout", error
-            )
-            await _emit_for(conn, updated, event)
-            if status is JobStatus.PENDING:
-                requeue.append(row["id"])
-    return requeue
+        if moved is not None:
+            to_queue += [row["id"]] if retry else []
+            to_queue += [moved.unparked] if moved.unparked else []
+    return to_queue
 
 
 async def pending_jobs(
-    conn: Executor, older_than_s: float, after: str | None = None, limit: int = 1000
+    db: Executor, older_than_s: float, after: str | None = None, limit: int = 1000
 ) -> list[asyncpg.Record]:
-    """A page of pending jobs created more than `older_than_s` ago (the API enqueues newer
-    ones itself), by id; `after` is the last id of the previous page."""
+    """A page of queueable pending jobs (not parked) created more than `older_than_s` ago
+    (the API queues newer ones itself), by id; `after` is the last id of the previous page."""
     return list(
-        await conn.fetch(
+        await db.fetch(
             "SELECT id, run_after, run_after < now() - interval '30 seconds' AS overdue"
-            " FROM jobs WHERE status = 'pending'"
+            " FROM jobs WHERE status = 'pending' AND parked_at IS NULL"
             " AND created_at < now() - make_interval(secs => $1)"
             " AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT $3",
             older_than_s,
@@ -573,3 +675,50 @@ async def pending_jobs(
             limit,
         )
     )
+
+
+async def unpark_free_slots(pool: asyncpg.Pool, default_cap: int) -> list[str]:
+    """Unpark as many parked jobs of each tenant as it has free slots (its cap was raised, or
+    a hand-over was lost with its worker); returns them, to queue."""
+    rows = await pool.fetch(
+        """
+        WITH waiting AS (
+            SELECT DISTINCT tenant_id FROM jobs WHERE parked_at IS NOT NULL
+        ), free AS (
+            SELECT w.tenant_id,
+                   coalesce(t.max_running_jobs, $1)
+                   - (SELECT count(*) FROM jobs r
+                       WHERE r.tenant_id = w.tenant_id AND r.status = 'running') AS slots
+              FROM waiting w JOIN tenants t ON t.id = w.tenant_id
+        )
+        UPDATE jobs SET parked_at = NULL
+         WHERE id IN (SELECT p.id FROM free f CROSS JOIN LATERAL (
+                          SELECT id FROM jobs WHERE tenant_id = f.tenant_id
+                             AND parked_at IS NOT NULL
+                           ORDER BY id LIMIT greatest(f.slots, 0)
+                             FOR UPDATE SKIP LOCKED) p)
+        RETURNING id
+        """,
+        default_cap,
+    )
+    return [r["id"] for r in rows]
+
+
+async def purge_finished(pool: asyncpg.Pool, older_than_days: float, batch: int) -> int:
+    """Delete up to `batch` jobs that finished more than `older_than_days` ago, oldest first,
+    with their attempts, events, deliveries and idempotency keys (all cascade). SKIP LOCKED:
+    workers purging at once take different rows."""
+    deleted = await pool.fetch(
+        """
+        DELETE FROM jobs WHERE id IN (
+            SELECT id FROM jobs
+             WHERE status IN ('completed', 'failed', 'cancelled')
+               AND finished_at < now() - make_interval(secs => $1 * 86400)
+             ORDER BY finished_at LIMIT $2
+               FOR UPDATE SKIP LOCKED)
+        RETURNING id
+        """,
+        float(older_than_days),
+        batch,
+    )
+    return len(deleted)

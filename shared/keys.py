@@ -1,10 +1,11 @@
-"""Tenants and their API keys. Keys are stored as sha256 hashes and shown once."""
+"""API keys. Keys are stored as sha256 hashes and shown once."""
 
 import hashlib
 from dataclasses import dataclass
 
+from shared import tenants
 from shared.db import Conn, Executor
-from shared.ids import new_api_key, new_id, new_signing_secret
+from shared.ids import new_api_key, new_id
 
 SCOPES = frozenset({"jobs:read", "jobs:write", "webhooks:manage"})
 
@@ -23,25 +24,13 @@ def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-async def ensure_tenant(conn: Conn, name: str) -> str:
-    """The tenant's id, creating the tenant (and its signing secret) when it is new."""
-    row = await conn.fetchrow(
-        "INSERT INTO tenants (id, name, signing_secret) VALUES ($1, $2, $3)"
-        " ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-        new_id("ten"),
-        name,
-        new_signing_secret(),
-    )
-    assert row is not None
-    return str(row["id"])
-
-
 async def create_key(conn: Conn, tenant_name: str, scopes: list[str]) -> str:
+    """A new key for the tenant (created when new); the key itself is returned once."""
     unknown = set(scopes) - SCOPES
     if unknown:
         raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
     async with conn.transaction():
-        tenant_id = await ensure_tenant(conn, tenant_name)
+        tenant_id = await tenants.ensure(conn, tenant_name)
         key = new_api_key()
         await conn.execute(
             "INSERT INTO api_keys (id, tenant_id, key_hash, scopes) VALUES ($1, $2, $3, $4)",
@@ -51,14 +40,6 @@ async def create_key(conn: Conn, tenant_name: str, scopes: list[str]) -> str:
             sorted(set(scopes)),
         )
     return key
-
-
-async def set_running_cap(conn: Conn, tenant_name: str, cap: int | None) -> bool:
-    """Cap how many of a tenant's jobs run at once (None: the platform default)."""
-    done = await conn.fetchval(
-        "UPDATE tenants SET max_running_jobs = $2 WHERE name = $1 RETURNING id", tenant_name, cap
-    )
-    return done is not None
 
 
 async def authenticate(conn: Executor, key: str) -> Principal | None:

@@ -2,6 +2,7 @@
 wake-ups. arq's job id is always the crewq job id, so a job is on the queue at most once."""
 
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlparse
 
@@ -39,23 +40,37 @@ async def enqueue(redis: ArqRedis, job_id: str, run_after: datetime | None = Non
     return job is not None
 
 
-async def arq_state(redis: ArqRedis, job_ids: list[str]) -> list[tuple[bool, bool]]:
-    """For each job: (arq still holds it: queued, deferred or in progress; it is in progress)."""
+@dataclass(frozen=True)
+class ArqState:
+    held: bool  # arq will run it: its job key exists and it is queued (or deferred) or running
+    in_progress: bool
+
+
+async def arq_state(redis: ArqRedis, job_ids: list[str]) -> list[ArqState]:
+    """What arq holds of each job. A job key without a queue entry or an in-progress claim
+    (a Redis restart that kept one but not the other) is not held: nothing would run it."""
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.exists(job_key_prefix + job_id)
+            pipe.zscore(QUEUE_NAME, job_id)
             pipe.exists(in_progress_key_prefix + job_id)
         found = await pipe.execute()
-    return [(bool(found[i]), bool(found[i + 1])) for i in range(0, len(found), 2)]
+    states = []
+    for i in range(0, len(found), 3):
+        keyed, queued, in_progress = bool(found[i]), found[i + 1] is not None, bool(found[i + 2])
+        states.append(ArqState(held=keyed and (queued or in_progress), in_progress=in_progress))
+    return states
 
 
-async def requeue_now(redis: ArqRedis, job_id: str) -> None:
-    """Make a job whose worker died runnable at once: drop the dead worker's in-progress
-    claim (which arq would otherwise keep until job timeout + 10 s) and queue it again."""
+async def requeue_now(redis: ArqRedis, job_id: str, at: datetime | None = None) -> None:
+    """Make a job runnable at `at` (now when None) whatever arq holds of it: drop a dead
+    worker's in-progress claim (which arq would otherwise keep until job timeout + 10 s),
+    queue it, and if arq still has its job key, (re)place its queue entry."""
     await redis.delete(in_progress_key_prefix + job_id)
-    if not await enqueue(redis, job_id):
-        # arq still holds the job: make its queue entry due now (arq skips a score of 0).
-        await redis.zadd(QUEUE_NAME, {job_id: int(time.time() * 1000)})
+    if not await enqueue(redis, job_id, at):
+        # arq still has the job key: set its queue entry's due time (arq skips a score of 0).
+        when = at.timestamp() if at else time.time()
+        await redis.zadd(QUEUE_NAME, {job_id: int(when * 1000)})
 
 
 async def publish_cancel(redis: ArqRedis, job_id: str) -> None:

@@ -4,7 +4,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_CREWS = Path(__file__).resolve().parent.parent / "crews"
@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     child_max_jobs: int = Field(default=50, ge=1)
     child_max_rss_mb: int = Field(default=1024, ge=64)
     tenant_max_running_jobs: int = Field(default=10, ge=1)
+    tenant_max_pending_jobs: int = Field(
+        default=10_000, ge=1, description="Pending jobs a tenant may have; more get 429."
+    )
+    tenant_max_webhook_endpoints: int = Field(default=20, ge=0)
+    tenant_max_event_streams: int = Field(
+        default=20, ge=1, description="Event streams a tenant may hold open at once."
+    )
+    retention_days: float = Field(
+        default=30, ge=0, description="Delete finished jobs this old; 0 keeps everything."
+    )
+    retention_interval: float = Field(default=300.0, gt=0)
 
     webhook_timeout: float = Field(default=10.0, gt=0)
     webhook_max_response_bytes: int = Field(default=4096, ge=0)
@@ -90,10 +101,24 @@ class Settings(BaseSettings):
     webhook_breaker_cooldown: float = Field(default=30.0, ge=0)
     webhook_allow_http: bool = False
     webhook_allow_private: bool = False
+    webhook_dns_timeout: float = Field(
+        default=5.0, gt=0, le=30, description="Longest a webhook host name may take to resolve."
+    )
+    webhook_dns_servers: list[str] = Field(
+        default=[], description="Name servers (ip or ip:port) for webhook hosts; [] = system."
+    )
     dispatcher_concurrency: int = Field(default=32, ge=1)
     dispatcher_poll_interval: float = Field(default=5.0, gt=0)
 
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _lease_fits(self) -> "Settings":
+        # A running attempt's lease is heartbeat_timeout - heartbeat_interval: its crew is
+        # stopped when that much passes without a renewal (worker/runner.py).
+        if self.heartbeat_timeout < 2 * self.heartbeat_interval:
+            raise ValueError("CREWQ_HEARTBEAT_TIMEOUT must be at least twice the interval")
+        return self
 
     @property
     def crew_dirs(self) -> list[Path]:

@@ -7,7 +7,6 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ import asyncpg
 import psutil
 from multidict import CIMultiDict
 
+from crewq.dev import role_command
 from crewq.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from shared.db import migrate
 from shared.keys import SCOPES, create_key
@@ -90,7 +90,7 @@ class Process:
         self.log_path = log_dir / f"{role}-{uuid.uuid4().hex[:6]}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "crewq", role],
+            [*role_command(), role],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

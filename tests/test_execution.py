@@ -175,7 +175,7 @@ async def test_tenant_cap_limits_running_jobs(own_stack: Platform) -> None:
     )
     stdout, _ = await cli.communicate()
     assert cli.returncode == 0
-    assert "at most 1 running jobs" in stdout.decode()
+    assert "max running jobs: 1" in stdout.decode()
     other_key, _, _ = await own_stack.new_tenant("other")  # the default cap of 10 applies
     capped = [
         await own_stack.submit("echo", {"message": f"[[sleep:1.5]] cap{i}"}) for i in range(3)

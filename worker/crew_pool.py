@@ -14,25 +14,37 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, Literal
 
 import psutil
 
-from worker.crew_protocol import RunRequest, child_entry
+from schemas.jobs import TaskResult
+from worker.crew_protocol import CrewFailed, CrewFinished, RunRequest, TaskFinished, child_entry
 
 log = logging.getLogger(__name__)
 
-OutcomeKind = Literal["done", "error", "timeout", "stopped", "crashed"]
+
+@dataclass(frozen=True)
+class TimedOut:
+    """The crew ran past its timeout; its process was killed."""
 
 
-@dataclass
-class Outcome:
-    kind: OutcomeKind
-    payload: dict[str, Any] = field(default_factory=dict)
+@dataclass(frozen=True)
+class Stopped:
+    """The caller asked the crew to stop; its process was killed."""
+
+
+@dataclass(frozen=True)
+class Crashed:
+    """The crew process died or could not be reached."""
+
+    message: str
+
+
+Outcome = CrewFinished | CrewFailed | TimedOut | Stopped | Crashed
 
 
 @dataclass
@@ -113,7 +125,7 @@ class CrewPool:
         *,
         timeout: float,
         stop: asyncio.Event,
-        on_task: Callable[[dict[str, Any]], Awaitable[None]],
+        on_task: Callable[[TaskResult], Awaitable[None]],
     ) -> Outcome:
         """Run one crew in a child; the caller holds one of `slots`. Ends with the crew's
         result or error, or with `timeout`/`stopped` after killing the child when the
@@ -123,13 +135,13 @@ class CrewPool:
             child.conn.send(request)
             outcome = await self._wait(child, timeout, stop, on_task)
         except (BrokenPipeError, EOFError, OSError) as exc:
-            outcome = Outcome("crashed", {"message": f"crew process unreachable: {exc}"})
+            outcome = Crashed(f"crew process unreachable: {exc}")
         except BaseException:
             # Cancelled, or a callback failed: the crew must not run on unowned.
             await asyncio.shield(self._discard(child))
             raise
         child.jobs_run += 1
-        if outcome.kind in ("done", "error") and self._reusable(child):
+        if isinstance(outcome, CrewFinished | CrewFailed) and self._reusable(child):
             self._idle.append(child)
         else:
             await self._discard(child)
@@ -140,7 +152,7 @@ class CrewPool:
         child: _Child,
         timeout: float,
         stop: asyncio.Event,
-        on_task: Callable[[dict[str, Any]], Awaitable[None]],
+        on_task: Callable[[TaskResult], Awaitable[None]],
     ) -> Outcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -152,23 +164,20 @@ class CrewPool:
                 readable.clear()
                 while child.conn.poll():
                     try:
-                        kind, payload = child.conn.recv()
+                        message = child.conn.recv()
                     except EOFError:
                         await asyncio.to_thread(child.process.join, 5)
-                        return Outcome(
-                            "crashed",
-                            {"message": f"crew process exited with code {child.process.exitcode}"},
-                        )
-                    if kind == "task":
-                        await on_task(payload)
+                        return Crashed(f"crew process exited with code {child.process.exitcode}")
+                    if isinstance(message, TaskFinished):
+                        await on_task(message.task)
                     else:
-                        return Outcome(kind, payload)
+                        return message  # type: ignore[no-any-return]
                 # The caller kills the child for these two, right after the reader is removed.
                 if stop.is_set():
-                    return Outcome("stopped")
+                    return Stopped()
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    return Outcome("timeout")
+                    return TimedOut()
                 stop_wait = asyncio.ensure_future(stop.wait())
                 read_wait = asyncio.ensure_future(readable.wait())
                 try:

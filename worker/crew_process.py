@@ -27,23 +27,17 @@ from typing import Any  # noqa: E402
 import crewai  # noqa: E402, F401  (the point of the forkserver preload)
 from crewai.crews.crew_output import CrewOutput  # noqa: E402
 
-from schemas.jobs import ErrorCode  # noqa: E402
+from schemas.jobs import ErrorCode, JobResult, TaskResult  # noqa: E402
 from shared.crews import CrewConfigError  # noqa: E402
 from shared.settings import OFFLINE_MODEL  # noqa: E402
 from worker.crew_builder import build_crew  # noqa: E402
-from worker.crew_protocol import RunRequest  # noqa: E402
+from worker.crew_protocol import (  # noqa: E402
+    CrewFailed,
+    CrewFinished,
+    RunRequest,
+    TaskFinished,
+)
 from worker.errors import is_transient  # noqa: E402
-
-
-def without_nul(value: Any) -> Any:
-    """Postgres cannot store U+0000 in text or jsonb; an LLM can still produce it."""
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without_nul(v) for v in value]
-    return value
 
 
 def _structured(output: Any) -> dict[str, Any] | None:
@@ -53,18 +47,15 @@ def _structured(output: Any) -> dict[str, Any] | None:
     return dict(json_dict) if json_dict else None
 
 
-def _task_result(output: Any) -> dict[str, Any]:
-    return {
-        "name": output.name,
-        "agent": output.agent,
-        "raw": output.raw,
-        "structured": _structured(output),
-    }
+def _task_result(output: Any) -> TaskResult:
+    return TaskResult(
+        name=output.name, agent=output.agent, raw=output.raw, structured=_structured(output)
+    )
 
 
-def run_one(request: RunRequest, conn: Connection) -> tuple[str, dict[str, Any]]:
+def run_one(request: RunRequest, conn: Connection) -> CrewFinished | CrewFailed:
     def on_task(output: Any) -> None:
-        conn.send(("task", without_nul(_task_result(output))))
+        conn.send(TaskFinished(_task_result(output)))
 
     try:
         built = build_crew(
@@ -77,30 +68,25 @@ def run_one(request: RunRequest, conn: Connection) -> tuple[str, dict[str, Any]]
         output = built.crew.kickoff(inputs=request.inputs)
         assert isinstance(output, CrewOutput)  # crewq never asks for a streaming kickoff
     except CrewConfigError as exc:
-        return "error", {
-            "code": ErrorCode.CREW_CONFIG_ERROR,
-            "message": str(exc),
-            "transient": False,
-        }
+        return CrewFailed(ErrorCode.CREW_CONFIG_ERROR, str(exc), transient=False)
     except Exception as exc:
         transient = is_transient(exc)
-        return "error", {
-            "code": ErrorCode.LLM_UNAVAILABLE if transient else ErrorCode.CREW_ERROR,
-            "message": f"{type(exc).__name__}: {exc}"[:2000],
-            "transient": transient,
-            "traceback": traceback.format_exc(limit=20)[-8000:],
-        }
-    usage = output.token_usage.model_dump() if output.token_usage else None
-    return "done", {
-        "result": {
-            "raw": output.raw,
-            "structured": _structured(output),
-            "tasks": [_task_result(t) for t in output.tasks_output],
-            "models": built.models,
-            "offline": built.models == [OFFLINE_MODEL],
-        },
-        "token_usage": usage,
-    }
+        return CrewFailed(
+            ErrorCode.LLM_UNAVAILABLE if transient else ErrorCode.CREW_ERROR,
+            f"{type(exc).__name__}: {exc}"[:2000],
+            transient=transient,
+            traceback=traceback.format_exc(limit=20)[-8000:],
+        )
+    return CrewFinished(
+        JobResult(
+            raw=output.raw,
+            structured=_structured(output),
+            tasks=[_task_result(t) for t in output.tasks_output],
+            models=built.models,
+            offline=built.models == [OFFLINE_MODEL],
+        ),
+        output.token_usage.model_dump() if output.token_usage else None,
+    )
 
 
 def child_main(conn: Connection) -> None:
@@ -117,5 +103,4 @@ def child_main(conn: Connection) -> None:
             return
         if request is None:
             return
-        kind, payload = run_one(request, conn)
-        conn.send((kind, without_nul(payload)))
+        conn.send(run_one(request, conn))

@@ -1,22 +1,24 @@
 """Sending one webhook attempt: sign, POST, read a little of the answer.
 
 2xx is success, anything else a failure; redirects are not followed; a request has a hard
-timeout and the response body is read only up to a cap. When private addresses are not
-allowed, the resolver drops them, so the check holds for the address actually connected to
-(no DNS-rebinding window between a check and the connection).
+timeout and the response body is read only up to a cap. Names are resolved with aiodns
+within `dns_timeout_s`; when private addresses are not allowed the resolver drops them, so
+the check holds for the address actually connected to (no DNS-rebinding window between a
+check and the connection).
 """
 
 import asyncio
+import ipaddress
 import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+import aiodns
 import aiohttp
 import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 
 from shared.deliveries import AttemptRecord, Due
 from shared.signing import sign_headers
@@ -24,31 +26,50 @@ from shared.version import USER_AGENT
 from shared.webhook_urls import (
     UrlRefused,
     check_url_syntax,
-    is_ip_literal,
+    literal_address,
     refuse,
     refuse_address,
+    resolve,
 )
 
 
-class PublicOnlyResolver(AbstractResolver):
-    """Resolves names to public addresses only."""
+class BoundedResolver(AbstractResolver):
+    """Resolves names with aiodns within a time limit, to public addresses only unless
+    private ones are allowed."""
 
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
+    def __init__(self, resolver: aiodns.DNSResolver, timeout_s: float, *, public_only: bool):
+        self._resolver = resolver
+        self._timeout_s = timeout_s
+        self._public_only = public_only
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        allowed = [r for r in results if refuse_address(r["host"]) is None]
-        if not allowed:
-            raise OSError(
-                f"{host} resolves only to refused addresses: {refuse_address(results[0]['host'])}"
+        try:
+            addresses = await resolve(self._resolver, host, self._timeout_s)
+        except UrlRefused as exc:
+            raise OSError(str(exc)) from exc
+        if self._public_only:
+            reasons = [refuse_address(a) for a in addresses]
+            addresses = [a for a, reason in zip(addresses, reasons, strict=True) if not reason]
+            if not addresses:
+                raise OSError(f"{host} resolves only to refused addresses: {reasons[0]}")
+        wanted = {socket.AF_INET: 4, socket.AF_INET6: 6}.get(family)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=a,
+                port=port,
+                family=socket.AF_INET6 if ":" in a else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
             )
-        return allowed
+            for a in addresses
+            if wanted is None or ipaddress.ip_address(a).version == wanted
+        ]
 
     async def close(self) -> None:
-        await self._inner.close()
+        self._resolver.cancel()
 
 
 @dataclass(frozen=True)
@@ -60,10 +81,17 @@ class Answer:
     timed_out: bool
 
 
-def make_session(*, timeout_s: float, allow_private: bool, limit: int) -> aiohttp.ClientSession:
+def make_session(
+    *,
+    timeout_s: float,
+    allow_private: bool,
+    limit: int,
+    resolver: aiodns.DNSResolver,
+    dns_timeout_s: float,
+) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=limit,
-        resolver=None if allow_private else PublicOnlyResolver(),
+        resolver=BoundedResolver(resolver, dns_timeout_s, public_only=not allow_private),
         ttl_dns_cache=10,
     )
     return aiohttp.ClientSession(
@@ -100,11 +128,13 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def _check_literal_address(url: str, *, allow_http: bool, allow_private: bool) -> None:
-    """aiohttp skips the resolver for IP literals, so check those here; names are checked
-    by `PublicOnlyResolver` against the addresses actually connected to."""
+    """aiohttp skips the resolver for hosts it takes for addresses, so check those here, as
+    the OS will read them; names are checked by `BoundedResolver` against the addresses
+    actually connected to."""
     host = check_url_syntax(url, allow_http=allow_http)
-    if not allow_private and is_ip_literal(host):
-        refuse([host])
+    address = literal_address(host)
+    if not allow_private and address is not None:
+        refuse([address])
 
 
 async def send(

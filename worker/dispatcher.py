@@ -4,7 +4,10 @@ It wakes on Postgres NOTIFY (a new event leaves within milliseconds), on the nex
 scheduled retry, or on a slow poll as a fallback. One slow or dead receiver cannot delay
 the others: each URL gets at most `per_endpoint` requests in flight, and a circuit breaker
 stops claiming a URL's deliveries for a while after repeated failures; claims skip such
-URLs, so their rows stay queued in Postgres instead of occupying the dispatcher.
+URLs, so their rows stay queued in Postgres instead of occupying the dispatcher. Claims go
+round the tenants, so one tenant's backlog cannot delay another's. Its pump and listener
+are supervised: should one end, the dispatcher finishes what it has in flight and exits
+non-zero, to be restarted.
 """
 
 import asyncio
@@ -19,17 +22,22 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import asyncpg
 
-from shared import deliveries
-from shared.db import create_pool, is_connection_error, listen
-from shared.events import DELIVERIES_CHANNEL
+from schemas.webhooks import DeliveryStatus, DisabledReason
+from shared import deliveries, endpoints
+from shared.db import create_pool, is_connection_error, listen, with_db_retry
+from shared.deliveries import DELIVERIES_CHANNEL, AttemptRecord
 from shared.settings import Settings
+from shared.supervisor import Supervisor
 from shared.tracing import current_traceparent, span_from
+from shared.webhook_urls import make_resolver, redact
 from worker.delivery import Answer, make_session, send
 
 log = logging.getLogger(__name__)
 
 # Per the Standard Webhooks spec: after these, wait at least the receiver's Retry-After.
 _THROTTLE_STATUSES = frozenset({429, 502, 504})
+# An attempt's record must be in before this much is left of its lease.
+_RECORD_MARGIN_S = 5.0
 
 
 class EndpointGuard:
@@ -75,7 +83,7 @@ class EndpointGuard:
         self.failures[url] += 1
         if self.failures[url] >= self.threshold:
             self.open_until[url] = time.monotonic() + self.cooldown_s
-            log.warning("circuit open for %s after %d failures", url, self.failures[url])
+            log.warning("circuit open for %s after %d failures", redact(url), self.failures[url])
 
 
 def next_attempt_delay(settings: Settings, attempt: int, answer: Answer) -> float | None:
@@ -108,7 +116,11 @@ class Dispatcher:
         return self.settings.webhook_timeout + 30
 
     async def _deliver(
-        self, db: asyncpg.Pool, session: aiohttp.ClientSession, due: deliveries.Due
+        self,
+        db: asyncpg.Pool,
+        session: aiohttp.ClientSession,
+        due: deliveries.Due,
+        claimed_at: float,
     ) -> None:
         settings = self.settings
         succeeded = False
@@ -126,41 +138,78 @@ class Dispatcher:
         finally:
             # Whatever happened, the URL's slot is free again.
             self.guard.done(due.url, succeeded)
-        delay = None if answer.succeeded else next_attempt_delay(settings, due.attempt, answer)
-        retry_at = datetime.now(UTC) + timedelta(seconds=delay) if delay is not None else None
-        for pause in (0.5, 1, 2, 5, 10, 30, 60):
-            try:
-                await deliveries.record_attempt(
-                    db,
-                    due,
-                    answer.record,
-                    succeeded=answer.succeeded,
-                    retry_at=retry_at,
-                    disable_endpoint="webhook.disabled: receiver answered 410 Gone"
-                    if answer.gone
-                    else None,
-                    disable_after_s=settings.webhook_disable_after,
-                )
-                break
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                # The lease expires and another attempt happens; that is the at-least-once part.
-                log.warning("delivery %s: attempt not recorded yet (%s)", due.id, exc)
-                await asyncio.sleep(pause)
+        await self._record(db, due, answer, claimed_at)
         if answer.succeeded:
             self.delivered += 1
         log.info(
             "delivery %s attempt %d to %s: %s in %d ms",
             due.id,
             due.attempt,
-            due.url,
+            redact(due.url),
             answer.record.status_code or answer.record.error,
             answer.record.duration_ms,
         )
 
-    def _start(self, db: asyncpg.Pool, session: aiohttp.ClientSession, due: deliveries.Due) -> None:
-        task = asyncio.create_task(self._deliver(db, session, due))
+    async def _record(
+        self, db: asyncpg.Pool, due: deliveries.Due, answer: Answer, claimed_at: float
+    ) -> None:
+        """Record the attempt before its lease runs out (another dispatcher would then send
+        the delivery again): a lost connection is retried until then, and no longer. An
+        attempt that cannot be stored as it is (what a receiver sent may be anything) is
+        stored as a failure saying so: never left to be re-sent every lease, forever."""
+        delay = None if answer.succeeded else next_attempt_delay(self.settings, due.attempt, answer)
+
+        async def record(attempt: AttemptRecord, succeeded: bool) -> bool:
+            status = (
+                DeliveryStatus.SUCCEEDED
+                if succeeded
+                else DeliveryStatus.PENDING
+                if delay is not None
+                else DeliveryStatus.FAILED
+            )
+            retry_at = datetime.now(UTC) + timedelta(seconds=delay) if delay is not None else None
+            return await endpoints.record_attempt(
+                db,
+                due,
+                attempt,
+                status,
+                retry_at,
+                disable=DisabledReason.GONE if answer.gone else None,
+                disable_after_s=self.settings.webhook_disable_after,
+            )
+
+        left = claimed_at + self.lease_s - _RECORD_MARGIN_S - time.monotonic()
+        try:
+            async with asyncio.timeout(max(left, 0.0)):
+                try:
+                    await with_db_retry(lambda: record(answer.record, answer.succeeded), left)
+                except Exception as exc:
+                    if is_connection_error(exc):
+                        raise
+                    log.error("delivery %s: attempt not storable; recording it as failed",
+                              due.id, exc_info=exc)  # fmt: skip
+                    unstored = AttemptRecord(
+                        answer.record.duration_ms,
+                        answer.record.status_code,
+                        f"the attempt could not be stored: {type(exc).__name__}",
+                        None,
+                    )
+                    await with_db_retry(lambda: record(unstored, False), left)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            # The lease runs out and the delivery is made again: at least once.
+            log.warning("delivery %s: attempt %d not recorded before its lease ran out (%s)",
+                        due.id, due.attempt, exc)  # fmt: skip
+
+    def _start(
+        self,
+        db: asyncpg.Pool,
+        session: aiohttp.ClientSession,
+        due: deliveries.Due,
+        claimed_at: float,
+    ) -> None:
+        task = asyncio.create_task(self._deliver(db, session, due, claimed_at))
         self.in_flight.add(task)
 
         def finished(t: asyncio.Task[None]) -> None:
@@ -175,22 +224,19 @@ class Dispatcher:
         """How long to sleep unless woken. Rows of blocked URLs do not count: they are due
         but not claimable, and counting them would poll Postgres in a tight loop for as long
         as a URL is full or its circuit open. A finished delivery wakes the pump anyway."""
-        blocked = self.guard.blocked()
-        wait: float | None = await db.fetchval(
-            "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8"
-            " FROM webhook_deliveries WHERE status = 'pending' AND url <> ALL($1::text[])",
-            blocked,
-        )
+        wait = await deliveries.seconds_until_due(db, self.guard.blocked())
         waits = [self.settings.dispatcher_poll_interval, wait, self.guard.seconds_until_reopen()]
         return max(0.0, min(w for w in waits if w is not None))
 
     async def _pump(self, db: asyncpg.Pool, session: aiohttp.ClientSession) -> None:
-        while not self.stopping.is_set():
+        """Claim and start deliveries until cancelled."""
+        while True:
             self.wake.clear()
             free = self.settings.dispatcher_concurrency - len(self.in_flight)
             timeout = self.settings.dispatcher_poll_interval
             try:
                 if free > 0:
+                    claimed_at = time.monotonic()
                     batch = await deliveries.claim(
                         db,
                         free,
@@ -201,7 +247,7 @@ class Dispatcher:
                     )
                     for due in batch:
                         if self.guard.admit(due.url):
-                            self._start(db, session, due)
+                            self._start(db, session, due, claimed_at)
                         else:  # its circuit opened while we claimed; put it back untouched
                             await deliveries.defer(
                                 db, due, datetime.now(UTC) + timedelta(seconds=1)
@@ -214,43 +260,54 @@ class Dispatcher:
                     raise
                 log.warning("dispatcher cannot reach postgres (%s)", exc)
                 timeout = 1.0
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+            # arrives as the wake-up does (cpython #86296), and the pump would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=max(timeout, 0.01))
+                async with asyncio.timeout(max(timeout, 0.01)):
+                    await self.wake.wait()
 
-    async def serve(self) -> None:
+    async def serve(self) -> int:
+        """Run until SIGTERM/SIGINT (exit 0) or until a supervised task ends (exit 1)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop)
-        db = await create_pool(self.settings.require_database_url, max_size=10)
+        settings = self.settings
+        db = await create_pool(settings.require_database_url, max_size=10)
         session = make_session(
-            timeout_s=self.settings.webhook_timeout,
-            allow_private=self.settings.webhook_allow_private,
-            limit=self.settings.dispatcher_concurrency,
+            timeout_s=settings.webhook_timeout,
+            allow_private=settings.webhook_allow_private,
+            limit=settings.dispatcher_concurrency,
+            resolver=make_resolver(settings.webhook_dns_servers, settings.webhook_dns_timeout),
+            dns_timeout_s=settings.webhook_dns_timeout,
         )
+        supervisor = Supervisor()
+        supervisor.start("pump", self._pump(db, session))
         # Wake on each new delivery, and after a reconnection for those owed meanwhile.
-        listener = asyncio.create_task(
+        supervisor.start(
+            "listener",
             listen(
-                self.settings.require_database_url,
-                DELIVERIES_CHANNEL,
-                lambda _: self.wake.set(),
+                settings.require_database_url,
+                {DELIVERIES_CHANNEL: lambda _: self.wake.set()},
                 self.wake.set,
-            )
+            ),
         )
-        log.info("dispatcher ready (concurrency %d)", self.settings.dispatcher_concurrency)
+        log.info("dispatcher ready (concurrency %d)", settings.dispatcher_concurrency)
         try:
-            await self._pump(db, session)
+            await supervisor.wait(self.stopping)
         finally:
-            listener.cancel()
+            self._stop()
+            await supervisor.stop()
             if self.in_flight:
-                await asyncio.wait(self.in_flight, timeout=self.settings.webhook_timeout + 1)
+                await asyncio.wait(self.in_flight, timeout=settings.webhook_timeout + 1)
             await session.close()
             await db.close()
             log.info("dispatcher stopped after %d deliveries", self.delivered)
+        return supervisor.exit_code
 
     def _stop(self) -> None:
         self.stopping.set()
         self.wake.set()
 
 
-async def serve(settings: Settings) -> None:
-    await Dispatcher(settings).serve()
+async def serve(settings: Settings) -> int:
+    return await Dispatcher(settings).serve()

@@ -3,12 +3,12 @@
 Around arq it adds what a bare arq worker lacks: it survives Redis going away (a bare
 worker dies when its connection drops, arq #435/#386), drains gracefully on SIGTERM
 (finishes running crews up to `drain_timeout`, then hands the rest back without spending
-an attempt, still heartbeating and honouring cancels meanwhile), and runs the recovery
-loops.
+an attempt, still heartbeating and honouring cancels meanwhile), and runs the recovery and
+retention loops. Its long-lived tasks are supervised: should one end, the worker hands its
+running jobs back at once and exits non-zero, to be restarted.
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -27,11 +27,16 @@ from shared import queue
 from shared.crews import CrewRegistry
 from shared.db import create_pool
 from shared.settings import Settings
+from shared.supervisor import Supervisor
 from worker.crew_pool import CrewPool
-from worker.recovery import run_recovery
+from worker.recovery import run_recovery, run_retention
 from worker.runner import JobRunner, StopReason
 
 log = logging.getLogger(__name__)
+
+# Only these mean "Redis is away for now"; any other error is a bug or a broken Redis, and
+# ends the task that met it (its supervisor then stops the worker).
+REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def make_worker_id(settings: Settings) -> str:
@@ -48,6 +53,7 @@ class WorkerService:
         self.settings = settings
         self.worker_id = make_worker_id(settings)
         self.stopping = asyncio.Event()
+        self.supervisor = Supervisor()
         self.db: asyncpg.Pool | None = None
         self.redis: ArqRedis | None = None
         self.redis_ready = asyncio.Event()
@@ -80,10 +86,10 @@ class WorkerService:
         )
 
     async def _consume(self) -> None:
-        """Run arq, rebuilding it whenever Redis drops, until stopping. The connection pool
+        """Run arq, rebuilding it whenever Redis drops, until cancelled. The connection pool
         outlives each arq Worker: redis-py opens fresh connections once Redis is back."""
         delay = 0.5
-        while not self.stopping.is_set():
+        while True:
             try:
                 if self.redis is None:
                     self.redis = await queue.connect(self.settings.require_redis_url)
@@ -92,11 +98,7 @@ class WorkerService:
                 log.info("worker %s consuming %s", self.worker_id, queue.QUEUE_NAME)
                 delay = 0.5
                 await self.arq.async_run()
-            except asyncio.CancelledError:
-                if self.stopping.is_set():
-                    return
-                raise
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except REDIS_UNAVAILABLE as exc:
                 log.warning("redis unavailable (%s); reconnecting in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
@@ -114,9 +116,7 @@ class WorkerService:
                             job_id = message["data"].decode()
                             if self.runner.stop(job_id, StopReason.CANCEL):
                                 log.info("job %s: cancel requested, stopping its crew", job_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except REDIS_UNAVAILABLE as exc:
                 log.warning("cancel listener lost redis (%s); retrying", exc)
                 await asyncio.sleep(1)
 
@@ -130,30 +130,34 @@ class WorkerService:
         assert self.redis is not None
         return self.redis
 
-    async def _drain(self) -> None:
-        """Stop taking jobs, let running crews finish for `drain_timeout`, then hand the rest
-        back; heartbeats and cancels keep working meanwhile (they are separate tasks)."""
+    async def _enqueue(self, job_id: str) -> None:
+        """Queue a job now; if Redis is away, the reconciler queues it later."""
+        try:
+            await queue.enqueue(await self._connected_redis(), job_id)
+        except REDIS_UNAVAILABLE as exc:
+            log.warning("job %s not queued yet (%s); the reconciler will", job_id, exc)
+
+    async def _drain(self, timeout: float) -> None:
+        """Stop taking jobs, let running crews finish for `timeout`, then hand the rest back;
+        heartbeats and cancels keep working meanwhile (they are separate tasks)."""
         assert self.runner is not None
         if self.arq is not None:
             self.arq.allow_pick_jobs = False
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.drain_timeout
-        log.info(
-            "draining: %d running jobs, up to %.0f s",
-            len(self.runner.active),
-            self.settings.drain_timeout,
-        )
+        deadline = loop.time() + timeout
+        log.info("draining: %d running jobs, up to %.0f s", len(self.runner.active), timeout)
         while self.runner.active and loop.time() < deadline:
             await asyncio.sleep(0.1)
         for job_id in list(self.runner.active):
-            log.info("job %s: drain timeout passed, handing it back", job_id)
+            log.info("job %s: handing it back", job_id)
             self.runner.stop(job_id, StopReason.SHUTDOWN)
         if self.arq is not None:
             pending = [t for t in self.arq.tasks.values() if not t.done()]
             if pending:
                 await asyncio.wait(pending, timeout=15)
 
-    async def serve(self) -> None:
+    async def serve(self) -> int:
+        """Run until SIGTERM/SIGINT (exit 0) or until a supervised task ends (exit 1)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -164,7 +168,9 @@ class WorkerService:
             self.settings.require_database_url, max_size=self.settings.worker_concurrency * 2 + 4
         )
         await self.crews.start()
-        self.runner = JobRunner(self.settings, self.db, self.crews, registry, self.worker_id)
+        self.runner = JobRunner(
+            self.settings, self.db, self.crews, registry, self.worker_id, self._enqueue
+        )
         log.info(
             "worker %s ready: %d crews, concurrency %d, model %s",
             self.worker_id,
@@ -172,28 +178,32 @@ class WorkerService:
             self.settings.worker_concurrency,
             self.settings.default_model(),
         )
-        tasks = [
-            asyncio.create_task(self._consume(), name="consume"),
-            asyncio.create_task(self._listen_for_cancels(), name="cancels"),
-            asyncio.create_task(self._recovery(), name="recovery"),
-        ]
-        await self.stopping.wait()
-        log.info("worker %s stopping", self.worker_id)
-        await self._drain()
-        for task in tasks:
-            task.cancel()
-        if self.arq is not None:
-            self.arq.main_task and self.arq.main_task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self.supervisor.start("consume", self._consume())
+        self.supervisor.start("cancel listener", self._listen_for_cancels())
+        self.supervisor.start("recovery", self._recovery())
+        if self.settings.retention_days:
+            self.supervisor.start("retention", run_retention(self.db, self.settings))
+        await self.supervisor.wait(self.stopping)
+        if self.supervisor.failure:
+            log.error("worker %s: handing its jobs back and exiting", self.worker_id)
+            await self._drain(timeout=0)
+        else:
+            log.info("worker %s stopping", self.worker_id)
+            await self._drain(self.settings.drain_timeout)
+        self.stopping.set()
+        if self.arq is not None and self.arq.main_task is not None:
+            self.arq.main_task.cancel()
+        await self.supervisor.stop()
         if self.redis is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await self.redis.close(close_connection_pool=True)
+            except REDIS_UNAVAILABLE as exc:
+                log.warning("closing redis: %s", exc)
         await self.crews.close()
         await self.db.close()
         log.info("worker %s stopped", self.worker_id)
+        return self.supervisor.exit_code
 
 
-async def serve(settings: Settings) -> None:
-    await WorkerService(settings).serve()
+async def serve(settings: Settings) -> int:
+    return await WorkerService(settings).serve()

@@ -1,10 +1,16 @@
-"""Recovery loops every worker runs, safe to run in many places at once.
+"""Recovery and retention loops every worker runs, safe to run in many places at once.
 
 - The reaper hands a job whose worker died (its heartbeat stopped) to another worker
   within `heartbeat_timeout` + `reaper_interval` seconds, whatever the job's timeout: arq
   alone would wait for the dead worker's in-progress key to expire (timeout + 10 s).
 - The reconciler puts back on the queue every pending job Redis forgot (a restart without
-  persistence, FLUSHALL): Postgres is the source of truth, Redis only carries wake-ups.
+  persistence, FLUSHALL, a queue entry lost while its job key stayed): Postgres is the
+  source of truth, Redis only carries wake-ups. It also unparks jobs whose tenant has free
+  slots (its cap was raised).
+- Retention deletes finished jobs older than `retention_days`, in small batches.
+
+A lost connection to Postgres or Redis is logged and the loop goes on; any other error is
+a bug, ends the loop, and so stops the worker (see shared/supervisor.py).
 """
 
 import asyncio
@@ -12,54 +18,90 @@ import logging
 
 import asyncpg
 from arq.connections import ArqRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared import jobs, queue
+from shared import events, jobs, queue
+from shared.db import is_connection_error
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # The API inserts a job and then enqueues it; leave it that long to do so.
 _ENQUEUE_GRACE_S = 5.0
+# Rows deleted per statement: short transactions, short locks, no long WAL bursts.
+_RETENTION_BATCH = 500
+
+
+def _transient(exc: BaseException) -> bool:
+    return is_connection_error(exc) or isinstance(exc, RedisConnectionError | RedisTimeoutError)
 
 
 async def reap_once(db: asyncpg.Pool, redis: ArqRedis, settings: Settings) -> list[str]:
-    requeue = await jobs.reap(db, settings.heartbeat_timeout, settings.timeout_grace)
-    for job_id in requeue:
-        log.warning("job %s: worker lost, handed to another worker", job_id)
+    to_queue = await jobs.reap(db, settings.heartbeat_timeout, settings.timeout_grace)
+    for job_id in to_queue:
+        log.warning("job %s: queued again after its worker was lost", job_id)
         await queue.requeue_now(redis, job_id)
-    return requeue
+    return to_queue
 
 
-async def reconcile_once(db: asyncpg.Pool, redis: ArqRedis) -> list[str]:
-    """Queue every pending job arq does not hold, and free every pending job stuck behind a
-    stale in-progress claim (its worker died between the Postgres write and arq's own
-    bookkeeping: a pending job is in progress for milliseconds, not half a minute)."""
-    restored: list[str] = []
+async def reconcile_once(db: asyncpg.Pool, redis: ArqRedis, settings: Settings) -> list[str]:
+    """Queue every queueable pending job arq does not hold (not queued, not deferred, not in
+    progress), and free every pending job stuck behind a stale in-progress claim (its worker
+    died between the Postgres write and arq's own bookkeeping: a pending job is in progress
+    for milliseconds, not half a minute)."""
+    restored = await jobs.unpark_free_slots(db, settings.tenant_max_running_jobs)
+    for job_id in restored:
+        await queue.enqueue(redis, job_id)
     after = None
     while page := await jobs.pending_jobs(db, _ENQUEUE_GRACE_S, after):
         states = await queue.arq_state(redis, [row["id"] for row in page])
-        for row, (held, in_progress) in zip(page, states, strict=True):
-            if not held:
-                await queue.enqueue(redis, row["id"], row["run_after"])
+        for row, state in zip(page, states, strict=True):
+            if not state.held:
+                await queue.requeue_now(redis, row["id"], row["run_after"])
                 restored.append(row["id"])
-            elif in_progress and row["overdue"]:
+            elif state.in_progress and row["overdue"]:
                 await queue.requeue_now(redis, row["id"])
                 restored.append(row["id"])
         after = page[-1]["id"]
     if restored:
-        log.warning("re-queued %d pending jobs the queue had lost", len(restored))
+        log.warning("queued %d pending jobs the queue did not hold", len(restored))
     return restored
 
 
 async def run_recovery(db: asyncpg.Pool, redis: ArqRedis, settings: Settings) -> None:
-    """Reap and reconcile every `reaper_interval` until cancelled; outages are logged and
-    the loop goes on."""
+    """Reap and reconcile every `reaper_interval` until cancelled."""
     while True:
         try:
             await reap_once(db, redis, settings)
-            await reconcile_once(db, redis)
-        except asyncio.CancelledError:
-            raise
+            await reconcile_once(db, redis, settings)
         except Exception as exc:
+            if not _transient(exc):
+                raise
             log.warning("recovery pass failed: %s", exc)
         await asyncio.sleep(settings.reaper_interval)
+
+
+async def purge_once(db: asyncpg.Pool, retention_days: float) -> int:
+    """Delete everything older than `retention_days`, a batch at a time; how many rows."""
+    total = 0
+    while (
+        deleted := await jobs.purge_finished(db, retention_days, _RETENTION_BATCH)
+        + await events.purge_without_job(db, retention_days, _RETENTION_BATCH)
+    ) > 0:
+        total += deleted
+        await asyncio.sleep(0)  # let heartbeats and claims through between batches
+    return total
+
+
+async def run_retention(db: asyncpg.Pool, settings: Settings) -> None:
+    """Purge every `retention_interval` until cancelled."""
+    while True:
+        try:
+            if deleted := await purge_once(db, settings.retention_days):
+                log.info("retention: deleted %d finished jobs and lone events", deleted)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            log.warning("retention pass failed: %s", exc)
+        await asyncio.sleep(settings.retention_interval)

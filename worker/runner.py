@@ -3,43 +3,49 @@ exactly one outcome.
 
 Every state write is compare-and-set on (status, attempt), so a duplicate arq delivery, a
 reaper that gave the job to another worker, or a cancel that won the race all make this
-attempt's outcome a no-op instead of a second one.
+attempt's outcome a no-op instead of a second one. An attempt holds a lease, renewed by its
+heartbeat; a crew whose lease cannot be renewed is stopped before the reaper may give its
+job to another worker, so no job ever runs twice at once.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
 from arq.worker import Retry
 
-from schemas.jobs import ErrorCode, JobError, JobResult, JobStatus
+from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobResult, TaskResult
 from shared import jobs
 from shared.crews import CrewRegistry
 from shared.db import is_connection_error, with_db_retry
 from shared.settings import Settings
 from shared.tracing import span_from
-from worker.crew_pool import CrewPool, Outcome
-from worker.crew_protocol import RunRequest
+from worker.crew_pool import Crashed, CrewPool, Outcome, Stopped, TimedOut
+from worker.crew_protocol import CrewFailed, CrewFinished, RunRequest
 
 log = logging.getLogger(__name__)
 
 
-class StopReason:
+class StopReason(StrEnum):
     CANCEL = "cancel"  # the client cancelled the job
-    LOST = "lost"  # the job is no longer this attempt's (reaped, finished elsewhere)
-    SHUTDOWN = "shutdown"  # the worker is draining and hands the job back
+    LOST = "lost"  # the attempt is no longer this worker's, or its lease could not be renewed
+    SHUTDOWN = "shutdown"  # the worker hands the job back (draining, or a task of it failed)
 
 
 @dataclass
 class ActiveJob:
     claim: jobs.Claim
+    claimed_at: float  # loop time just before the claim: when its lease began, at the latest
     stop: asyncio.Event = field(default_factory=asyncio.Event)
-    reason: str | None = None
+    reason: StopReason | None = None
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: StopReason) -> None:
         if self.reason is None:
             self.reason = reason
         self.stop.set()
@@ -53,15 +59,17 @@ class JobRunner:
         crews: CrewPool,
         registry: CrewRegistry,
         worker_id: str,
+        enqueue: Callable[[str], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.db = db
         self.crews = crews
         self.registry = registry
         self.worker_id = worker_id
+        self.enqueue = enqueue  # queue a job (one its ended attempt unparked)
         self.active: dict[str, ActiveJob] = {}
 
-    def stop(self, job_id: str, reason: str) -> bool:
+    def stop(self, job_id: str, reason: StopReason) -> bool:
         active = self.active.get(job_id)
         if active is None:
             return False
@@ -75,6 +83,7 @@ class JobRunner:
 
     async def _run(self, job_id: str) -> str:
         async with self.crews.slots:
+            claimed_at = asyncio.get_running_loop().time()
             started = await with_db_retry(
                 lambda: jobs.start_attempt(
                     self.db, job_id, self.worker_id, self.settings.tenant_max_running_jobs
@@ -85,15 +94,15 @@ class JobRunner:
                 if started.retry_in is not None:
                     raise Retry(defer=started.retry_in)
                 return started.reason
-            return await self._attempt(started)
+            return await self._attempt(ActiveJob(started, claimed_at))
 
-    async def _attempt(self, claim: jobs.Claim) -> str:
-        job_id = claim.job_id
+    async def _attempt(self, active: ActiveJob) -> str:
+        claim = active.claim
         spec = self.registry.get(claim.crew)
         if spec is None:
-            await self._finish(
+            await self._end(
                 claim,
-                JobStatus.FAILED,
+                AttemptOutcome.FAILED,
                 error=JobError(
                     code=ErrorCode.CREW_CONFIG_ERROR,
                     message=f"crew {claim.crew!r} is not registered on worker {self.worker_id}",
@@ -101,14 +110,13 @@ class JobRunner:
             )
             return "failed"
 
-        active = ActiveJob(claim)
-        self.active[job_id] = active
-        heartbeat = asyncio.create_task(self._heartbeat(active))
-        log.info("job %s attempt %d: running crew %s", job_id, claim.attempt, claim.crew)
+        self.active[claim.job_id] = active
+        heartbeat = asyncio.create_task(self._heartbeat(active), name=f"heartbeat {claim.job_id}")
+        log.info("job %s attempt %d: running crew %s", claim.job_id, claim.attempt, claim.crew)
         try:
             outcome = await self.crews.run(
                 RunRequest(
-                    job_id,
+                    claim.job_id,
                     spec,
                     claim.inputs,
                     self.settings.default_model(),
@@ -121,10 +129,12 @@ class JobRunner:
             )
         finally:
             heartbeat.cancel()
-            self.active.pop(job_id, None)
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat  # it never raises: what it cannot do, it turns into a stop
+            self.active.pop(claim.job_id, None)
         return await self._record(active, outcome)
 
-    async def _task_completed(self, claim: jobs.Claim, task: dict[str, Any]) -> None:
+    async def _task_completed(self, claim: jobs.Claim, task: TaskResult) -> None:
         try:
             await jobs.task_completed(self.db, claim, task)
         except Exception as exc:
@@ -132,27 +142,72 @@ class JobRunner:
             log.warning("job %s: task event not recorded: %s", claim.job_id, exc)
 
     async def _heartbeat(self, active: ActiveJob) -> None:
+        """Renew the attempt's lease every `heartbeat_interval` until cancelled, and stop the
+        crew when the job is cancelled or is no longer this attempt's. The reaper hands a job
+        silent for `heartbeat_timeout` to another worker, so a lease that cannot be renewed
+        stops the crew one interval before that: the attempt is lost, never run twice. A lost
+        connection is retried until then; any other error stops the crew at once."""
+        loop = asyncio.get_running_loop()
+        interval = self.settings.heartbeat_interval
+        lease = self.settings.heartbeat_timeout - interval
+        renewed = active.claimed_at
+        job_id = active.claim.job_id
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
+            await asyncio.sleep(min(interval, max(0.0, renewed + lease - loop.time())))
+            sent = loop.time()
+            left = renewed + lease - sent
+            if left <= 0:
+                log.error("job %s: lease not renewed for %.1f s; stopping its crew", job_id, lease)
+                active.request_stop(StopReason.LOST)
+                return
             try:
-                ours, cancel = await jobs.heartbeat(self.db, active.claim)
+                async with asyncio.timeout(left):
+                    ours, cancel = await jobs.heartbeat(self.db, active.claim)
             except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                log.warning("job %s: heartbeat failed: %s", active.claim.job_id, exc)
-                continue
+                if is_connection_error(exc):
+                    log.warning(
+                        "job %s: heartbeat failed (%s); %.1f s of lease left", job_id, exc, left
+                    )
+                    continue
+                log.error("job %s: heartbeat failed; stopping its crew", job_id, exc_info=exc)
+                active.request_stop(StopReason.LOST)
+                return
+            renewed = sent
             if not ours:
                 active.request_stop(StopReason.LOST)
             elif cancel:
                 active.request_stop(StopReason.CANCEL)
 
-    async def _finish(self, claim: jobs.Claim, status: JobStatus, **fields: Any) -> bool:
-        done = await with_db_retry(lambda: jobs.finish(self.db, claim, status, **fields))
-        if not done:
+    async def _end(
+        self, claim: jobs.Claim, outcome: AttemptOutcome, **fields: Any
+    ) -> jobs.Moved | None:
+        moved = await with_db_retry(lambda: jobs.end_attempt(self.db, claim, outcome, **fields))
+        if moved is None:
             log.info(
                 "job %s attempt %d: outcome discarded, job moved on", claim.job_id, claim.attempt
             )
-        return done
+        elif moved.unparked:
+            await self.enqueue(moved.unparked)
+        return moved
+
+    async def _complete(
+        self, claim: jobs.Claim, result: JobResult, token_usage: dict[str, Any] | None
+    ) -> str:
+        try:
+            await self._end(claim, AttemptOutcome.COMPLETED, result=result, token_usage=token_usage)
+            return "completed"
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise
+            # Left running, the job would be re-run after WORKER_LOST, and fail the same way.
+            log.error("job %s: its result cannot be stored", claim.job_id, exc_info=exc)
+            reason = f"{type(exc).__name__}: {exc}"
+        error = JobError(
+            code=ErrorCode.CREW_ERROR,
+            message=f"the crew's result could not be stored: {reason}"[:2000],
+        )
+        await self._end(claim, AttemptOutcome.FAILED, error=error)
+        return "failed"
 
     def _retry_delay(self, counted_attempt: int) -> float:
         base = self.settings.retry_base_delay * 2 ** (counted_attempt - 1)
@@ -160,60 +215,56 @@ class JobRunner:
         return float(min(self.settings.retry_max_delay, base) * random.uniform(0.5, 1.0))
 
     async def _retry_or_fail(self, claim: jobs.Claim, error: JobError) -> str:
-        if claim.retries_left > 0:
-            delay = self._retry_delay(claim.counted_attempt)
-            moved = await with_db_retry(
-                lambda: jobs.retry_later(self.db, claim.job_id, claim.attempt, error, delay)
-            )
-            if moved:
-                log.info(
-                    "job %s attempt %d failed (%s); retry in %.1f s",
-                    claim.job_id,
-                    claim.attempt,
-                    error.code,
-                    delay,
-                )
-                raise Retry(defer=delay)
+        if claim.retries_left <= 0:
+            await self._end(claim, AttemptOutcome.FAILED, error=error)
+            return "failed"
+        delay = self._retry_delay(claim.counted_attempt)
+        if await self._end(claim, AttemptOutcome.RETRYING, error=error, retry_in=delay) is None:
             return "discarded"
-        await self._finish(claim, JobStatus.FAILED, error=error)
-        return "failed"
+        log.info(
+            "job %s attempt %d failed (%s); retry in %.1f s",
+            claim.job_id,
+            claim.attempt,
+            error.code,
+            delay,
+        )
+        raise Retry(defer=delay)
 
     async def _record(self, active: ActiveJob, outcome: Outcome) -> str:
         claim = active.claim
-        if active.reason == StopReason.CANCEL and outcome.kind != "done":
+        if active.reason is StopReason.CANCEL and not isinstance(outcome, CrewFinished):
             # Cancelled is final: a crew that failed or timed out while being cancelled is
             # not retried, and a draining worker does not hand it back.
-            await self._finish(claim, JobStatus.CANCELLED)
+            await self._end(claim, AttemptOutcome.CANCELLED)
             return "cancelled"
-        if outcome.kind == "done":
-            await self._finish(
-                claim,
-                JobStatus.COMPLETED,
-                result=JobResult(**outcome.payload["result"]),
-                token_usage=outcome.payload["token_usage"],
-            )
-            return "completed"
-        if outcome.kind == "error":
-            error = JobError(code=outcome.payload["code"], message=outcome.payload["message"])
-            if outcome.payload.get("transient"):
+        match outcome:
+            case CrewFinished(result=result, token_usage=token_usage):
+                return await self._complete(claim, result, token_usage)
+            case CrewFailed(transient=True):
+                error = JobError(code=outcome.code, message=outcome.message)
                 return await self._retry_or_fail(claim, error)
-            if "traceback" in outcome.payload:
-                log.warning("job %s crew error:\n%s", claim.job_id, outcome.payload["traceback"])
-            await self._finish(claim, JobStatus.FAILED, error=error)
-            return "failed"
-        if outcome.kind == "timeout":
-            error = JobError(
-                code=ErrorCode.TIMEOUT,
-                message=f"crew ran past its timeout of {claim.timeout_s} s and was stopped",
-            )
-            await self._finish(claim, JobStatus.FAILED, error=error)
-            return "failed"
-        if outcome.kind == "crashed":
-            error = JobError(code=ErrorCode.CREW_ERROR, message=outcome.payload["message"])
-            return await self._retry_or_fail(claim, error)
-        # stopped
-        if active.reason == StopReason.SHUTDOWN:
-            if await with_db_retry(lambda: jobs.release(self.db, claim)):
-                raise Retry(defer=0)
-            return "discarded"
-        return "lost"
+            case CrewFailed():
+                if outcome.traceback:
+                    log.warning("job %s crew error:\n%s", claim.job_id, outcome.traceback)
+                error = JobError(code=outcome.code, message=outcome.message)
+                await self._end(claim, AttemptOutcome.FAILED, error=error)
+                return "failed"
+            case TimedOut():
+                error = JobError(
+                    code=ErrorCode.TIMEOUT,
+                    message=f"crew ran past its timeout of {claim.timeout_s} s and was stopped",
+                )
+                await self._end(claim, AttemptOutcome.FAILED, error=error)
+                return "failed"
+            case Crashed(message=message):
+                return await self._retry_or_fail(
+                    claim, JobError(code=ErrorCode.CREW_ERROR, message=message)
+                )
+            case Stopped() if active.reason is StopReason.SHUTDOWN:
+                if await self._end(claim, AttemptOutcome.RELEASED) is not None:
+                    raise Retry(defer=0)
+                return "discarded"
+            case Stopped():
+                # The reaper moves the job on once the lease has run out.
+                return "lost"
+        raise AssertionError(f"unknown outcome {outcome!r}")

@@ -8,6 +8,7 @@ from api.context import DB, REDIS
 from api.errors import ApiError
 from api.responses import json_response
 from schemas.account import Account
+from shared import tenants
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -16,19 +17,19 @@ routes = web.RouteTableDef()
 @routes.get("/v1/account")
 async def account(request: web.Request) -> web.Response:
     principal = request["principal"]
-    row = await request.app[DB].fetchrow("SELECT * FROM tenants WHERE id = $1", principal.tenant_id)
-    assert row is not None  # the key was just authenticated against this tenant
+    tenant = await tenants.get(request.app[DB], principal.tenant_id)
+    assert tenant is not None  # the key was just authenticated against this tenant
     return json_response(
         Account(
-            tenant_id=row["id"],
-            tenant_name=row["name"],
+            tenant_id=tenant.id,
+            tenant_name=tenant.name,
             # The secret lets its holder forge webhooks: only keys that manage them see it.
-            webhook_signing_secret=row["signing_secret"]
+            webhook_signing_secret=tenant.signing_secret
             if "webhooks:manage" in principal.scopes
             else None,
             key_id=principal.key_id,
             scopes=sorted(principal.scopes),
-            created_at=row["created_at"],
+            created_at=tenant.created_at,
         )
     )
 

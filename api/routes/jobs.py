@@ -1,7 +1,6 @@
-"""`/v1/jobs`: submit, read, list, cancel and retry jobs."""
+"""`/v1/jobs`: submit, read, list, cancel and retry jobs; follow one live."""
 
 import asyncio
-import hashlib
 import logging
 
 import orjson
@@ -9,23 +8,26 @@ from aiohttp import web
 
 from api.auth import require
 from api.bodies import parse, query_int, read_json
-from api.context import CREWS, DB, REDIS, SETTINGS
+from api.context import CREWS, DB, REDIS, SETTINGS, URLS
 from api.errors import ApiError
-from api.job_events import HUB
+from api.notifications import HUB
 from api.responses import json_response
-from schemas.events import JOB_URL_EVENTS
+from schemas.events import Event
 from schemas.jobs import JobCreate, JobList, JobStatus
 from schemas.webhooks import DeliveryList
-from shared import endpoints, jobs, queue
+from shared import deliveries, events, jobs, queue, submissions, tenants
+from shared.db import is_connection_error
+from shared.events import JOB_EVENTS_CHANNEL
+from shared.stream_slots import REDIS_UNAVAILABLE, StreamSlot
 from shared.tracing import current_traceparent
-from shared.webhook_urls import UrlRefused, check_url
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-_OUTCOMES = frozenset(e.value for e in JOB_URL_EVENTS)
 # A comment line this often keeps idle proxies from closing a quiet stream.
 _KEEPALIVE_S = 15.0
+# When a tenant may try again to submit, or to open a stream, once over its bound.
+_RETRY_AFTER_S = "30"
 
 
 def _not_found(job_id: str) -> ApiError:
@@ -45,76 +47,69 @@ async def _enqueue(request: web.Request, job_id: str, *, now: bool = False) -> N
         log.warning("job %s stored but not queued yet (%s)", job_id, exc)
 
 
+def _refusal(refused: submissions.Refused) -> ApiError:
+    match refused:
+        case submissions.UnknownCrew(crew=crew, available=available):
+            return ApiError(
+                422, "UNKNOWN_CREW", f"no crew named {crew!r}", {"available": available}
+            )
+        case submissions.MissingInputs(crew=crew, missing=missing, required=required):
+            return ApiError(
+                422,
+                "MISSING_INPUTS",
+                f"crew {crew!r} needs inputs: {', '.join(missing)}",
+                {"missing": missing, "required": required},
+            )
+        case submissions.InvalidWebhookUrl(reason=reason):
+            return ApiError(
+                422, "INVALID_WEBHOOK_URL", f"webhook_url refused: {reason}", {"reason": reason}
+            )
+        case submissions.IdempotencyKeyReused(job_id=job_id):
+            return ApiError(
+                409,
+                "IDEMPOTENCY_KEY_REUSED",
+                "this Idempotency-Key was used with a different request body",
+                {"job_id": job_id},
+            )
+        case jobs.TooManyPending(limit=limit):
+            return ApiError(
+                429,
+                "TOO_MANY_PENDING_JOBS",
+                f"this tenant already has {limit} pending jobs, as many as it may;"
+                " submit more once some have started",
+                {"limit": limit},
+                headers={"Retry-After": _RETRY_AFTER_S},
+            )
+
+
 @routes.post("/v1/jobs")
 async def create_job(request: web.Request) -> web.Response:
     principal = require(request, "jobs:write")
     data, raw = await read_json(request)
     body = parse(JobCreate, data)
-    spec = request.app[CREWS].get(body.crew)
-    if spec is None:
-        raise ApiError(
-            422,
-            "UNKNOWN_CREW",
-            f"no crew named {body.crew!r}",
-            {"available": sorted(request.app[CREWS].crews)},
-        )
-    missing = spec.missing_inputs(body.inputs)
-    if missing:
-        raise ApiError(
-            422,
-            "MISSING_INPUTS",
-            f"crew {spec.name!r} needs inputs: {', '.join(missing)}",
-            {"missing": missing, "required": spec.inputs},
-        )
-    settings = request.app[SETTINGS]
-    if body.webhook_url:
-        try:
-            await check_url(
-                body.webhook_url,
-                allow_http=settings.webhook_allow_http,
-                allow_private=settings.webhook_allow_private,
-            )
-        except UrlRefused as exc:
-            raise ApiError(
-                422, "INVALID_WEBHOOK_URL", f"webhook_url refused: {exc}", {"reason": str(exc)}
-            ) from exc
     idempotency_key = request.headers.get("Idempotency-Key")
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
         raise ApiError(422, "VALIDATION_ERROR", "Idempotency-Key must be 1 to 255 characters")
-    new = jobs.NewJob(
-        tenant_id=principal.tenant_id,
-        crew=spec.name,
-        inputs=body.inputs,
-        metadata=body.metadata,
-        webhook_url=body.webhook_url,
-        timeout_s=body.timeout or spec.default_timeout or settings.job_default_timeout,
-        max_retries=body.max_retries
-        if body.max_retries is not None
-        else spec.default_max_retries
-        if spec.default_max_retries is not None
-        else settings.job_default_max_retries,
+    answer = await submissions.submit(
+        request.app[DB],
+        request.app[CREWS],
+        request.app[SETTINGS],
+        request.app[URLS],
+        principal.tenant_id,
+        body,
+        raw_body=raw,
         idempotency_key=idempotency_key,
-        request_hash=hashlib.sha256(raw).digest() if idempotency_key else None,
         traceparent=current_traceparent(),
     )
-    db = request.app[DB]
-    async with db.acquire() as conn:
-        row, created = await jobs.insert(conn, new)
-    if not created and row["request_hash"] != new.request_hash:
-        raise ApiError(
-            409,
-            "IDEMPOTENCY_KEY_REUSED",
-            "this Idempotency-Key was used with a different request body",
-            {"job_id": row["id"]},
-        )
-    if created:
-        await _enqueue(request, row["id"])
-    job = await jobs.get(db, principal.tenant_id, row["id"])
-    assert job is not None
+    if not isinstance(answer, submissions.Submitted):
+        raise _refusal(answer)
+    job = answer.job
     headers = {"Location": f"/v1/jobs/{job.id}"}
-    if not created:
+    if not answer.created:
         headers["Idempotent-Replayed"] = "true"
-    return json_response(job, status=202 if created else 200, headers=headers)
+        return json_response(job, status=200, headers=headers)
+    await _enqueue(request, job.id)
+    return json_response(job, status=202, headers=headers)
 
 
 @routes.get("/v1/jobs")
@@ -151,47 +146,102 @@ async def get_job(request: web.Request) -> web.Response:
 
 @routes.get("/v1/jobs/{job_id}/deliveries")
 async def job_deliveries(request: web.Request) -> web.Response:
-    """The webhooks this job's events owed, with every attempt: how a client finds out why
-    its `webhook_url` did not hear from crewq."""
+    """The webhooks this job's events owed, newest first, with every attempt: how a client
+    finds out why its `webhook_url` did not hear from crewq."""
     principal = require(request, "jobs:read")
     job_id = request.match_info["job_id"]
     db = request.app[DB]
     if not await jobs.exists(db, principal.tenant_id, job_id):
         raise _not_found(job_id)
-    found = await endpoints.job_deliveries(db, principal.tenant_id, job_id)
-    return json_response(DeliveryList.of(found, has_more=False))
+    page, has_more = await deliveries.job_page(
+        db,
+        principal.tenant_id,
+        job_id,
+        before=request.query.get("cursor") or None,
+        limit=query_int(request, "limit", 20, 1, 100),
+    )
+    return json_response(DeliveryList.of(page, has_more))
+
+
+def _sse(event: Event) -> bytes:
+    data = orjson.dumps(event.model_dump(mode="json")).decode()
+    return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
 
 @routes.get("/v1/jobs/{job_id}/events")
 async def stream_job_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the job's events so far (after `Last-Event-ID` when resuming),
-    then each new one as it commits, until its outcome (completed, failed, cancelled)."""
+    then each new one as it commits, until the job has ended (a job retried after an
+    outcome streams on). Each tenant holds at most its bound of streams open at once."""
     principal = require(request, "jobs:read")
     job_id = request.match_info["job_id"]
-    db = request.app[DB]
+    app = request.app
+    db = app[DB]
     if not await jobs.exists(db, principal.tenant_id, job_id):
         raise _not_found(job_id)
+    tenant = await tenants.get(db, principal.tenant_id)
+    assert tenant is not None  # its key was just authenticated
+    limit = tenant.max_event_streams or app[SETTINGS].tenant_max_event_streams
+    slot = StreamSlot(app[REDIS], principal.tenant_id)
+    try:
+        held = await slot.acquire(limit)
+    except REDIS_UNAVAILABLE as exc:
+        log.warning("open streams not counted, redis unavailable: %s", exc)
+        return await _stream(request, job_id, None)
+    if not held:
+        raise ApiError(
+            429,
+            "TOO_MANY_STREAMS",
+            f"this tenant already holds {limit} event streams open, as many as it may",
+            {"limit": limit},
+            headers={"Retry-After": _RETRY_AFTER_S},
+        )
+    try:
+        return await _stream(request, job_id, slot)
+    finally:
+        try:
+            await slot.release()
+        except REDIS_UNAVAILABLE as exc:
+            log.warning("stream slot of %s not released (it expires): %s", job_id, exc)
+
+
+async def _stream(request: web.Request, job_id: str, slot: StreamSlot | None) -> web.StreamResponse:
     last = request.headers.get("Last-Event-ID") or None
+    db = request.app[DB]
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
-    with request.app[HUB].watch(job_id) as wake:
-        while True:
-            wake.clear()
-            for event in await jobs.events_after(db, job_id, last):
-                data = orjson.dumps(event["payload"]).decode()
-                await response.write(
-                    f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
-                )
-                last = event["id"]
-                if event["type"] in _OUTCOMES:
+    try:
+        with request.app[HUB].watch(JOB_EVENTS_CHANNEL, job_id) as wake:
+            while True:
+                wake.clear()
+                found, ended = await events.after(db, job_id, last)
+                for event in found:
+                    await response.write(_sse(event))
+                    last = event.id
+                if ended:
                     await response.write_eof()
                     return response
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=_KEEPALIVE_S)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
+                if slot is not None:
+                    try:
+                        await slot.renew_if_due()
+                    except REDIS_UNAVAILABLE as exc:
+                        log.warning("stream slot of %s not renewed: %s", job_id, exc)
+                try:
+                    async with asyncio.timeout(_KEEPALIVE_S):
+                        await wake.wait()
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+    except ConnectionResetError:
+        log.debug("event stream of %s: the client went away", job_id)
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        # The answer has begun: no error body can follow. The client resumes with
+        # Last-Event-ID once the database is back.
+        log.warning("event stream of %s ended: postgres unavailable (%s)", job_id, exc)
+    return response
 
 
 @routes.post("/v1/jobs/{job_id}/cancel")
@@ -200,13 +250,13 @@ async def cancel_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     db = request.app[DB]
     outcome = await jobs.request_cancel(db, principal.tenant_id, job_id)
-    if outcome == jobs.CancelOutcome.NOT_FOUND:
+    if outcome is jobs.CancelOutcome.NOT_FOUND:
         raise _not_found(job_id)
-    if outcome == jobs.CancelOutcome.ALREADY_FINISHED:
+    if outcome is jobs.CancelOutcome.ALREADY_FINISHED:
         raise ApiError(
             409, "JOB_ALREADY_FINISHED", "the job has already finished; nothing to cancel"
         )
-    if outcome == jobs.CancelOutcome.REQUESTED:
+    if outcome is jobs.CancelOutcome.REQUESTED:
         try:
             await queue.publish_cancel(request.app[REDIS], job_id)
         except Exception as exc:
@@ -215,7 +265,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     job = await jobs.get(db, principal.tenant_id, job_id)
     assert job is not None
     # 200: cancelled now (it was pending); 202: its worker is stopping the crew.
-    return json_response(job, status=200 if outcome == jobs.CancelOutcome.CANCELLED else 202)
+    return json_response(job, status=200 if outcome is jobs.CancelOutcome.CANCELLED else 202)
 
 
 @routes.post("/v1/jobs/{job_id}/retry")

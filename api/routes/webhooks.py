@@ -5,17 +5,18 @@ The API never calls a receiver itself: a test or a retry is a row for the dispat
 """
 
 import asyncio
-import time
 
 from aiohttp import web
 
 from api.auth import require
 from api.bodies import parse, query_int, read_json
-from api.context import DB, SETTINGS
+from api.context import DB, SETTINGS, URLS
 from api.errors import ApiError
+from api.notifications import HUB
 from api.responses import json_response
 from schemas.webhooks import (
     DeliveryList,
+    DeliveryStatus,
     SecretRotate,
     WebhookCreate,
     WebhookEndpointCreated,
@@ -23,9 +24,9 @@ from schemas.webhooks import (
     WebhookTestResult,
     WebhookUpdate,
 )
-from shared import endpoints
-from shared.endpoints import RetryOutcome
-from shared.webhook_urls import UrlRefused, check_url
+from shared import deliveries, endpoints, events
+from shared.deliveries import ATTEMPTS_CHANNEL, RetryOutcome
+from shared.webhook_urls import UrlRefused
 
 routes = web.RouteTableDef()
 SCOPE = "webhooks:manage"
@@ -44,13 +45,8 @@ def _delivery_not_found(delivery_id: str) -> ApiError:
 
 
 async def _check_url(request: web.Request, url: str) -> None:
-    settings = request.app[SETTINGS]
     try:
-        await check_url(
-            url,
-            allow_http=settings.webhook_allow_http,
-            allow_private=settings.webhook_allow_private,
-        )
+        await request.app[URLS].check(url)
     except UrlRefused as exc:
         raise ApiError(
             422, "INVALID_WEBHOOK_URL", f"url refused: {exc}", {"reason": str(exc)}
@@ -63,17 +59,26 @@ async def create_webhook(request: web.Request) -> web.Response:
     data, _ = await read_json(request)
     body = parse(WebhookCreate, data)
     await _check_url(request, body.url)
-    endpoint, secret = await endpoints.create(
+    created = await endpoints.create(
         request.app[DB],
         principal.tenant_id,
         url=body.url,
         events=body.events,
         description=body.description,
+        default_limit=request.app[SETTINGS].tenant_max_webhook_endpoints,
     )
+    if isinstance(created, endpoints.TooMany):
+        raise ApiError(
+            422,
+            "TOO_MANY_WEBHOOK_ENDPOINTS",
+            f"this tenant already has {created.limit} webhook endpoints, as many as it may;"
+            " delete one first",
+            {"limit": created.limit},
+        )
     return json_response(
-        WebhookEndpointCreated(**endpoint.model_dump(), secret=secret),
+        WebhookEndpointCreated(**created.endpoint.model_dump(), secret=created.secret),
         status=201,
-        headers={"Location": f"/v1/webhooks/{endpoint.id}"},
+        headers={"Location": f"/v1/webhooks/{created.endpoint.id}"},
     )
 
 
@@ -156,25 +161,33 @@ async def test_webhook(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     endpoint_id = request.match_info["endpoint_id"]
     db = request.app[DB]
-    sent = await endpoints.send_test(db, principal.tenant_id, endpoint_id)
+    async with db.acquire() as conn:
+        sent = await events.send_test(conn, principal.tenant_id, endpoint_id)
     if sent is None:
         raise _not_found(endpoint_id)
-    deadline = time.monotonic() + request.app[SETTINGS].webhook_timeout + _TEST_SLACK_S
-    while (attempt := await endpoints.first_attempt(db, sent.delivery_id)) is None:
-        if time.monotonic() > deadline:
+    event_id, delivery_id = sent
+    wait_s = request.app[SETTINGS].webhook_timeout + _TEST_SLACK_S
+    with request.app[HUB].watch(ATTEMPTS_CHANNEL, delivery_id) as attempted:
+        try:
+            async with asyncio.timeout(wait_s):
+                # Looked up once after watching begins: an attempt made before then is
+                # already stored, and one made after is announced.
+                while (attempt := await deliveries.first_attempt(db, delivery_id)) is None:
+                    await attempted.wait()
+                    attempted.clear()
+        except TimeoutError:
             raise ApiError(
                 504,
                 "WEBHOOK_TEST_PENDING",
                 "the test event is queued but no attempt was made in time (is a dispatcher"
                 " running?); its delivery shows the outcome later",
-                {"event_id": sent.event_id, "delivery_id": sent.delivery_id},
-            )
-        await asyncio.sleep(0.05)
+                {"event_id": event_id, "delivery_id": delivery_id},
+            ) from None
     return json_response(
         WebhookTestResult(
             endpoint_id=endpoint_id,
-            event_id=sent.event_id,
-            delivery_id=sent.delivery_id,
+            event_id=event_id,
+            delivery_id=delivery_id,
             succeeded=attempt.status_code is not None and 200 <= attempt.status_code < 300,
             status_code=attempt.status_code,
             duration_ms=attempt.duration_ms,
@@ -189,20 +202,24 @@ async def test_webhook(request: web.Request) -> web.Response:
 async def list_deliveries(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     endpoint_id = request.match_info["endpoint_id"]
-    status = request.query.get("status") or None
-    if status not in (None, "pending", "succeeded", "failed"):
-        raise ApiError(422, "VALIDATION_ERROR", "status must be one of pending, succeeded, failed")
-    found = await endpoints.deliveries_page(
-        request.app[DB],
+    status_text = request.query.get("status") or None
+    try:
+        status = DeliveryStatus(status_text) if status_text else None
+    except ValueError as exc:
+        raise ApiError(
+            422, "VALIDATION_ERROR", f"status must be one of {', '.join(DeliveryStatus)}"
+        ) from exc
+    db = request.app[DB]
+    if not await endpoints.exists(db, principal.tenant_id, endpoint_id):
+        raise _not_found(endpoint_id)
+    page, has_more = await deliveries.endpoint_page(
+        db,
         principal.tenant_id,
         endpoint_id,
         status=status,
         before=request.query.get("cursor") or None,
         limit=query_int(request, "limit", 20, 1, 100),
     )
-    if found is None:
-        raise _not_found(endpoint_id)
-    page, has_more = found
     return json_response(DeliveryList.of(page, has_more))
 
 
@@ -210,7 +227,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 async def get_delivery(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     delivery_id = request.match_info["delivery_id"]
-    delivery = await endpoints.get_delivery(request.app[DB], principal.tenant_id, delivery_id)
+    delivery = await deliveries.get(request.app[DB], principal.tenant_id, delivery_id)
     if delivery is None:
         raise _delivery_not_found(delivery_id)
     return json_response(delivery)
@@ -221,19 +238,19 @@ async def retry_delivery(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     delivery_id = request.match_info["delivery_id"]
     db = request.app[DB]
-    outcome = await endpoints.retry_delivery(db, principal.tenant_id, delivery_id)
-    if outcome == RetryOutcome.NOT_FOUND:
+    outcome = await deliveries.retry(db, principal.tenant_id, delivery_id)
+    if outcome is RetryOutcome.NOT_FOUND:
         raise _delivery_not_found(delivery_id)
-    if outcome == RetryOutcome.ENDPOINT_DISABLED:
+    if outcome is RetryOutcome.ENDPOINT_DISABLED:
         raise ApiError(
             409,
             "WEBHOOK_DISABLED",
             "the endpoint is disabled; enable it first (PATCH enabled=true)",
         )
-    if outcome == RetryOutcome.IN_FLIGHT:
+    if outcome is RetryOutcome.IN_FLIGHT:
         raise ApiError(
             409, "DELIVERY_IN_FLIGHT", "an attempt of this delivery is under way; try again shortly"
         )
-    delivery = await endpoints.get_delivery(db, principal.tenant_id, delivery_id)
+    delivery = await deliveries.get(db, principal.tenant_id, delivery_id)
     assert delivery is not None
     return json_response(delivery, status=202)

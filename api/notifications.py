@@ -1,0 +1,71 @@
+"""Postgres notifications for the API's waiting requests: one LISTEN connection per API
+process, fanned out to the requests waiting on a key of a channel (a job's new events, a
+test delivery's first attempt).
+
+Postgres NOTIFY, not Redis pub/sub, wakes them: it is sent by the same transaction that
+writes the row (shared/events.py, shared/deliveries.py) and delivered only when it commits,
+from every process that writes one, so a request is never told of a row it cannot read
+yet, and no path can forget to announce one.
+"""
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+
+from aiohttp import web
+
+from api.context import SETTINGS, SUPERVISOR
+from shared.db import listen
+from shared.deliveries import ATTEMPTS_CHANNEL
+from shared.events import JOB_EVENTS_CHANNEL
+
+
+class NotificationHub:
+    def __init__(self, dsn: str, channels: list[str]) -> None:
+        self._dsn = dsn
+        self._channels = channels
+        self._watchers: dict[tuple[str, str], set[asyncio.Event]] = defaultdict(set)
+
+    @contextlib.contextmanager
+    def watch(self, channel: str, key: str) -> Iterator[asyncio.Event]:
+        """An event set whenever `channel` notifies `key`, and whenever the listener
+        reconnects (a notification sent meanwhile is lost: look again)."""
+        wake = asyncio.Event()
+        self._watchers[channel, key].add(wake)
+        try:
+            yield wake
+        finally:
+            self._watchers[channel, key].discard(wake)
+            if not self._watchers[channel, key]:
+                del self._watchers[channel, key]
+
+    def _notify(self, channel: str, key: str) -> None:
+        for wake in self._watchers.get((channel, key), set()):
+            wake.set()
+
+    def _wake_all(self) -> None:
+        for watchers in self._watchers.values():
+            for wake in watchers:
+                wake.set()
+
+    async def listen(self) -> None:
+        """Hold the LISTEN connection until cancelled, reconnecting when it drops."""
+        callbacks = {channel: partial(self._notify, channel) for channel in self._channels}
+        await listen(self._dsn, callbacks, self._wake_all)
+
+
+HUB = web.AppKey("notification_hub", NotificationHub)
+
+
+async def notification_hub(app: web.Application) -> AsyncIterator[None]:
+    """aiohttp cleanup context: run the hub, supervised, for the application's lifetime."""
+    app[HUB] = NotificationHub(
+        app[SETTINGS].require_database_url, [JOB_EVENTS_CHANNEL, ATTEMPTS_CHANNEL]
+    )
+    task = app[SUPERVISOR].start("notification listener", app[HUB].listen())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,104 @@
+"""Submitting a job: the defaults it takes, the checks it must pass, idempotency and the
+tenant's bounds, as one call with a typed answer. The API only maps the answer to HTTP."""
+
+import hashlib
+from dataclasses import dataclass
+
+import asyncpg
+
+from schemas.jobs import Job, JobCreate
+from shared import jobs
+from shared.crews import CrewRegistry
+from shared.jobs import TooManyPending
+from shared.settings import Settings
+from shared.webhook_urls import UrlPolicy, UrlRefused
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    created: bool  # False: a replay of an earlier submission with the same idempotency key
+
+
+@dataclass(frozen=True)
+class UnknownCrew:
+    crew: str
+    available: list[str]
+
+
+@dataclass(frozen=True)
+class MissingInputs:
+    crew: str
+    missing: list[str]
+    required: list[str]
+
+
+@dataclass(frozen=True)
+class InvalidWebhookUrl:
+    reason: str
+
+
+@dataclass(frozen=True)
+class IdempotencyKeyReused:
+    """The key was used before with a different request body."""
+
+    job_id: str
+
+
+Refused = UnknownCrew | MissingInputs | InvalidWebhookUrl | IdempotencyKeyReused | TooManyPending
+
+
+async def submit(
+    db: asyncpg.Pool,
+    registry: CrewRegistry,
+    settings: Settings,
+    urls: UrlPolicy,
+    tenant_id: str,
+    body: JobCreate,
+    *,
+    raw_body: bytes,
+    idempotency_key: str | None,
+    traceparent: str | None,
+) -> Submitted | Refused:
+    """Store a pending job for `tenant_id` (not queue it: the caller does, once this has
+    committed). A request without `timeout` or `max_retries` takes the crew's own, then the
+    platform's. A repeated idempotency key answers the earlier job when the body is the
+    same byte for byte, and is refused otherwise."""
+    spec = registry.get(body.crew)
+    if spec is None:
+        return UnknownCrew(body.crew, sorted(registry.crews))
+    missing = spec.missing_inputs(body.inputs)
+    if missing:
+        return MissingInputs(spec.name, missing, spec.inputs)
+    if body.webhook_url is not None:
+        try:
+            await urls.check(body.webhook_url)
+        except UrlRefused as exc:
+            return InvalidWebhookUrl(str(exc))
+    timeout = body.timeout or spec.default_timeout or settings.job_default_timeout
+    max_retries = next(
+        n
+        for n in (body.max_retries, spec.default_max_retries, settings.job_default_max_retries)
+        if n is not None
+    )
+    inserted = await jobs.insert(
+        db,
+        jobs.NewJob(
+            tenant_id=tenant_id,
+            crew=spec.name,
+            inputs=body.inputs,
+            metadata=body.metadata,
+            webhook_url=body.webhook_url,
+            timeout_s=timeout,
+            max_retries=max_retries,
+            idempotency_key=idempotency_key,
+            request_hash=hashlib.sha256(raw_body).digest() if idempotency_key else None,
+            traceparent=traceparent,
+        ),
+        settings.tenant_max_pending_jobs,
+    )
+    if isinstance(inserted, TooManyPending):
+        return inserted
+    if not inserted.same_request:
+        return IdempotencyKeyReused(inserted.job.id)
+    return Submitted(inserted.job, inserted.created)
