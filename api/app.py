@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 async def _connections(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[DB] = await create_pool(settings.require_database_url, max_size=20)
+    app[DB] = await create_pool(settings.require_database_url, role="api", max_size=20)
     app[REDIS] = await queue.connect(settings.require_redis_url)
     app[URLS] = UrlPolicy.from_settings(settings)
     yield

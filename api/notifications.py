@@ -53,7 +53,7 @@ class NotificationHub:
     async def listen(self) -> None:
         """Hold the LISTEN connection until cancelled, reconnecting when it drops."""
         callbacks = {channel: partial(self._notify, channel) for channel in self._channels}
-        await listen(self._dsn, callbacks, self._wake_all)
+        await listen(self._dsn, callbacks, self._wake_all, role="api")
 
 
 HUB = web.AppKey("notification_hub", NotificationHub)

@@ -67,11 +67,11 @@ async def main(backlog: int, probes: int) -> None:
             finally:
                 await conn.close()
             waits.append(wait)
-        refused = worker.log().count("tenant at its running-jobs cap")
+        refused = worker.log().count("not started: parked")
         print(f"probe tenant: {probes} jobs, submit -> start:")
         print(f"  each: {', '.join(f'{w:.2f} s' for w in waits)}")
         print(f"  median {statistics.median(waits):.2f} s, worst {max(waits):.2f} s")
-        print(f"offers of a capped job the worker had to refuse: {refused}")
+        print(f"offers of a capped job the worker had to refuse (each then parked): {refused}")
     finally:
         await platform.close()
         await llm.stop()

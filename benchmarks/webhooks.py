@@ -9,7 +9,9 @@ then prints:
   into the outbox), spread over each of `--urls` endpoints in turn (one URL is bounded by
   the per-endpoint concurrency; several show the dispatcher's own ceiling);
 - job end (`finished_at`) -> webhook received, p50/p99, for `--jobs` real jobs on the
-  offline model, each `job.completed` sent to a registered endpoint.
+  offline model, each `job.completed` sent to a registered endpoint;
+- how long a quiet tenant's delivery waits while another tenant has `--backlog`
+  deliveries due to receivers that take 0.5 s to answer.
 """
 
 import argparse
@@ -20,7 +22,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from shared.events import DELIVERIES_CHANNEL
+from shared.deliveries import DELIVERIES_CHANNEL
 from tests.fakes import Receiver
 from tests.harness import Platform, Services
 
@@ -29,31 +31,32 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
-async def register(platform: Platform, url: str, events: list[str]) -> str:
+async def register(platform: Platform, url: str, events: list[str], key: str | None = None) -> str:
     status, body, _ = await platform.request(
-        "POST", "/v1/webhooks", json={"url": url, "events": events}
+        "POST", "/v1/webhooks", key=key, json={"url": url, "events": events}
     )
     assert status == 201, body
     return str(body["id"])
 
 
-async def throughput(platform: Platform, receiver: Receiver, events: int, urls: int) -> float:
-    """Deliveries/s from the moment `events` deliveries are owed to the last one recorded."""
-    run = f"t{urls}x{time.monotonic_ns()}"
-    names = [f"{run}-{i}" for i in range(urls)]
-    endpoint_ids = [await register(platform, receiver.url(n), ["job.failed"]) for n in names]
+async def owe_in_bulk(
+    platform: Platform, tenant_id: str, endpoint_ids: list[str], events: int
+) -> None:
+    """`events` job.failed events owed at once, spread over the endpoints in turn: inserted
+    straight into the outbox, as a backlog would stand after an outage."""
+    run = f"b{time.monotonic_ns()}"
     conn = await platform.db()
     try:
         async with conn.transaction():
             await conn.execute(
                 """
                 INSERT INTO events (id, tenant_id, type, payload)
-                SELECT 'evt_' || $3 || '_' || g, $1, 'webhook.test',
-                       jsonb_build_object('id', 'evt_' || $3 || '_' || g, 'type', 'webhook.test',
+                SELECT 'evt_' || $3 || '_' || g, $1, 'job.failed',
+                       jsonb_build_object('id', 'evt_' || $3 || '_' || g, 'type', 'job.failed',
                                           'created_at', now(), 'data', jsonb_build_object('n', g))
                   FROM generate_series(1, $2) AS g
                 """,
-                platform.tenant_id,
+                tenant_id,
                 events,
                 run,
             )
@@ -66,13 +69,24 @@ async def throughput(platform: Platform, receiver: Receiver, events: int, urls: 
                          WHERE id = ($4::text[])[1 + g % cardinality($4::text[])])
                   FROM generate_series(1, $2) AS g
                 """,
-                platform.tenant_id,
+                tenant_id,
                 events,
                 run,
                 endpoint_ids,
             )
             await conn.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
-        started = time.monotonic()
+    finally:
+        await conn.close()
+
+
+async def throughput(platform: Platform, receiver: Receiver, events: int, urls: int) -> float:
+    """Deliveries/s from the moment `events` deliveries are owed to the last one recorded."""
+    names = [f"t{urls}x{time.monotonic_ns()}-{i}" for i in range(urls)]
+    endpoint_ids = [await register(platform, receiver.url(n), ["job.failed"]) for n in names]
+    await owe_in_bulk(platform, platform.tenant_id, endpoint_ids, events)
+    started = time.monotonic()
+    conn = await platform.db()
+    try:
         while (
             await conn.fetchval(
                 "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = ANY($1)"
@@ -99,6 +113,45 @@ async def throughput(platform: Platform, receiver: Receiver, events: int, urls: 
     return events / elapsed
 
 
+async def tenant_isolation(platform: Platform, receiver: Receiver, backlog: int) -> None:
+    """How long one tenant's new delivery waits while another tenant has `backlog`
+    deliveries due to 64 receivers that take 0.5 s each to answer."""
+    busy_key, busy_tenant, _ = await platform.new_tenant("backlogged")
+    names = [f"slow{time.monotonic_ns()}-{i}" for i in range(64)]
+    for name in names:
+        receiver.configure(name, sleep=0.5)
+    endpoint_ids = [
+        await register(platform, receiver.url(n), ["job.failed"], key=busy_key) for n in names
+    ]
+    await owe_in_bulk(platform, busy_tenant, endpoint_ids, backlog)
+    await asyncio.sleep(1)  # the dispatcher is busy with the backlog
+    quiet_key, quiet_tenant, _ = await platform.new_tenant("quiet")
+    quiet = f"quiet{time.monotonic_ns()}"
+    await register(platform, receiver.url(quiet), ["job.failed"], key=quiet_key)
+    conn = await platform.db()
+    try:
+        endpoint_id = await conn.fetchval(
+            "SELECT id FROM webhook_endpoints WHERE tenant_id = $1", quiet_tenant
+        )
+    finally:
+        await conn.close()
+    owed = time.time()
+    await owe_in_bulk(platform, quiet_tenant, [endpoint_id], 1)
+    [got] = await receiver.wait_for(quiet, 1, timeout=600)
+    conn = await platform.db()
+    try:
+        left = await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE tenant_id = $1 AND status = 'pending'",
+            busy_tenant,
+        )
+    finally:
+        await conn.close()
+    print(
+        f"a quiet tenant's delivery beside another's backlog of {backlog} to slow receivers:"
+        f" received {got.at - owed:.2f} s after it was owed ({left} of the backlog still due)"
+    )
+
+
 async def job_latency(platform: Platform, receiver: Receiver, jobs: int) -> None:
     name = f"jobs-{time.monotonic_ns()}"
     await register(platform, receiver.url(name), ["job.completed"])
@@ -117,12 +170,19 @@ async def job_latency(platform: Platform, receiver: Receiver, jobs: int) -> None
     )
 
 
-async def main(events: int, url_counts: list[int], jobs: int) -> None:
+async def main(events: int, url_counts: list[int], jobs: int, backlog: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="crewq-bench-"))
     services = Services(workdir)
     receiver = Receiver()
     await receiver.start()
-    platform = Platform(services, workdir, "", OPENAI_API_KEY="", OPENAI_BASE_URL="")
+    platform = Platform(
+        services,
+        workdir,
+        "",
+        OPENAI_API_KEY="",
+        OPENAI_BASE_URL="",
+        CREWQ_TENANT_MAX_WEBHOOK_ENDPOINTS="1000",
+    )
     try:
         await platform.prepare()
         await platform.start_api()
@@ -141,6 +201,7 @@ async def main(events: int, url_counts: list[int], jobs: int) -> None:
         warm = await platform.submit("echo", {"message": "warm-up"})
         await platform.wait_for_status(warm["id"], {"completed"})
         await job_latency(platform, receiver, jobs)
+        await tenant_isolation(platform, receiver, backlog)
     finally:
         await platform.close()
         await receiver.stop()
@@ -152,5 +213,6 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--urls", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--backlog", type=int, default=3000)
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.urls, args.jobs))
+    asyncio.run(main(args.events, args.urls, args.jobs, args.backlog))

@@ -40,12 +40,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, role: str, min_size: int = 1, max_size: int = 10
+) -> asyncpg.Pool:
+    """A pool whose connections show in `pg_stat_activity` as `crewq-<role>`."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        server_settings={"application_name": f"crewq-{role}"},
         # Fail fast when Postgres is unreachable, so the API answers 503 instead of hanging.
         timeout=5,
         # A query never waits forever on a broken network path.
@@ -96,7 +100,11 @@ async def migrate(dsn: str) -> list[str]:
 
 
 async def listen(
-    dsn: str, channels: Mapping[str, Callable[[str], None]], on_connect: Callable[[], None]
+    dsn: str,
+    channels: Mapping[str, Callable[[str], None]],
+    on_connect: Callable[[], None],
+    *,
+    role: str,
 ) -> None:
     """Hold one LISTEN connection on `channels` until cancelled, re-opening it whenever it
     drops. Each channel's callback gets its payloads; `on_connect` runs on every
@@ -105,7 +113,9 @@ async def listen(
     the process)."""
     while True:
         try:
-            conn = await asyncpg.connect(dsn)
+            conn = await asyncpg.connect(
+                dsn, server_settings={"application_name": f"crewq-{role}-listen"}
+            )
             try:
                 for channel, callback in channels.items():
                     await conn.add_listener(channel, _payload_to(callback))
@@ -164,8 +174,7 @@ async def with_db_retry(operation: Callable[[], Awaitable[T]], max_seconds: floa
 class TenantLock(IntEnum):
     """What a per-tenant advisory lock serialises (the first key of the two-key form)."""
 
-    SLOTS = 1  # starting a job against the running cap, and handing a freed slot on
-    SUBMISSIONS = 2  # counting pending jobs against the pending bound
+    JOBS = 1  # submitting, parking, starting a job, and handing a freed slot on
     ENDPOINTS = 3  # counting webhook endpoints against their bound
 
 

@@ -34,6 +34,9 @@ DELIVERIES_CHANNEL = "crewq_deliveries"
 # API processes LISTEN here (payload: the delivery id) for the outcome of a test send.
 ATTEMPTS_CHANNEL = "crewq_delivery_attempts"
 
+# How many more due rows than it may take a claim looks at: those of URLs already at their
+# in-flight limit are locked for the statement only, and passed over.
+_LOOK_AHEAD = 4
 # A delivery row with its event's type and job, as every delivery view needs it.
 _VIEW = "d.*, e.type AS event_type, e.job_id"
 
@@ -125,8 +128,9 @@ async def claim(
                  WHERE d.tenant_id = o.tenant_id AND d.status = 'pending'
                    AND d.next_attempt_at <= now() AND d.url <> ALL($3::text[])
                  ORDER BY d.tenant_id, d.next_attempt_at
-                 -- a fair share each: more would be locked only to be left
-                 LIMIT (SELECT ceil($1::float8 / greatest(count(*), 1))::int
+                 -- A fair share each, looking {_LOOK_AHEAD} times as far as it needs, so
+                 -- rows of URLs already at their limit can be passed over.
+                 LIMIT (SELECT ceil($1::float8 * {_LOOK_AHEAD} / greatest(count(*), 1))::int
                           FROM owners WHERE next_attempt_at <= now())
                    FOR UPDATE OF d SKIP LOCKED) c
              WHERE o.next_attempt_at <= now()

@@ -8,11 +8,13 @@ the caller's transaction. A duplicate queue delivery, a late worker or a concurr
 finds the guard false and changes nothing; Postgres refuses any other change of status
 outright (the `jobs_state_machine` trigger, migration 0002).
 
-A tenant runs at most its cap of jobs at once. A job the cap refuses is parked: it stays
-pending, off the queue, and costs nothing while it waits. When one of the tenant's running
-jobs ends, the move that ends it unparks the tenant's oldest parked job, for its caller to
-queue once the move commits. A tenant's starts and hand-overs take one advisory lock, so a
-job is never parked just as the slot it waits for is freed.
+A tenant runs at most its cap of jobs at once. A job submitted while its tenant already
+has as many running or queued as its cap allows is parked: it stays pending, off the
+queue, and costs nothing while it waits (a worker parks one too, should it be offered a job
+whose tenant is at its cap). When one of the tenant's running jobs ends, the move that ends
+it unparks the tenant's oldest parked job, for its caller to queue once the move commits.
+A tenant's submissions, starts and hand-overs take one advisory lock, so a job is never
+parked just as the slot it waits for is freed, and parked jobs leave in the order they came.
 """
 
 from dataclasses import dataclass
@@ -200,7 +202,7 @@ async def _move(
 
 async def _hand_on_slot(conn: Conn, tenant_id: str) -> str | None:
     """A running job of the tenant ended: unpark its oldest parked job, if any."""
-    await lock_tenant(conn, TenantLock.SLOTS, tenant_id)
+    await lock_tenant(conn, TenantLock.JOBS, tenant_id)
     unparked = await conn.fetchval(
         """
         UPDATE jobs SET parked_at = NULL
@@ -339,6 +341,7 @@ class Inserted:
     job: Job
     created: bool  # False: the idempotency key was used before; `job` is that earlier job
     same_request: bool  # the earlier job was submitted with the same request body
+    parked: bool  # waits off the queue for a slot of its tenant's: do not queue it
 
 
 @dataclass(frozen=True)
@@ -347,13 +350,15 @@ class TooManyPending:
 
 
 async def insert(
-    pool: asyncpg.Pool, new: NewJob, default_max_pending: int
+    pool: asyncpg.Pool, new: NewJob, default_max_pending: int, default_cap: int
 ) -> Inserted | TooManyPending:
     """Insert a pending job, unless its idempotency key was used before (the earlier job is
-    returned instead) or the tenant already has as many pending jobs as it may. The count
-    and the insert are serialised per tenant, so concurrent submissions cannot overshoot."""
+    returned instead) or the tenant already has as many pending jobs as it may. The job is
+    parked when its tenant already has as many jobs running or queued as its cap allows.
+    Counting and inserting are serialised per tenant: no bound is overshot, however many
+    submissions arrive at once."""
     async with pool.acquire() as conn, conn.transaction():
-        await lock_tenant(conn, TenantLock.SUBMISSIONS, new.tenant_id)
+        await lock_tenant(conn, TenantLock.JOBS, new.tenant_id)
         if new.idempotency_key is not None:
             earlier = await conn.fetchrow(
                 "SELECT * FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2",
@@ -362,23 +367,35 @@ async def insert(
             )
             if earlier is not None:
                 job = to_job(earlier, (await _attempts(conn, [earlier["id"]]))[earlier["id"]])
-                return Inserted(job, False, earlier["request_hash"] == new.request_hash)
-        bound = await conn.fetchrow(
-            "SELECT coalesce(max_pending_jobs, $2) AS limit,"
-            " (SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status = 'pending') AS pending"
-            " FROM tenants WHERE id = $1",
+                same = earlier["request_hash"] == new.request_hash
+                return Inserted(job, False, same, parked=earlier["parked_at"] is not None)
+        bounds = await conn.fetchrow(
+            """
+            SELECT coalesce(t.max_pending_jobs, $2) AS max_pending,
+                   coalesce(t.max_running_jobs, $3) AS cap,
+                   count(*) FILTER (WHERE j.status = 'pending') AS pending,
+                   count(*) FILTER (WHERE j.status = 'running'
+                                       OR j.status = 'pending' AND j.parked_at IS NULL) AS busy
+              FROM tenants t
+              LEFT JOIN jobs j ON j.tenant_id = t.id AND j.status IN ('pending', 'running')
+             WHERE t.id = $1
+             GROUP BY t.id
+            """,
             new.tenant_id,
             default_max_pending,
+            default_cap,
         )
-        assert bound is not None  # the tenant's key was just authenticated
-        if bound["pending"] >= bound["limit"]:
-            return TooManyPending(bound["limit"])
+        assert bounds is not None  # the tenant's key was just authenticated
+        if bounds["pending"] >= bounds["max_pending"]:
+            return TooManyPending(bounds["max_pending"])
+        parked = bounds["busy"] >= bounds["cap"]
         row = await conn.fetchrow(
             """
             INSERT INTO jobs (id, tenant_id, crew, inputs, metadata, webhook_url, status,
                               timeout_s, max_retries, idempotency_key, request_hash,
-                              traceparent)
-            VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11)
+                              traceparent, parked_at)
+            VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11,
+                    CASE WHEN $12 THEN now() END)
             RETURNING *
             """,
             new_id("job"),
@@ -392,9 +409,10 @@ async def insert(
             new.idempotency_key,
             new.request_hash,
             new.traceparent,
+            parked,
         )
     assert row is not None
-    return Inserted(to_job(row, []), True, True)
+    return Inserted(to_job(row, []), True, True, parked)
 
 
 # --- running: what workers do ---
@@ -457,7 +475,7 @@ async def start_attempt(
             return NotStarted("job was cancelled")
         if job["wait_s"] > 0:
             return NotStarted("retry delay not over", retry_in=job["wait_s"])
-        await lock_tenant(conn, TenantLock.SLOTS, job["tenant_id"])
+        await lock_tenant(conn, TenantLock.JOBS, job["tenant_id"])
         slots = await conn.fetchrow(
             "SELECT coalesce(max_running_jobs, $2) AS cap,"
             " (SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status = 'running') AS running"
@@ -666,7 +684,7 @@ async def pending_jobs(
     (the API queues newer ones itself), by id; `after` is the last id of the previous page."""
     return list(
         await db.fetch(
-            "SELECT id, run_after, run_after < now() - interval '30 seconds' AS overdue"
+            "SELECT id, run_after, run_after < now() - interval '10 seconds' AS overdue"
             " FROM jobs WHERE status = 'pending' AND parked_at IS NULL"
             " AND created_at < now() - make_interval(secs => $1)"
             " AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT $3",
@@ -678,8 +696,9 @@ async def pending_jobs(
 
 
 async def unpark_free_slots(pool: asyncpg.Pool, default_cap: int) -> list[str]:
-    """Unpark as many parked jobs of each tenant as it has free slots (its cap was raised, or
-    a hand-over was lost with its worker); returns them, to queue."""
+    """Unpark as many parked jobs of each tenant as it has free slots, counting its running
+    and queued jobs (its cap was raised, or a hand-over was lost with its worker); returns
+    them, to queue."""
     rows = await pool.fetch(
         """
         WITH waiting AS (
@@ -688,7 +707,8 @@ async def unpark_free_slots(pool: asyncpg.Pool, default_cap: int) -> list[str]:
             SELECT w.tenant_id,
                    coalesce(t.max_running_jobs, $1)
                    - (SELECT count(*) FROM jobs r
-                       WHERE r.tenant_id = w.tenant_id AND r.status = 'running') AS slots
+                       WHERE r.tenant_id = w.tenant_id AND (r.status = 'running'
+                             OR r.status = 'pending' AND r.parked_at IS NULL)) AS slots
               FROM waiting w JOIN tenants t ON t.id = w.tenant_id
         )
         UPDATE jobs SET parked_at = NULL

@@ -18,6 +18,7 @@ from shared.webhook_urls import UrlPolicy, UrlRefused
 class Submitted:
     job: Job
     created: bool  # False: a replay of an earlier submission with the same idempotency key
+    parked: bool  # waits for a slot of its tenant's, off the queue: not to be queued now
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,10 @@ async def submit(
     traceparent: str | None,
 ) -> Submitted | Refused:
     """Store a pending job for `tenant_id` (not queue it: the caller does, once this has
-    committed). A request without `timeout` or `max_retries` takes the crew's own, then the
-    platform's. A repeated idempotency key answers the earlier job when the body is the
-    same byte for byte, and is refused otherwise."""
+    committed, unless it is parked behind its tenant's cap). A request without `timeout`
+    or `max_retries` takes the crew's own, then the platform's. A repeated idempotency key
+    answers the earlier job when the body is the same byte for byte, and is refused
+    otherwise."""
     spec = registry.get(body.crew)
     if spec is None:
         return UnknownCrew(body.crew, sorted(registry.crews))
@@ -96,9 +98,10 @@ async def submit(
             traceparent=traceparent,
         ),
         settings.tenant_max_pending_jobs,
+        settings.tenant_max_running_jobs,
     )
     if isinstance(inserted, TooManyPending):
         return inserted
     if not inserted.same_request:
         return IdempotencyKeyReused(inserted.job.id)
-    return Submitted(inserted.job, inserted.created)
+    return Submitted(inserted.job, inserted.created, inserted.parked)

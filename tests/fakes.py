@@ -5,8 +5,10 @@ import asyncio
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 from aiohttp import web
@@ -31,17 +33,22 @@ class LLMRequest:
 
 
 _SLEEP = re.compile(r"\[\[sleep:([\d.]+)\]\]")
+_SLEEP_FIRST = re.compile(r"\[\[sleep-first:([\d.]+):(\w+)\]\]")
 _STATUS = re.compile(r"\[\[status:(\d{3})x(\d+):(\w+)\]\]")
 
 
 class FakeLLM:
     """An OpenAI-compatible chat completions server. Markers in the prompt script it:
     `[[sleep:N]]` answers after N seconds; `[[status:429x2:tag]]` answers 429 (with
-    Retry-After: 1) to the first two requests carrying `tag`, then normally."""
+    Retry-After: 1) to the first two requests carrying `tag`, then normally;
+    `[[sleep-first:N:tag]]` answers the first request carrying `tag` after N seconds and the
+    others at once; `[[unclean]]` puts a NUL and a lone surrogate in the answer, as a real
+    model may."""
 
     def __init__(self) -> None:
         self.requests: list[LLMRequest] = []
         self.failures_sent: dict[str, int] = defaultdict(int)
+        self.slept_once: dict[str, bool] = defaultdict(bool)
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -78,9 +85,15 @@ class FakeLLM:
         sleep = _SLEEP.search(text)
         if sleep:
             await asyncio.sleep(float(sleep.group(1)))
+        first = _SLEEP_FIRST.search(text)
+        if first and not self.slept_once[first.group(2)]:
+            self.slept_once[first.group(2)] = True
+            await asyncio.sleep(float(first.group(1)))
         task = next((ln for ln in text.splitlines() if ln.startswith("Current Task:")), "")
         task = task.removeprefix("Current Task:").strip()
         answer = f"Thought: I know it.\nFinal Answer: fake-llm says: {task}"
+        if "[[unclean]]" in text:
+            answer += " nul:\x00 lone:\ud800 end"
         return web.json_response(
             {
                 "id": f"chatcmpl-{len(self.requests)}",
@@ -120,6 +133,7 @@ class Behaviour:
     sleep: float = 0.0
     status: int = 200
     secrets: list[str] = field(default_factory=list)
+    body: bytes | None = None  # the answer's exact bytes, instead of a line of text
     seen: int = 0
 
 
@@ -184,4 +198,79 @@ class Receiver:
             behaviour.fail_status if behaviour.seen <= behaviour.fail_first else behaviour.status
         )
         self.received.append(Received(time.time(), name, headers, body, status, verified))
+        if behaviour.body is not None:
+            return web.Response(status=status, body=behaviour.body)
         return web.Response(status=status, text=f"receiver {name} answered {status}")
+
+
+class TcpProxy:
+    """A TCP proxy on 127.0.0.1 in front of a server (a host and port, or a unix socket):
+    `cut()` drops every connection through it and refuses new ones until `restore()`, as a
+    network partition would for whoever connects through it."""
+
+    def __init__(self, target: tuple[str, int] | str) -> None:
+        self.target = target
+        self.port = 0
+        self.cut_off = False
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut_off:
+            writer.close()
+            return
+        if isinstance(self.target, str):
+            up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._pipes |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+                self._pipes.discard(dst)
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        self.cut_off = True
+        for writer in list(self._pipes):
+            writer.transport.abort()
+        self._pipes.clear()
+
+    def restore(self) -> None:
+        self.cut_off = False
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+def postgres_proxy(url: str) -> tuple[TcpProxy, Callable[[int], str]]:
+    """A proxy for the Postgres at `url`, and how to make the URL that goes through it."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    socket_dir = query.pop("host", None)
+    port = parts.port or 5432
+    target: tuple[str, int] | str = (
+        f"{socket_dir}/.s.PGSQL.{port}" if socket_dir else (parts.hostname or "", port)
+    )
+    user = parts.username or "postgres"
+
+    def through(proxy_port: int) -> str:
+        netloc = f"{user}@127.0.0.1:{proxy_port}"
+        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
+
+    return TcpProxy(target), through

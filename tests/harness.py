@@ -25,7 +25,7 @@ from shared.keys import SCOPES, create_key
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CREWS = ROOT / "tests" / "crews"
-_redis_dbs = itertools.count(1)
+_redis_dbs = itertools.count()
 
 # Fast clocks so failure scenarios play out in seconds.
 FAST_ENV = {
@@ -148,7 +148,8 @@ class Platform:
         self.workdir = workdir
         self.name = f"crewq_t_{uuid.uuid4().hex[:10]}"
         self.database_url = services.database(self.name)
-        self.redis_url = services.redis_db(next(_redis_dbs) % 16)
+        # Redis dbs 1 to 14; the integration tier uses 15.
+        self.redis_url = services.redis_db(1 + next(_redis_dbs) % 14)
         self.port = free_port()
         self.env = {
             **os.environ,

@@ -8,6 +8,7 @@ check and the connection).
 """
 
 import asyncio
+import errno
 import ipaddress
 import socket
 import time
@@ -33,6 +34,11 @@ from shared.webhook_urls import (
 )
 
 
+def _refused(reason: str) -> OSError:
+    # aiohttp shows a resolver's error by its strerror: give it the reason.
+    return OSError(errno.EACCES, reason)
+
+
 class BoundedResolver(AbstractResolver):
     """Resolves names with aiodns within a time limit, to public addresses only unless
     private ones are allowed."""
@@ -48,12 +54,12 @@ class BoundedResolver(AbstractResolver):
         try:
             addresses = await resolve(self._resolver, host, self._timeout_s)
         except UrlRefused as exc:
-            raise OSError(str(exc)) from exc
+            raise _refused(str(exc)) from exc
         if self._public_only:
             reasons = [refuse_address(a) for a in addresses]
             addresses = [a for a, reason in zip(addresses, reasons, strict=True) if not reason]
             if not addresses:
-                raise OSError(f"{host} resolves only to refused addresses: {reasons[0]}")
+                raise _refused(f"{host} resolves only to refused addresses: {reasons[0]}")
         wanted = {socket.AF_INET: 4, socket.AF_INET6: 6}.get(family)
         return [
             ResolveResult(

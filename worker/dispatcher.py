@@ -157,17 +157,15 @@ class Dispatcher:
         the delivery again): a lost connection is retried until then, and no longer. An
         attempt that cannot be stored as it is (what a receiver sent may be anything) is
         stored as a failure saying so: never left to be re-sent every lease, forever."""
-        delay = None if answer.succeeded else next_attempt_delay(self.settings, due.attempt, answer)
-
         async def record(attempt: AttemptRecord, succeeded: bool) -> bool:
-            status = (
-                DeliveryStatus.SUCCEEDED
-                if succeeded
-                else DeliveryStatus.PENDING
-                if delay is not None
-                else DeliveryStatus.FAILED
-            )
-            retry_at = datetime.now(UTC) + timedelta(seconds=delay) if delay is not None else None
+            delay = None if succeeded else next_attempt_delay(self.settings, due.attempt, answer)
+            if succeeded:
+                status, retry_at = DeliveryStatus.SUCCEEDED, None
+            elif delay is None:
+                status, retry_at = DeliveryStatus.FAILED, None
+            else:
+                status = DeliveryStatus.PENDING
+                retry_at = datetime.now(UTC) + timedelta(seconds=delay)
             return await endpoints.record_attempt(
                 db,
                 due,
@@ -272,7 +270,7 @@ class Dispatcher:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop)
         settings = self.settings
-        db = await create_pool(settings.require_database_url, max_size=10)
+        db = await create_pool(settings.require_database_url, role="dispatcher", max_size=10)
         session = make_session(
             timeout_s=settings.webhook_timeout,
             allow_private=settings.webhook_allow_private,
@@ -289,6 +287,7 @@ class Dispatcher:
                 settings.require_database_url,
                 {DELIVERIES_CHANNEL: lambda _: self.wake.set()},
                 self.wake.set,
+                role="dispatcher",
             ),
         )
         log.info("dispatcher ready (concurrency %d)", settings.dispatcher_concurrency)

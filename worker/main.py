@@ -165,7 +165,9 @@ class WorkerService:
         for name, error in registry.errors.items():
             log.error("crew %s not loaded: %s", name, error)
         self.db = await create_pool(
-            self.settings.require_database_url, max_size=self.settings.worker_concurrency * 2 + 4
+            self.settings.require_database_url,
+            role="worker",
+            max_size=self.settings.worker_concurrency * 2 + 4,
         )
         await self.crews.start()
         self.runner = JobRunner(

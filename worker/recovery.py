@@ -49,7 +49,8 @@ async def reconcile_once(db: asyncpg.Pool, redis: ArqRedis, settings: Settings) 
     """Queue every queueable pending job arq does not hold (not queued, not deferred, not in
     progress), and free every pending job stuck behind a stale in-progress claim (its worker
     died between the Postgres write and arq's own bookkeeping: a pending job is in progress
-    for milliseconds, not half a minute)."""
+    for milliseconds, not ten seconds; a second delivery of one about to start is harmless,
+    as starting is compare-and-set)."""
     restored = await jobs.unpark_free_slots(db, settings.tenant_max_running_jobs)
     for job_id in restored:
         await queue.enqueue(redis, job_id)

@@ -1,6 +1,7 @@
 """`/v1/jobs`: submit, read, list, cancel and retry jobs; follow one live."""
 
 import asyncio
+import contextlib
 import logging
 
 import orjson
@@ -26,6 +27,8 @@ routes = web.RouteTableDef()
 
 # A comment line this often keeps idle proxies from closing a quiet stream.
 _KEEPALIVE_S = 15.0
+# How often a quiet stream looks whether its client is still there.
+_CLIENT_CHECK_S = 1.0
 # When a tenant may try again to submit, or to open a stream, once over its bound.
 _RETRY_AFTER_S = "30"
 
@@ -108,7 +111,8 @@ async def create_job(request: web.Request) -> web.Response:
     if not answer.created:
         headers["Idempotent-Replayed"] = "true"
         return json_response(job, status=200, headers=headers)
-    await _enqueue(request, job.id)
+    if not answer.parked:  # a parked job is queued when its tenant has a free slot
+        await _enqueue(request, job.id)
     return json_response(job, status=202, headers=headers)
 
 
@@ -212,6 +216,8 @@ async def _stream(request: web.Request, job_id: str, slot: StreamSlot | None) ->
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    wrote_at = loop.time()
     try:
         with request.app[HUB].watch(JOB_EVENTS_CHANNEL, job_id) as wake:
             while True:
@@ -219,20 +225,26 @@ async def _stream(request: web.Request, job_id: str, slot: StreamSlot | None) ->
                 found, ended = await events.after(db, job_id, last)
                 for event in found:
                     await response.write(_sse(event))
-                    last = event.id
+                    last, wrote_at = event.id, loop.time()
                 if ended:
                     await response.write_eof()
                     return response
-                if slot is not None:
-                    try:
-                        await slot.renew_if_due()
-                    except REDIS_UNAVAILABLE as exc:
-                        log.warning("stream slot of %s not renewed: %s", job_id, exc)
-                try:
-                    async with asyncio.timeout(_KEEPALIVE_S):
-                        await wake.wait()
-                except TimeoutError:
-                    await response.write(b": keep-alive\n\n")
+                while not wake.is_set():
+                    # aiohttp does not cancel a handler whose client left: look every
+                    # second, so a closed stream frees its slot now, not at its next write.
+                    if request.transport is None or request.transport.is_closing():
+                        raise ConnectionResetError("the client closed the stream")
+                    if slot is not None:
+                        try:
+                            await slot.renew_if_due()
+                        except REDIS_UNAVAILABLE as exc:
+                            log.warning("stream slot of %s not renewed: %s", job_id, exc)
+                    if loop.time() - wrote_at >= _KEEPALIVE_S:
+                        await response.write(b": keep-alive\n\n")
+                        wrote_at = loop.time()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_CLIENT_CHECK_S):
+                            await wake.wait()
     except ConnectionResetError:
         log.debug("event stream of %s: the client went away", job_id)
     except Exception as exc:

@@ -530,6 +530,7 @@ async def test_urls_refused_at_registration(own_stack: Platform) -> None:
         await conn.close()
 
 
+@pytest.mark.slow
 async def test_two_dispatchers_deliver_each_event_exactly_once(
     own_stack: Platform, receiver: Receiver
 ) -> None:
@@ -567,6 +568,7 @@ async def test_two_dispatchers_deliver_each_event_exactly_once(
     assert sum(shares) == 90 and min(shares) > 0, shares  # both took part
 
 
+@pytest.mark.slow
 async def test_a_slow_endpoint_does_not_delay_a_healthy_one(
     own_stack: Platform, own_receiver: Receiver, measure: Callable[[str, float], None]
 ) -> None:

@@ -34,9 +34,17 @@ async def test_crewq_dev_runs_a_job_offline_and_stops_cleanly(tmp_path: Path) ->
         k: v for k, v in os.environ.items() if k not in PROVIDER_VARS and not k.startswith("CREWQ_")
     }
     env |= {"CREWQ_API_PORT": str(port), "CREWQ_DATA_DIR": str(tmp_path / "data")}
+    # Run from a project of the user's own whose packages share crewq's names: none of
+    # them may be imported in place of crewq's.
+    project = tmp_path / "project"
+    for package in ("api", "worker", "shared", "schemas"):
+        (project / package).mkdir(parents=True)
+        (project / package / "__init__.py").write_text(
+            f"raise ImportError('the user's own {package} package was imported')\n"
+        )
     dev = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "crewq", "dev",
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        Path(sys.executable).parent / "crewq", "dev",  # as `uv run crewq dev` runs it
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     assert dev.stdout is not None
     try:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import psutil
+import pytest
 
 from shared import queue
 from tests.fakes import FakeLLM, Receiver
@@ -93,16 +94,34 @@ async def test_cancel_running_job_kills_it(
     assert status == 409 and body["error"]["code"] == "JOB_ALREADY_FINISHED"
 
 
-async def test_cancel_pending_job(own_stack: Platform) -> None:
-    await own_stack.start_api()  # no worker: the job stays pending
-    job = await own_stack.submit("echo", {"message": "never runs"})
-    status, body, _ = await own_stack.request("POST", f"/v1/jobs/{job['id']}/cancel")
+async def _capped_tenant(stack: Platform, prefix: str) -> tuple[str, str]:
+    """A new tenant of the stack that may run one job at a time: (its key, its id)."""
+    key, tenant_id, _ = await stack.new_tenant(prefix)
+    conn = await stack.db()
+    try:
+        name = await conn.fetchval("SELECT name FROM tenants WHERE id = $1", tenant_id)
+    finally:
+        await conn.close()
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "crewq", "tenants", "set", "--tenant", name,
+        "--max-running-jobs", "1", env=stack.env, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    stdout, _ = await cli.communicate()
+    assert cli.returncode == 0 and "max running jobs: 1" in stdout.decode()
+    return key, tenant_id
+
+
+async def test_cancel_pending_job(stack: Platform) -> None:
+    key, _ = await _capped_tenant(stack, "cancel-pending")
+    blocker = await stack.submit("echo", {"message": "[[sleep:3]] blocker"}, key=key)
+    job = await stack.submit("echo", {"message": "never runs"}, key=key)  # waits its turn
+    status, body, _ = await stack.request("POST", f"/v1/jobs/{job['id']}/cancel", key=key)
     assert status == 200 and body["status"] == "cancelled"
-    worker = await own_stack.start_worker()
-    await asyncio.sleep(1.5)
-    job = await own_stack.job(job["id"])
+    await stack.wait_for_status(blocker["id"], {"completed"}, key=key)  # its turn came
+    await asyncio.sleep(0.5)
+    job = await stack.job(job["id"], key=key)
     assert job["status"] == "cancelled" and job["attempt"] == 0, "a cancelled job must never start"
-    assert "not started: job is cancelled" in worker.log() or job["attempts"] == []
+    assert job["attempts"] == [] and await stack.job_events(job["id"]) == ["job.cancelled"]
 
 
 async def test_rate_limited_llm_is_retried_inside_the_job(stack: Platform, llm: FakeLLM) -> None:
@@ -115,6 +134,7 @@ async def test_rate_limited_llm_is_retried_inside_the_job(stack: Platform, llm: 
     assert all(b - a >= 0.95 for a, b in itertools.pairwise(times)), "Retry-After: 1 not honoured"
 
 
+@pytest.mark.slow
 async def test_provider_down_retries_the_whole_job_then_fails(
     stack: Platform, llm: FakeLLM
 ) -> None:
@@ -161,34 +181,21 @@ async def test_duplicate_queue_delivery_never_runs_a_job_twice(stack: Platform) 
     assert await stack.job_events(job["id"]) == ["job.started", "job.completed"]
 
 
-async def test_tenant_cap_limits_running_jobs(own_stack: Platform) -> None:
-    await own_stack.start_api()
-    await own_stack.start_worker(CREWQ_WORKER_CONCURRENCY="3")
-    conn = await own_stack.db()
-    try:
-        name = await conn.fetchval("SELECT name FROM tenants WHERE id = $1", own_stack.tenant_id)
-    finally:
-        await conn.close()
-    command = [sys.executable, "-m", "crewq", "tenants", "set", "--tenant", name]
-    cli = await asyncio.create_subprocess_exec(
-        *command, "--max-running-jobs", "1", env=own_stack.env, stdout=subprocess.PIPE
-    )
-    stdout, _ = await cli.communicate()
-    assert cli.returncode == 0
-    assert "max running jobs: 1" in stdout.decode()
-    other_key, _, _ = await own_stack.new_tenant("other")  # the default cap of 10 applies
+async def test_tenant_cap_limits_running_jobs(stack: Platform) -> None:
+    key, tenant_id = await _capped_tenant(stack, "capped")
+    other_key, _, _ = await stack.new_tenant("other")  # the default cap of 10 applies
     capped = [
-        await own_stack.submit("echo", {"message": f"[[sleep:1.5]] cap{i}"}) for i in range(3)
+        await stack.submit("echo", {"message": f"[[sleep:1]] cap{i}"}, key=key) for i in range(4)
     ]
-    free = await own_stack.submit("echo", {"message": "not starved"}, key=other_key)
+    free = await stack.submit("echo", {"message": "not starved"}, key=other_key)
     peak = 0
-    conn = await own_stack.db()
+    conn = await stack.db()
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             running = await conn.fetchval(
                 "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status = 'running'",
-                own_stack.tenant_id,
+                tenant_id,
             )
             peak = max(peak, running)
             statuses = await conn.fetch(
@@ -200,10 +207,17 @@ async def test_tenant_cap_limits_running_jobs(own_stack: Platform) -> None:
     finally:
         await conn.close()
     assert peak == 1, f"{peak} jobs of a tenant capped at 1 ran at once"
-    other = await own_stack.job(free["id"], key=other_key)
+    other = await stack.job(free["id"], key=other_key)
     assert other["status"] == "completed", "the other tenant was starved"
+    # The capped jobs waited parked, off the queue, and were queued one by one as slots
+    # freed: none was offered to the worker while its tenant was at its cap.
+    worker = next(p for p in stack.processes if p.role == "worker")
+    assert not any(f"job {j['id']} not started: parked" in worker.log() for j in capped), (
+        "a capped job was offered before its slot came"
+    )
 
 
+@pytest.mark.slow
 async def test_crew_processes_are_recycled_after_max_jobs(own_stack: Platform) -> None:
     await own_stack.start_api()
     worker = await own_stack.start_worker(CREWQ_WORKER_CONCURRENCY="1", CREWQ_CHILD_MAX_JOBS="2")

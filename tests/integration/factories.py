@@ -1,0 +1,75 @@
+"""Rows for integration tests, made through crewq's own functions wherever one exists."""
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from schemas.jobs import Job
+from shared import endpoints, jobs, tenants
+
+
+async def tenant(db: asyncpg.Pool, **limits: int) -> str:
+    async with db.acquire() as conn:
+        name = f"t-{uuid.uuid4().hex[:8]}"
+        tenant_id = await tenants.ensure(conn, name)
+        if limits:
+            await tenants.set_limits(conn, name, dict(limits))
+    return tenant_id
+
+
+async def submit(
+    db: asyncpg.Pool,
+    tenant_id: str,
+    *,
+    webhook_url: str | None = None,
+    max_retries: int = 2,
+    idempotency_key: str | None = None,
+    request_hash: bytes | None = None,
+    **fields: Any,
+) -> Job:
+    inserted = await jobs.insert(
+        db,
+        jobs.NewJob(
+            tenant_id=tenant_id,
+            crew="echo",
+            inputs=fields.pop("inputs", {"message": "hello"}),
+            metadata=fields.pop("metadata", {"order": "42"}),
+            webhook_url=webhook_url,
+            timeout_s=fields.pop("timeout_s", 60),
+            max_retries=max_retries,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        ),
+        default_max_pending=fields.pop("max_pending", 10_000),
+        default_cap=fields.pop("cap", 10),
+    )
+    assert isinstance(inserted, jobs.Inserted), inserted
+    return inserted.job
+
+
+async def start(db: asyncpg.Pool, job_id: str, worker: str = "w1", cap: int = 10) -> jobs.Claim:
+    claim = await jobs.start_attempt(db, job_id, worker, cap)
+    assert isinstance(claim, jobs.Claim), claim
+    return claim
+
+
+async def endpoint(
+    db: asyncpg.Pool, tenant_id: str, url: str, events: list[str] | None = None
+) -> str:
+    created = await endpoints.create(
+        db, tenant_id, url=url, events=events or ["*"], description="", default_limit=20
+    )
+    assert isinstance(created, endpoints.Created)
+    return created.endpoint.id
+
+
+async def event_types(db: asyncpg.Pool, job_id: str) -> list[str]:
+    rows = await db.fetch(
+        "SELECT type FROM events WHERE job_id = $1 ORDER BY created_at, id", job_id
+    )
+    return [r["type"] for r in rows]
+
+
+async def status_of(db: asyncpg.Pool, job_id: str) -> str:
+    return str(await db.fetchval("SELECT status FROM jobs WHERE id = $1", job_id))
