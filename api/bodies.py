@@ -1,5 +1,6 @@
 """Reading request bodies and query strings into schema models."""
 
+from enum import StrEnum
 from typing import TypeVar
 
 import orjson
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from api.errors import ApiError, validation_error
 
 M = TypeVar("M", bound=BaseModel)
+E = TypeVar("E", bound=StrEnum)
 
 
 def _has_nul(value: object) -> bool:
@@ -60,3 +62,14 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
             [{"field": name, "message": "out of range", "type": "query"}],
         )
     return number
+
+
+def query_enum(request: web.Request, name: str, enum: type[E]) -> E | None:
+    """A query parameter that must be one of `enum`'s values; None when absent or empty."""
+    value = request.query.get(name) or None
+    if value is None:
+        return None
+    try:
+        return enum(value)
+    except ValueError as exc:
+        raise ApiError(422, "VALIDATION_ERROR", f"{name} must be one of {', '.join(enum)}") from exc

@@ -17,6 +17,7 @@ import random
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -157,6 +158,7 @@ class Dispatcher:
         the delivery again): a lost connection is retried until then, and no longer. An
         attempt that cannot be stored as it is (what a receiver sent may be anything) is
         stored as a failure saying so: never left to be re-sent every lease, forever."""
+
         async def record(attempt: AttemptRecord, succeeded: bool) -> bool:
             delay = None if succeeded else next_attempt_delay(self.settings, due.attempt, answer)
             if succeeded:
@@ -176,29 +178,39 @@ class Dispatcher:
                 disable_after_s=self.settings.webhook_disable_after,
             )
 
-        left = claimed_at + self.lease_s - _RECORD_MARGIN_S - time.monotonic()
         try:
-            async with asyncio.timeout(max(left, 0.0)):
-                try:
-                    await with_db_retry(lambda: record(answer.record, answer.succeeded), left)
-                except Exception as exc:
-                    if is_connection_error(exc):
-                        raise
-                    log.error("delivery %s: attempt not storable; recording it as failed",
-                              due.id, exc_info=exc)  # fmt: skip
-                    unstored = AttemptRecord(
-                        answer.record.duration_ms,
-                        answer.record.status_code,
-                        f"the attempt could not be stored: {type(exc).__name__}",
-                        None,
-                    )
-                    await with_db_retry(lambda: record(unstored, False), left)
+            await self._within_lease(
+                due, claimed_at, lambda: record(answer.record, answer.succeeded)
+            )
+        except Exception as exc:  # not the connection: what the receiver sent
+            log.error("delivery %s: attempt not storable, recorded as failed", due.id, exc_info=exc)
+            failure = AttemptRecord(
+                answer.record.duration_ms,
+                answer.record.status_code,
+                f"the attempt could not be stored: {type(exc).__name__}",
+                None,
+            )
+            await self._within_lease(due, claimed_at, lambda: record(failure, False))
+
+    async def _within_lease(
+        self, due: deliveries.Due, claimed_at: float, record: Callable[[], Awaitable[bool]]
+    ) -> None:
+        """Run `record`, retrying a lost connection, until only `_RECORD_MARGIN_S` of the
+        lease is left; then give up: the lease runs out and another claim makes the delivery
+        again (at least once). Any other error is raised."""
+        left = max(0.0, claimed_at + self.lease_s - _RECORD_MARGIN_S - time.monotonic())
+        try:
+            async with asyncio.timeout(left):
+                await with_db_retry(record, left)
         except Exception as exc:
             if not is_connection_error(exc):
                 raise
-            # The lease runs out and the delivery is made again: at least once.
-            log.warning("delivery %s: attempt %d not recorded before its lease ran out (%s)",
-                        due.id, due.attempt, exc)  # fmt: skip
+            log.warning(
+                "delivery %s: attempt %d not recorded before its lease ran out (%s)",
+                due.id,
+                due.attempt,
+                exc,
+            )
 
     def _start(
         self,

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from api.auth import require
-from api.bodies import parse, query_int, read_json
+from api.bodies import parse, query_enum, query_int, read_json
 from api.context import CREWS, DB, REDIS, SETTINGS, URLS
 from api.errors import ApiError
 from api.notifications import HUB
@@ -119,18 +119,11 @@ async def create_job(request: web.Request) -> web.Response:
 @routes.get("/v1/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
     principal = require(request, "jobs:read")
-    status_text = request.query.get("status")
-    try:
-        status = JobStatus(status_text) if status_text else None
-    except ValueError as exc:
-        raise ApiError(
-            422, "VALIDATION_ERROR", f"status must be one of {', '.join(JobStatus)}"
-        ) from exc
     limit = query_int(request, "limit", 20, 1, 100)
     page, has_more = await jobs.page(
         request.app[DB],
         principal.tenant_id,
-        status=status,
+        status=query_enum(request, "status", JobStatus),
         crew=request.query.get("crew") or None,
         before=request.query.get("cursor") or None,
         limit=limit,

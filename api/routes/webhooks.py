@@ -9,7 +9,7 @@ import asyncio
 from aiohttp import web
 
 from api.auth import require
-from api.bodies import parse, query_int, read_json
+from api.bodies import parse, query_enum, query_int, read_json
 from api.context import DB, SETTINGS, URLS
 from api.errors import ApiError
 from api.notifications import HUB
@@ -202,13 +202,7 @@ async def test_webhook(request: web.Request) -> web.Response:
 async def list_deliveries(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     endpoint_id = request.match_info["endpoint_id"]
-    status_text = request.query.get("status") or None
-    try:
-        status = DeliveryStatus(status_text) if status_text else None
-    except ValueError as exc:
-        raise ApiError(
-            422, "VALIDATION_ERROR", f"status must be one of {', '.join(DeliveryStatus)}"
-        ) from exc
+    status = query_enum(request, "status", DeliveryStatus)
     db = request.app[DB]
     if not await endpoints.exists(db, principal.tenant_id, endpoint_id):
         raise _not_found(endpoint_id)
