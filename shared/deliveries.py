@@ -86,19 +86,24 @@ class AttemptRecord:
     response_body: str | None
 
 
-async def insert_owed(conn: Conn, event_id: str, tenant_id: str, targets: list[Target]) -> None:
-    """Owe one delivery of the event to each target, and wake the dispatchers (at commit)."""
+async def insert_owed(
+    conn: Conn, event_id: str, tenant_id: str, targets: list[Target]
+) -> list[str]:
+    """Owe one delivery of the event to each target, and wake the dispatchers (at commit);
+    the deliveries' ids, in the order of `targets`."""
+    ids = [new_id("dlv") for _ in targets]
     await conn.execute(
         "INSERT INTO webhook_deliveries (id, event_id, tenant_id, endpoint_id, url)"
         " SELECT id, $1, $2, endpoint_id, url"
         " FROM unnest($3::text[], $4::text[], $5::text[]) AS t (id, endpoint_id, url)",
         event_id,
         tenant_id,
-        [new_id("dlv") for _ in targets],
+        ids,
         [t.endpoint_id for t in targets],
         [t.url for t in targets],
     )
     await conn.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
+    return ids
 
 
 async def claim(

@@ -2,6 +2,7 @@
 transaction so a state change and its webhooks commit (or vanish) together. `emit` is the
 only writer of events and of deliveries."""
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -18,6 +19,12 @@ from shared.tracing import current_traceparent
 JOB_EVENTS_CHANNEL = "crewq_job_events"
 
 
+@dataclass(frozen=True)
+class Emitted:
+    event: Event
+    deliveries: list[str]  # the ids of the deliveries it owes
+
+
 async def emit(
     conn: Conn,
     *,
@@ -27,7 +34,7 @@ async def emit(
     job_id: str | None = None,
     job_webhook_url: str | None = None,
     endpoint_id: str | None = None,
-) -> Event:
+) -> Emitted:
     """Record `type` and owe a delivery of it to the job's own URL (outcome events only) and
     to every enabled endpoint of the tenant subscribed to it; or, with `endpoint_id`, to that
     endpoint alone, enabled or not (a test send). Every string is made storable first: a
@@ -56,11 +63,10 @@ async def emit(
         targets = await endpoints.subscribed(conn, tenant_id, type)
         if job_webhook_url and type in JOB_URL_EVENTS:
             targets.append(Target(None, job_webhook_url))
-    if targets:
-        await deliveries.insert_owed(conn, event.id, tenant_id, targets)
+    owed = await deliveries.insert_owed(conn, event.id, tenant_id, targets) if targets else []
     if job_id is not None:
         await conn.execute("SELECT pg_notify($1, $2)", JOB_EVENTS_CHANNEL, job_id)
-    return event
+    return Emitted(event, owed)
 
 
 async def send_test(conn: Conn, tenant_id: str, endpoint_id: str) -> tuple[str, str] | None:
@@ -70,17 +76,15 @@ async def send_test(conn: Conn, tenant_id: str, endpoint_id: str) -> tuple[str, 
     async with conn.transaction():
         if not await endpoints.exists(conn, tenant_id, endpoint_id):
             return None
-        event = await emit(
+        emitted = await emit(
             conn,
             tenant_id=tenant_id,
             type=EventType.WEBHOOK_TEST,
             data=WebhookTest(endpoint_id=endpoint_id),
             endpoint_id=endpoint_id,
         )
-        delivery_id = await conn.fetchval(
-            "SELECT id FROM webhook_deliveries WHERE event_id = $1", event.id
-        )
-    return event.id, str(delivery_id)
+    [delivery_id] = emitted.deliveries
+    return emitted.event.id, delivery_id
 
 
 async def after(db: Executor, job_id: str, after_id: str | None) -> tuple[list[Event], bool]:

@@ -115,7 +115,7 @@ class Process:
 
     def crew_pids(self) -> list[int]:
         """Crew processes: the children of this worker's forkserver."""
-        found = []
+        found: list[int] = []
         for child in psutil.Process(self.pid).children():
             if "forkserver" in " ".join(child.cmdline()):
                 found.extend(grandchild.pid for grandchild in child.children())
@@ -181,7 +181,7 @@ class Platform:
         await migrate(self.database_url)
         import redis.asyncio as aioredis
 
-        client = aioredis.from_url(self.redis_url)
+        client = aioredis.Redis.from_url(self.redis_url)
         await client.flushdb()
         await client.aclose()
         self.key, self.tenant_id, self.signing_secret = await self.new_tenant("acme")

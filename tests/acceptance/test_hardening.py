@@ -33,7 +33,7 @@ async def test_a_worker_whose_queue_breaks_hands_its_job_back_and_exits_nonzero(
     await own_stack.wait_for_status(job["id"], {"running"}, timeout=30)
     while not llm.requests_with("qbreak"):  # its crew is at work
         await asyncio.sleep(0.05)
-    redis = aioredis.from_url(own_stack.redis_url)
+    redis = aioredis.Redis.from_url(own_stack.redis_url)
     try:  # the queue's key holds something arq cannot read: not a lost connection
         await redis.delete(QUEUE_NAME)
         await redis.set(QUEUE_NAME, "not a sorted set")

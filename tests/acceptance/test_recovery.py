@@ -58,7 +58,7 @@ async def test_flushed_redis_loses_no_pending_job(
 ) -> None:
     await own_stack.start_api()
     jobs = [await own_stack.submit("echo", {"message": f"flushed {i}"}) for i in range(10)]
-    client = aioredis.from_url(own_stack.redis_url)
+    client = aioredis.Redis.from_url(own_stack.redis_url)
     try:
         assert await client.zcard("crewq:queue") == 10
         await client.flushdb()

@@ -53,7 +53,7 @@ async def db(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 async def redis_url(services: Services) -> AsyncIterator[str]:
     """Redis db 15, emptied for each test (the acceptance platforms use 1 to 14)."""
     url = services.redis_db(15)
-    client = aioredis.from_url(url)
+    client = aioredis.Redis.from_url(url)
     await client.flushdb()
     await client.aclose()
     yield url

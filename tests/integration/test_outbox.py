@@ -20,13 +20,13 @@ async def _owe(db: asyncpg.Pool, tenant_id: str, n: int = 1) -> list[str]:
     ids = []
     async with db.acquire() as conn:
         for _ in range(n):
-            event = await events.emit(
+            emitted = await events.emit(
                 conn,
                 tenant_id=tenant_id,
                 type=EventType.JOB_FAILED,
                 data=WebhookTest(endpoint_id="-", message="owed"),
             )
-            ids.append(event.id)
+            ids.append(emitted.event.id)
     return ids
 
 
@@ -41,7 +41,7 @@ async def test_emit_owes_one_delivery_per_subscribed_endpoint_and_job_url(
     everything = await endpoint(db, tenant_id, "https://a.example/x")
     await endpoint(db, tenant_id, "https://b.example/x", ["job.started"])
     async with db.acquire() as conn:
-        event = await events.emit(
+        emitted = await events.emit(
             conn,
             tenant_id=tenant_id,
             type=EventType.JOB_FAILED,
@@ -49,9 +49,10 @@ async def test_emit_owes_one_delivery_per_subscribed_endpoint_and_job_url(
             job_webhook_url="https://own.example/hook",
         )
     rows = await db.fetch(
-        "SELECT endpoint_id, url FROM webhook_deliveries WHERE event_id = $1 ORDER BY url",
-        event.id,
+        "SELECT id, endpoint_id, url FROM webhook_deliveries WHERE event_id = $1 ORDER BY url",
+        emitted.event.id,
     )
+    assert sorted(emitted.deliveries) == sorted(r["id"] for r in rows)
     assert [(r["endpoint_id"], r["url"]) for r in rows] == [
         (everything, "https://a.example/x"),
         (None, "https://own.example/hook"),
@@ -73,7 +74,7 @@ async def test_a_test_send_goes_through_emit_to_one_endpoint_even_disabled(
     assert sent is not None
     event_id, delivery_id = sent
     row = await db.fetchrow("SELECT * FROM webhook_deliveries WHERE event_id = $1", event_id)
-    assert row["id"] == delivery_id and row["endpoint_id"] == target
+    assert row is not None and row["id"] == delivery_id and row["endpoint_id"] == target
     [due] = await _claim(db, 10)  # a test is how to see a disabled receiver is back
     assert due.id == delivery_id and due.event_type is EventType.WEBHOOK_TEST
 
@@ -138,6 +139,7 @@ async def test_a_delivery_owed_to_an_endpoint_disabled_since_is_failed_not_sent(
     )
     assert await _claim(db, 10) == []
     row = await db.fetchrow("SELECT status, last_error FROM webhook_deliveries")
+    assert row is not None
     assert (row["status"], row["last_error"]) == ("failed", DisabledReason.GONE)
     assert await deliveries.seconds_until_due(db, []) is None
 
