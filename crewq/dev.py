@@ -48,12 +48,13 @@ async def dev_credentials(database_url: str, data_dir: Path) -> tuple[str, str]:
     conn = await asyncpg.connect(database_url)
     try:
         key = key_file.read_text().strip() if key_file.exists() else ""
-        if not key or await authenticate(conn, key) is None:
+        principal = await authenticate(conn, key) if key else None
+        if principal is None:
             key = await create_key(conn, "dev", sorted(SCOPES))
             key_file.write_text(key + "\n")
             key_file.chmod(0o600)
-        principal = await authenticate(conn, key)
-        assert principal is not None
+            principal = await authenticate(conn, key)
+            assert principal is not None
         tenant = await tenants.get(conn, principal.tenant_id)
         assert tenant is not None
         return key, tenant.signing_secret

@@ -157,12 +157,13 @@ async def _move(
     """Make `move` on the job if it is in one of the move's sources (and at `attempt`, and
     the tenant's, when given): open or close the attempt, hand a freed slot on, owe the
     event. None: the job was not there to move, and nothing changed."""
+    error = _json(given.error)
     row = await conn.fetchrow(
         move.sql,
         job_id,
         attempt,
         tenant_id,
-        _json(given.error),
+        error,
         given.worker_id,
         _json(given.result),
         storable(given.token_usage),
@@ -185,7 +186,7 @@ async def _move(
             job_id,
             row["attempt"],
             outcome,
-            _json(given.error),
+            error,
         )
     unparked = await _hand_on_slot(conn, row["tenant_id"]) if move.frees_slot else None
     if move.event is not None:

@@ -8,10 +8,15 @@ from urllib.parse import urlparse
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix, job_key_prefix
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 QUEUE_NAME = "crewq:queue"
 RUN_JOB = "run_job"
 CANCEL_CHANNEL = "crewq:cancel"
+# Only these mean "Redis is away for now", worth waiting out; any other error is a bug or a
+# broken Redis, and ends the task that met it (its supervisor then stops the process).
+REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def redis_settings(url: str) -> RedisSettings:

@@ -19,13 +19,12 @@ from typing import Any
 import asyncpg
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.jobs import MAX_TIMEOUT_S
 from shared import queue
 from shared.crews import CrewRegistry
 from shared.db import create_pool
+from shared.queue import REDIS_UNAVAILABLE
 from shared.settings import Settings
 from shared.supervisor import Supervisor
 from worker.crew_pool import CrewPool
@@ -33,10 +32,6 @@ from worker.recovery import run_recovery, run_retention
 from worker.runner import JobRunner, StopReason
 
 log = logging.getLogger(__name__)
-
-# Only these mean "Redis is away for now"; any other error is a bug or a broken Redis, and
-# ends the task that met it (its supervisor then stops the worker).
-REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def make_worker_id(settings: Settings) -> str:
@@ -192,7 +187,6 @@ class WorkerService:
         else:
             log.info("worker %s stopping", self.worker_id)
             await self._drain(self.settings.drain_timeout)
-        self.stopping.set()
         if self.arq is not None and self.arq.main_task is not None:
             self.arq.main_task.cancel()
         await self.supervisor.stop()

@@ -18,8 +18,6 @@ import logging
 
 import asyncpg
 from arq.connections import ArqRedis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import events, jobs, queue
 from shared.db import is_connection_error
@@ -34,7 +32,7 @@ _RETENTION_BATCH = 500
 
 
 def _transient(exc: BaseException) -> bool:
-    return is_connection_error(exc) or isinstance(exc, RedisConnectionError | RedisTimeoutError)
+    return is_connection_error(exc) or isinstance(exc, queue.REDIS_UNAVAILABLE)
 
 
 async def reap_once(db: asyncpg.Pool, redis: ArqRedis, settings: Settings) -> list[str]:
