@@ -8,15 +8,18 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from api.auth import auth_middleware
-from api.context import CREWS, DB, REDIS, SETTINGS, SUPERVISOR, URLS
+from api.context import BOX, CREWS, DB, REDIS, SETTINGS, SUPERVISOR, URLS
 from api.errors import error_middleware
+from api.failure_log import failure_log, failure_log_middleware
+from api.headers import add_headers, cors_preflight_middleware
 from api.notifications import notification_hub
 from api.ratelimit import rate_limit_middleware
-from api.routes import account, crews, jobs, webhooks
+from api.routes import account, crews, docs, jobs, webhooks
 from api.tracing import tracing_middleware
 from shared import queue
 from shared.crews import CrewRegistry
 from shared.db import create_pool
+from shared.secret_box import SecretBox
 from shared.settings import Settings
 from shared.supervisor import Supervisor
 from shared.webhook_urls import UrlPolicy
@@ -37,19 +40,30 @@ async def _connections(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     app = web.Application(
-        middlewares=[tracing_middleware, error_middleware, auth_middleware, rate_limit_middleware],
+        middlewares=[
+            tracing_middleware,
+            failure_log_middleware,
+            error_middleware,
+            cors_preflight_middleware,
+            auth_middleware,
+            rate_limit_middleware,
+        ],
         client_max_size=settings.api_max_body_bytes,
     )
     app[SETTINGS] = settings
     app[SUPERVISOR] = supervisor
+    app[BOX] = SecretBox.from_setting(settings.secret_key)
+    app.on_response_prepare.append(add_headers)
     registry = CrewRegistry.load(settings.crew_dirs)
     for name, error in registry.errors.items():
         log.error("crew %s not loaded: %s", name, error)
     app[CREWS] = registry
     app.cleanup_ctx.append(_connections)
     app.cleanup_ctx.append(notification_hub)
-    for module in (jobs, crews, account, webhooks):
+    app.cleanup_ctx.append(failure_log)
+    for module in (jobs, crews, account, webhooks, docs):
         app.add_routes(module.routes)
+    app.on_startup.append(docs.build_document)
     return app
 
 

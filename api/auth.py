@@ -1,12 +1,35 @@
-"""API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>`, and scopes per route."""
+"""Who is asking: an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`, from an
+address its tenant allows, with the scope each route needs.
+
+Requests with unknown keys are counted per client address in Redis; an address past
+`CREWQ_AUTH_FAILURE_LIMIT` a minute is refused before any database look-up, so guessing
+keys costs the database nothing.
+"""
+
+import logging
+import time
 
 from aiohttp import web
 
-from api.context import DB
-from api.errors import ApiError, Handler
-from shared.keys import Principal, authenticate
+from api.addresses import IpAddress, client_address
+from api.context import DB, REDIS, SETTINGS
+from api.errors import ApiError, Code, Handler
+from schemas.account import Scope
+from shared.keys import Principal, Refusal, authenticate
+from shared.queue import REDIS_UNAVAILABLE
 
-PUBLIC_PATHS = frozenset({"/healthz"})
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs"})
+PUBLIC_PREFIXES = ("/docs/",)
+PRINCIPAL = "principal"
+_FAILURE_WINDOW_S = 60
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="crewq"'}
+_REFUSALS = {
+    Refusal.UNKNOWN: (Code.INVALID_API_KEY, "the API key is not valid"),
+    Refusal.REVOKED: (Code.API_KEY_REVOKED, "the API key was revoked; use another"),
+    Refusal.EXPIRED: (Code.API_KEY_EXPIRED, "the API key has expired; create a new one"),
+}
 
 
 def _presented_key(request: web.Request) -> str | None:
@@ -14,40 +37,93 @@ def _presented_key(request: web.Request) -> str | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.headers.get("X-API-Key") or None
+    return request.headers.get("X-API-Key", "").strip() or None
+
+
+def _plausible(key: str) -> bool:
+    """A key crewq could have made: ASCII (undecodable header bytes arrive as surrogates),
+    its prefix, a sane length. Anything else is refused without a look-up."""
+    return key.isascii() and key.isprintable() and key.startswith("crq_") and len(key) <= 128
+
+
+def _failure_key(address: IpAddress | None) -> str:
+    return f"crewq:authfail:{address}:{int(time.time() // _FAILURE_WINDOW_S)}"
+
+
+async def _too_many_failures(request: web.Request, address: IpAddress | None) -> bool:
+    try:
+        count = await request.app[REDIS].get(_failure_key(address))
+    except REDIS_UNAVAILABLE as exc:
+        log.warning("failed logins not counted, redis unavailable: %s", exc)
+        return False
+    return count is not None and int(count) >= request.app[SETTINGS].auth_failure_limit
+
+
+async def _count_failure(request: web.Request, address: IpAddress | None) -> None:
+    try:
+        async with request.app[REDIS].pipeline(transaction=True) as pipe:
+            pipe.incr(_failure_key(address))
+            pipe.expire(_failure_key(address), _FAILURE_WINDOW_S * 2)
+            await pipe.execute()
+    except REDIS_UNAVAILABLE as exc:
+        log.warning("failed login not counted, redis unavailable: %s", exc)
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if is_public(request.path):
         return await handler(request)
     key = _presented_key(request)
     if key is None:
         raise ApiError(
-            401,
-            "UNAUTHENTICATED",
+            Code.UNAUTHENTICATED,
             "send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-            headers={"WWW-Authenticate": "Bearer"},
+            headers=_CHALLENGE,
         )
-    principal = await authenticate(request.app[DB], key)
-    if principal is None:
+    settings = request.app[SETTINGS]
+    address = client_address(request, settings.trusted_proxies)
+    if await _too_many_failures(request, address):
         raise ApiError(
-            401,
-            "INVALID_API_KEY",
-            "the API key is not valid or was revoked",
-            headers={"WWW-Authenticate": "Bearer"},
+            Code.RATE_LIMITED,
+            f"too many requests with invalid API keys from {address}; wait a minute",
+            headers={"Retry-After": str(_FAILURE_WINDOW_S)},
         )
-    request["principal"] = principal
+    found = await authenticate(request.app[DB], key) if _plausible(key) else Refusal.UNKNOWN
+    if isinstance(found, Refusal):
+        await _count_failure(request, address)
+        code, message = _REFUSALS[found]
+        raise ApiError(code, message, headers=_CHALLENGE)
+    if found.allowed_ips is not None and not (
+        address is not None and any(address in network for network in found.allowed_ips)
+    ):
+        raise ApiError(
+            Code.IP_NOT_ALLOWED,
+            f"this tenant's keys may not be used from {address}; ask its admin to allow it",
+        )
+    request[PRINCIPAL] = found
     return await handler(request)
 
 
-def require(request: web.Request, scope: str) -> Principal:
-    principal: Principal = request["principal"]
-    if scope not in principal.scopes:
+def principal_of(request: web.Request) -> Principal:
+    principal: Principal = request[PRINCIPAL]
+    return principal
+
+
+def require(request: web.Request, scope: Scope) -> Principal:
+    principal = principal_of(request)
+    if not principal.may(scope):
         raise ApiError(
-            403,
-            "INSUFFICIENT_SCOPE",
-            f"this API key lacks the {scope!r} scope",
-            {"required_scope": scope},
+            Code.INSUFFICIENT_SCOPE,
+            f"this API key lacks the {scope.value!r} scope",
+            {"required_scope": scope.value},
+            headers={
+                "WWW-Authenticate": (
+                    f'Bearer realm="crewq", error="insufficient_scope", scope="{scope.value}"'
+                )
+            },
         )
     return principal

@@ -1,5 +1,7 @@
-"""Reading request bodies and query strings into schema models."""
+"""Reading request bodies, headers and query strings into typed values, refusing what
+cannot be stored or read back exactly with a 400 that names the field."""
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TypeVar
 
@@ -7,43 +9,84 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from api.errors import ApiError, validation_error
+from api.errors import ApiError, Code, invalid, validation_error
 
 M = TypeVar("M", bound=BaseModel)
 E = TypeVar("E", bound=StrEnum)
 
+# Deeper than this is no crew's input; orjson itself stops at 1024.
+MAX_DEPTH = 32
+# Beyond ±2^53 a JSON number is no longer exact in JavaScript, and orjson reads integers
+# past 64 bits as floats: refuse both rather than store a number the client did not send.
+MAX_SAFE_NUMBER = 2**53 - 1
 
-def _has_nul(value: object) -> bool:
+
+def _refusal(value: object, path: str, depth: int) -> tuple[str, str] | None:
+    """The first (field, problem) in a parsed JSON document that crewq refuses."""
+    if depth > MAX_DEPTH:
+        return path or "body", f"is nested more than {MAX_DEPTH} levels deep"
     if isinstance(value, str):
-        return "\x00" in value
+        # Postgres text and jsonb cannot hold U+0000.
+        return (path or "body", "must not contain NUL (\\u0000)") if "\x00" in value else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        if abs(value) > MAX_SAFE_NUMBER:
+            return (
+                path or "body",
+                "must lie within ±(2^53 - 1); send larger numbers as strings",
+            )
+        return None
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return path or "body", "keys must not contain NUL (\\u0000)"
+            if found := _refusal(item, inner, depth + 1):
+                return found
     if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+        for index, item in enumerate(value):
+            if found := _refusal(item, f"{path}.{index}" if path else str(index), depth + 1):
+                return found
+    return None
 
 
 async def read_json(request: web.Request) -> tuple[object, bytes]:
     raw = await request.read()
     if not raw:
-        raise ApiError(400, "INVALID_JSON", "the request body is empty; send a JSON object")
+        raise ApiError(Code.INVALID_JSON, "the request body is empty; send a JSON object")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "INVALID_JSON", f"the request body is not valid JSON: {exc}") from exc
-    # Postgres text and jsonb cannot hold U+0000; refuse it here rather than fail later.
-    if _has_nul(data):
-        raise ApiError(422, "VALIDATION_ERROR", "strings must not contain NUL (\\u0000)")
+        raise ApiError(Code.INVALID_JSON, f"the request body is not valid JSON: {exc}") from exc
+    if refused := _refusal(data, "", 0):
+        raise invalid(*refused)
     return data, raw
 
 
 def parse(model: type[M], data: object) -> M:
     if not isinstance(data, dict):
-        raise ApiError(422, "VALIDATION_ERROR", "the request body must be a JSON object")
+        raise invalid("body", "must be a JSON object")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc) from exc
+        raise validation_error(model, exc) from exc
+
+
+async def parse_optional(request: web.Request, model: type[M]) -> M:
+    """A body that may be left out: none means the model's defaults."""
+    return parse(model, (await read_json(request))[0]) if request.body_exists else model()
+
+
+def header(request: web.Request, name: str, max_length: int = 255) -> str | None:
+    """A header's value, which must be printable ASCII (bytes that are not UTF-8 arrive as
+    surrogates and would fail later, deep in a query)."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if not (0 < len(value) <= max_length and value.isascii() and value.isprintable()):
+        raise invalid(name, f"must be 1 to {max_length} printable ASCII characters")
+    return value
 
 
 def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -55,12 +98,7 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     except ValueError:
         number = low - 1
     if not low <= number <= high:
-        raise ApiError(
-            422,
-            "VALIDATION_ERROR",
-            f"{name} must be an integer from {low} to {high}",
-            [{"field": name, "message": "out of range", "type": "query"}],
-        )
+        raise invalid(name, f"must be an integer between {low} and {high}")
     return number
 
 
@@ -72,4 +110,22 @@ def query_enum(request: web.Request, name: str, enum: type[E]) -> E | None:
     try:
         return enum(value)
     except ValueError as exc:
-        raise ApiError(422, "VALIDATION_ERROR", f"{name} must be one of {', '.join(enum)}") from exc
+        raise invalid(name, f"must be one of: {', '.join(enum)}") from exc
+
+
+def query_datetime(request: web.Request, name: str) -> datetime | None:
+    """An ISO 8601 instant with its UTC offset (`2026-11-24T10:00:00Z`); None when absent."""
+    value = request.query.get(name) or None
+    if value is None:
+        return None
+    try:
+        parsed: datetime | None = datetime.fromisoformat(value)
+        # Naive times are refused, not guessed; OverflowError: year 1 shifted before year 1.
+        parsed = parsed.astimezone(UTC) if parsed and parsed.tzinfo else None
+    except (ValueError, OverflowError):
+        parsed = None
+    if parsed is None:
+        raise invalid(
+            name, "must be an ISO 8601 date-time with a UTC offset, like 2026-01-31T12:00:00Z"
+        )
+    return parsed

@@ -5,6 +5,7 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from shared.crews import CrewRegistry
+from shared.secret_box import SecretBox
 from shared.settings import Settings
 from shared.supervisor import Supervisor
 from shared.webhook_urls import UrlPolicy
@@ -15,3 +16,4 @@ DB = web.AppKey("db", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
 CREWS = web.AppKey("crews", CrewRegistry)
 URLS = web.AppKey("url_policy", UrlPolicy)
+BOX = web.AppKey("secret_box", SecretBox)

@@ -1,112 +1,186 @@
 """Every error leaves the API in one JSON shape with a stable `code` and the request id:
 `{"error": {"code", "message", "request_id", "details"}}`."""
 
+import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from api.responses import json_response
-from schemas.errors import ErrorBody, ErrorDetail
+from schemas.errors import STATUS, ApiErrorCode, ErrorBody, ErrorDetail
 from shared.db import is_connection_error
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID = web.AppKey("request_id_header", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Code = ApiErrorCode
 
 
 class ApiError(Exception):
     def __init__(
         self,
-        status: int,
-        code: str,
+        code: ApiErrorCode,
         message: str,
         details: Any = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        status: int | None = None,
     ) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
+        self.status = status or STATUS[code]
         self.message = message
         self.details = details
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
 
 
 def request_id(request: web.Request) -> str:
     return str(request["request_id"])
 
 
-def _error_response(request: web.Request, err: ApiError) -> web.Response:
+def error_response(request: web.Request, err: ApiError) -> web.Response:
     body = ErrorBody(
         error=ErrorDetail(
             code=err.code, message=err.message, request_id=request_id(request), details=err.details
         )
     )
-    return json_response(body, status=err.status, headers=err.headers)
+    response = json_response(body, status=err.status, headers=err.headers)
+    response["error_code"] = err.code  # for the tenant's failure log (api/failure_log.py)
+    return response
 
 
-def validation_error(exc: ValidationError) -> ApiError:
-    details = [
-        {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False, include_input=False)
-    ]
-    return ApiError(422, "VALIDATION_ERROR", "the request body is not valid", details)
+def invalid(field: str, message: str) -> ApiError:
+    """A 400 naming one field, in the shape every validation error has."""
+    return ApiError(Code.VALIDATION_ERROR, f"{field}: {message}", {field: [message]})
+
+
+@functools.cache
+def _properties(model: type[BaseModel]) -> dict[str, Any]:
+    properties: dict[str, Any] = model.model_json_schema().get("properties", {})
+    return properties
+
+
+def _bounds(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[Any, Any] | None:
+    """A top-level integer field's (minimum, maximum), when it has both."""
+    prop = _properties(model).get(str(loc[0]), {}) if len(loc) == 1 else {}
+    for option in (prop, *prop.get("anyOf", ())):
+        if option.get("type") == "integer" and {"minimum", "maximum"} <= option.keys():
+            return option["minimum"], option["maximum"]
+    return None
+
+
+_INT_ERRORS = frozenset(
+    {"int_type", "int_parsing", "int_from_float", "greater_than_equal", "less_than_equal"}
+)
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "dict_type": "must be an object",
+    "list_type": "must be an array",
+    "int_type": "must be an integer",
+    "string_too_short": "must not be empty",
+}
+
+
+def _message(model: type[BaseModel], error: Any) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    bounds = _bounds(model, tuple(error["loc"]))
+    if kind in _INT_ERRORS and bounds is not None:
+        return f"must be an integer between {bounds[0]} and {bounds[1]}"
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters"
+    if kind == "too_long":
+        return f"must have at most {ctx['max_length']} items"
+    if kind == "too_short":
+        return f"must have at least {ctx['min_length']} items"
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    text = str(error["msg"]).removeprefix("Value error, ")
+    return text[:1].lower() + text[1:]
+
+
+def validation_error(model: type[BaseModel], exc: ValidationError) -> ApiError:
+    """400 with `details` naming each field: `{"timeout": ["must be an integer ..."]}`."""
+    fields: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(p) for p in error["loc"]) or "body"
+        fields.setdefault(name, []).append(_message(model, error))
+    summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in fields.items())
+    return ApiError(Code.VALIDATION_ERROR, f"the request is not valid: {summary}", fields)
 
 
 # aiohttp's own HTTP errors (unknown route, wrong method, body too large) in our shape.
 _HTTP_CODES = {
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
+    404: Code.NOT_FOUND,
+    405: Code.METHOD_NOT_ALLOWED,
+    413: Code.PAYLOAD_TOO_LARGE,
+    415: Code.UNSUPPORTED_MEDIA_TYPE,
 }
+
+
+def _request_id_of(request: web.Request) -> str:
+    given = request.headers.get("X-Request-Id", "")
+    # Surrogates (undecodable bytes) are not printable: such an id is replaced, not echoed.
+    if 0 < len(given) <= 128 and given.isprintable() and given.isascii():
+        return given
+    return f"req_{uuid.uuid4().hex}"
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = request.headers.get("X-Request-Id", "")
-    request["request_id"] = (
-        rid if 0 < len(rid) <= 128 and rid.isprintable() else f"req_{uuid.uuid4().hex}"
-    )
+    request["request_id"] = _request_id_of(request)
     try:
         if "\x00" in request.path or any("\x00" in v for v in request.query.values()):
-            raise ApiError(400, "INVALID_REQUEST", "the URL must not contain NUL characters")
+            raise ApiError(Code.INVALID_REQUEST, "the URL must not contain NUL characters")
         response = await handler(request)
     except ApiError as err:
-        response = _error_response(request, err)
+        response = error_response(request, err)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_CODES.get(exc.status, f"HTTP_{exc.status}")
         # Keep what the error must carry (Allow on a 405), not its own body's headers.
         kept = {
             k: v
             for k, v in exc.headers.items()
             if k.lower() not in ("content-type", "content-length")
         }
-        response = _error_response(request, ApiError(exc.status, code, exc.reason, headers=kept))
+        code = _HTTP_CODES.get(exc.status, Code.HTTP_ERROR)
+        response = error_response(
+            request, ApiError(code, exc.reason, headers=kept, status=exc.status)
+        )
     except Exception as exc:
-        if request.transport is None or request.transport.is_closing():
-            # The client hung up: nobody is left to answer, and nothing is wrong here.
-            log.info("%s %s: the client went away (%s)", request.method, request.path, exc)
-            response = _error_response(request, ApiError(499, "CLIENT_CLOSED", "client went away"))
-        elif is_connection_error(exc):
-            log.warning("postgres unavailable: %s", exc)
-            response = _error_response(
-                request,
-                ApiError(
-                    503,
-                    "SERVICE_UNAVAILABLE",
-                    "the database is unreachable; nothing was changed, try again shortly",
-                    headers={"Retry-After": "5"},
-                ),
-            )
-        else:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            response = _error_response(request, ApiError(500, "INTERNAL_ERROR", "internal error"))
+        response = error_response(request, _unexpected(request, exc))
     response.headers["X-Request-Id"] = request_id(request)
     return response
+
+
+def _unexpected(request: web.Request, exc: Exception) -> ApiError:
+    if request.transport is None or request.transport.is_closing():
+        # The client hung up: nobody is left to answer, and nothing is wrong here.
+        log.info("%s %s: the client went away (%s)", request.method, request.path, exc)
+        return ApiError(Code.CLIENT_CLOSED, "client went away")
+    if is_connection_error(exc):
+        log.warning("postgres unavailable: %s", exc)
+        return ApiError(
+            Code.SERVICE_UNAVAILABLE,
+            "the database is unreachable; nothing was changed, try again shortly",
+            headers={"Retry-After": "5"},
+        )
+    # The answer names nothing of the cause; the log has it, under the request id.
+    log.error(
+        "unhandled error on %s %s (request %s)",
+        request.method,
+        request.path,
+        request_id(request),
+        exc_info=exc,
+    )
+    return ApiError(
+        Code.INTERNAL_ERROR,
+        f"internal error; quote request id {request_id(request)} to support",
+    )

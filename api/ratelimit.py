@@ -1,55 +1,69 @@
-"""Per-key request rate limit: a fixed one-minute window counted in Redis, shared by every
-API replica. If Redis is unreachable, requests pass: the limit protects the platform, it
-must not take the API down with Redis."""
+"""Per-tenant request rate limit: the plan's requests per second (shared/plans.py),
+counted in a one-second window in Redis, shared by every API replica. Answers carry
+`X-RateLimit-Limit/-Remaining/-Reset` (reset: a Unix time) and the IETF draft's
+`RateLimit-Limit/-Remaining/-Reset` (reset: seconds from now); a 429 carries `Retry-After`.
+
+If Redis is unreachable, requests pass: the limit protects the platform, it must not take
+the API down with Redis."""
 
 import logging
+import math
 import time
 
 from aiohttp import web
 
-from api.context import REDIS, SETTINGS
-from api.errors import ApiError, Handler
+from api.auth import PRINCIPAL
+from api.context import REDIS
+from api.errors import ApiError, Code, Handler
+from shared.keys import Principal
+from shared.queue import REDIS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
-WINDOW_S = 60
+WINDOW_S = 1
+RATE_LIMIT_HEADERS = "rate_limit_headers"
+RATE_LIMIT_REMAINING = "rate_limit_remaining"
+
+
+def window_key(tenant_id: str, window: int) -> str:
+    return f"crewq:rate:{tenant_id}:{window}"
 
 
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    limit = request.app[SETTINGS].api_rate_limit
-    principal = request.get("principal")
-    if not limit or principal is None:
+    principal: Principal | None = request.get(PRINCIPAL)
+    limit = principal.allowance.requests_per_second if principal else None
+    if principal is None or limit is None:
         return await handler(request)
     now = time.time()
     window = int(now // WINDOW_S)
-    reset = int((window + 1) * WINDOW_S - now) + 1
-    key = f"crewq:ratelimit:{principal.key_id}:{window}"
+    resets_at = (window + 1) * WINDOW_S
+    key = window_key(principal.tenant_id, window)
     try:
-        redis = request.app[REDIS]
-        async with redis.pipeline(transaction=True) as pipe:
+        async with request.app[REDIS].pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, WINDOW_S * 2)
             count, _ = await pipe.execute()
-    except Exception as exc:
+    except REDIS_UNAVAILABLE as exc:
         log.warning("rate limit not checked, redis unavailable: %s", exc)
         return await handler(request)
+    wait_s = str(max(1, math.ceil(resets_at - now)))
     headers = {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(max(0, limit - count)),
+        "X-RateLimit-Reset": str(resets_at),
         "RateLimit-Limit": str(limit),
         "RateLimit-Remaining": str(max(0, limit - count)),
-        "RateLimit-Reset": str(reset),
+        "RateLimit-Reset": wait_s,
     }
+    # Added to whatever answer this request gets, errors and streams too (api/headers.py).
+    request[RATE_LIMIT_HEADERS] = headers
+    request[RATE_LIMIT_REMAINING] = max(0, limit - count)
     if count > limit:
         raise ApiError(
-            429,
-            "RATE_LIMITED",
-            f"more than {limit} requests this minute for this API key",
+            Code.RATE_LIMITED,
+            f"more than {limit} requests a second for this tenant ({principal.plan} plan);"
+            f" retry after {wait_s} s",
             {"limit": limit, "window_seconds": WINDOW_S},
-            headers={**headers, "Retry-After": str(reset)},
+            headers={"Retry-After": wait_s},
         )
-    try:
-        response = await handler(request)
-    except ApiError as err:
-        err.headers = {**headers, **err.headers}
-        raise
-    response.headers.update(headers)
-    return response
+    return await handler(request)

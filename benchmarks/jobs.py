@@ -39,7 +39,6 @@ async def main(jobs: int, concurrency: int) -> None:
         OPENAI_API_KEY="",
         OPENAI_BASE_URL="",
         CREWQ_WORKER_CONCURRENCY=str(concurrency),
-        CREWQ_API_RATE_LIMIT="0",
     )
     try:
         await platform.prepare()

@@ -1,5 +1,6 @@
 """The `crewq` command: `dev` runs everything on one machine; `migrate`, `api`, `worker`,
-`dispatcher` run one role against configured URLs; `keys create` issues an API key.
+`dispatcher` run one role against configured URLs; `keys`, `tenants` and `secrets` manage
+API keys, tenants' plans and bounds, and signing secrets at rest.
 
 This is the one place that imports every package; it only wires them together.
 """
@@ -8,12 +9,22 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import asyncpg
+
+from schemas.account import Plan, Scope
+from shared.keys import DEFAULT_SCOPES
 from shared.logs import configure
 from shared.settings import Settings, get_settings
 from shared.tracing import setup_tracing
+
+if TYPE_CHECKING:
+    from shared.secret_box import SecretBox
+
+T = TypeVar("T")
 
 
 def _run(main: Coroutine[Any, Any, int]) -> None:
@@ -30,6 +41,8 @@ def cmd_migrate(settings: Settings) -> None:
 
     applied = asyncio.run(migrate(settings.require_database_url))
     print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
+    if settings.secret_key:  # seal what was stored before sealing (or under an older key)
+        cmd_secrets_reseal(settings)
 
 
 def cmd_api(settings: Settings) -> None:
@@ -50,47 +63,147 @@ def cmd_dispatcher(settings: Settings) -> None:
     _run(serve(settings))
 
 
-def cmd_keys_create(settings: Settings, tenant: str, scopes: str) -> None:
-    import asyncpg
+async def _with_conn(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    conn = await asyncpg.connect(settings.require_database_url)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
 
-    from shared.keys import create_key
 
-    async def create() -> str:
-        conn = await asyncpg.connect(settings.require_database_url)
-        try:
-            return await create_key(
-                conn, tenant, [s.strip() for s in scopes.split(",") if s.strip()]
-            )
-        finally:
-            await conn.close()
+def parse_duration(text: str) -> timedelta:
+    """`90d`, `12h`, `30m` or `3600s`."""
+    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) <= 0:
+        raise ValueError(f"{text!r} is not a duration like 90d, 12h, 30m or 3600s")
+    return timedelta(**{units[unit]: int(number)})
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> None:
+    from schemas.account import KeyMode
+    from shared.keys import create_for_tenant, parse_scopes
+    from shared.secret_box import SecretBox
 
     try:
-        print(asyncio.run(create()))
-    except ValueError as exc:
+        scopes = parse_scopes([s.strip() for s in args.scopes.split(",") if s.strip()])
+        expires_in = parse_duration(args.expires_in) if args.expires_in else None
+        box = SecretBox.from_setting(settings.secret_key)
+    except (ValueError, RuntimeError) as exc:
         sys.exit(f"crewq keys create: {exc}")
+    created = asyncio.run(
+        _with_conn(
+            settings,
+            lambda conn: create_for_tenant(
+                conn,
+                args.tenant,
+                scopes,
+                plan=settings.default_plan,
+                box=box,
+                mode=KeyMode.TEST if args.test else KeyMode.LIVE,
+                name=args.name,
+                expires_in=expires_in,
+            ),
+        )
+    )
+    print(created.key)
+    expiry = f", expires {created.info.expires_at:%Y-%m-%d %H:%M} UTC" if expires_in else ""
+    print(f"{created.info.id} ({created.info.mode}{expiry})", file=sys.stderr)
 
 
-def cmd_tenants_set(settings: Settings, tenant: str, limits: dict[str, int]) -> None:
-    import asyncpg
+def cmd_keys_list(settings: Settings, tenant: str) -> None:
+    from shared import keys, tenants
 
+    async def listing(conn: asyncpg.Connection) -> list[keys.ApiKey] | None:
+        tenant_id = await tenants.id_of(conn, tenant)
+        if tenant_id is None:
+            return None
+        found, _ = await keys.page(conn, tenant_id, before=None, limit=10_000)
+        return found
+
+    found = asyncio.run(_with_conn(settings, listing))
+    if found is None:
+        sys.exit(f"crewq keys list: no tenant named {tenant!r}")
+
+    def when(at: datetime | None) -> str:
+        return f"{at:%Y-%m-%d %H:%M}" if at else "-"
+
+    print(
+        f"{'ID':32} {'PREFIX':18} {'MODE':5} {'LAST USED':17} {'EXPIRES':17} {'REVOKED':17} SCOPES"
+    )
+    for k in found:
+        print(
+            f"{k.id:32} {k.prefix + '…':18} {k.mode:5} {when(k.last_used_at):17}"
+            f" {when(k.expires_at):17} {when(k.revoked_at):17} {','.join(k.scopes)}"
+        )
+
+
+def cmd_keys_revoke(settings: Settings, key_id: str) -> None:
+    from shared import keys
+
+    revoked = asyncio.run(_with_conn(settings, lambda conn: keys.revoke(conn, None, key_id)))
+    if revoked is None:
+        sys.exit(f"crewq keys revoke: no key {key_id!r}")
+    print(f"{key_id} revoked at {revoked.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def cmd_tenants_set(settings: Settings, args: argparse.Namespace) -> None:
+    import ipaddress
+
+    from schemas.account import Plan
     from shared import tenants
 
-    async def update() -> bool:
-        conn = await asyncpg.connect(settings.require_database_url)
-        try:
-            # 0 puts a bound back to the platform default.
-            return await tenants.set_limits(conn, tenant, {k: v or None for k, v in limits.items()})
-        finally:
-            await conn.close()
+    numbers = tuple(
+        (name, getattr(args, name))
+        for name in (*tenants.LIMITS, *tenants.PLAN_OVERRIDES)
+        if getattr(args, name) is not None
+    )
+    try:
+        allowed = (
+            tuple(ipaddress.ip_network(c.strip()) for c in args.allow_ips.split(",") if c.strip())
+            if args.allow_ips is not None
+            else None
+        )
+    except ValueError as exc:
+        sys.exit(f"crewq tenants set: --allow-ips: {exc}")
+    changes = tenants.Changes(
+        plan=Plan(args.plan) if args.plan else None, numbers=numbers, allowed_ips=allowed
+    )
+    if changes == tenants.Changes():
+        sys.exit("crewq tenants set: give at least one setting to change")
+    tenant = asyncio.run(
+        _with_conn(settings, lambda conn: tenants.update(conn, args.tenant, changes))
+    )
+    if tenant is None:
+        sys.exit(f"crewq tenants set: no tenant named {args.tenant!r}")
+    allowance = tenant.allowance
+    print(f"{tenant.name}: plan {tenant.plan}")
+    print(f"  jobs a month: {allowance.jobs_per_month or 'unlimited'}")
+    print(f"  requests a second: {allowance.requests_per_second or 'unlimited'}")
+    ips = ", ".join(str(n) for n in tenant.allowed_ips) if tenant.allowed_ips else "any"
+    print(f"  allowed addresses: {ips}")
+    for name in tenants.LIMITS:
+        value = getattr(tenant, name)
+        shown = value if value else f"the default ({getattr(settings, f'tenant_{name}')})"
+        print(f"  {name.replace('_', ' ')}: {shown}")
 
-    if not limits:
-        sys.exit("crewq tenants set: give at least one bound to change")
-    if not asyncio.run(update()):
-        sys.exit(f"crewq tenants set: no tenant named {tenant!r}")
-    for name, value in limits.items():
-        default = getattr(settings, f"tenant_{name}")
-        shown = f"{value}" if value else f"the default ({default})"
-        print(f"{tenant}: {name.replace('_', ' ')}: {shown}")
+
+def cmd_secrets_reseal(settings: Settings) -> None:
+    from shared.secret_box import SecretBox
+
+    try:
+        box = SecretBox.from_setting(settings.secret_key)
+    except RuntimeError as exc:
+        sys.exit(f"crewq secrets reseal: {exc}")
+    count = asyncio.run(_with_conn(settings, lambda conn: reseal(conn, box)))
+    print(f"sealed {count} signing secrets with the first key of CREWQ_SECRET_KEY")
+
+
+async def reseal(conn: asyncpg.Connection, box: "SecretBox") -> int:
+    from shared import endpoints, tenants
+
+    async with conn.transaction():
+        return await tenants.reseal(conn, box) + await endpoints.reseal(conn, box)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,22 +218,41 @@ def main(argv: list[str] | None = None) -> None:
         dest="keys_command", required=True
     )
     create = keys.add_parser("create", help="create an API key and print it (shown only once)")
-    create.add_argument("--tenant", required=True)
-    create.add_argument("--scopes", default="jobs:read,jobs:write,webhooks:manage")
+    create.add_argument("--tenant", required=True, help="created on CREWQ_DEFAULT_PLAN if new")
+    create.add_argument(
+        "--scopes",
+        default=",".join(DEFAULT_SCOPES),
+        help=f"comma-separated, of: {', '.join(Scope)} (admin: everything)",
+    )
+    create.add_argument("--test", action="store_true", help="a sandbox key (crq_test_…)")
+    create.add_argument("--expires-in", help="like 90d, 12h, 30m; default: never")
+    create.add_argument("--name", default="", help="what the key is for")
+    keys.add_parser("list", help="list a tenant's keys").add_argument("--tenant", required=True)
+    keys.add_parser("revoke", help="revoke a key at once").add_argument("key_id")
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(
         dest="tenants_command", required=True
     )
-    bounds = tenants.add_parser(
-        "set", help="change a tenant's bounds (0 puts one back to the platform default)"
+    update = tenants.add_parser(
+        "set", help="change a tenant's plan and bounds (0 puts a number back to its default)"
     )
-    bounds.add_argument("--tenant", required=True)
+    update.add_argument("--tenant", required=True)
+    update.add_argument("--plan", choices=list(Plan))
+    update.add_argument("--monthly-job-limit", type=int, help="jobs a month, over the plan's")
+    update.add_argument("--rate-limit", type=int, help="requests a second, over the plan's")
+    update.add_argument(
+        "--allow-ips", help="comma-separated CIDRs the tenant's keys may be used from; '' any"
+    )
     for flag, what in (
         ("--max-running-jobs", "jobs running at once (CREWQ_TENANT_MAX_RUNNING_JOBS)"),
         ("--max-pending-jobs", "jobs waiting to run (CREWQ_TENANT_MAX_PENDING_JOBS)"),
         ("--max-webhook-endpoints", "webhook endpoints (CREWQ_TENANT_MAX_WEBHOOK_ENDPOINTS)"),
         ("--max-event-streams", "event streams open at once (CREWQ_TENANT_MAX_EVENT_STREAMS)"),
     ):
-        bounds.add_argument(flag, type=int, help=what)
+        update.add_argument(flag, type=int, help=what)
+    secrets = sub.add_parser("secrets", help="signing secrets at rest").add_subparsers(
+        dest="secrets_command", required=True
+    )
+    secrets.add_parser("reseal", help="seal every signing secret with CREWQ_SECRET_KEY's first key")
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -139,10 +271,13 @@ def main(argv: list[str] | None = None) -> None:
         cmd_worker(settings)
     elif args.command == "dispatcher":
         cmd_dispatcher(settings)
+    elif args.command == "keys" and args.keys_command == "create":
+        cmd_keys_create(settings, args)
+    elif args.command == "keys" and args.keys_command == "list":
+        cmd_keys_list(settings, args.tenant)
     elif args.command == "keys":
-        cmd_keys_create(settings, args.tenant, args.scopes)
+        cmd_keys_revoke(settings, args.key_id)
     elif args.command == "tenants":
-        from shared.tenants import LIMITS
-
-        limits = {n: getattr(args, n) for n in LIMITS if getattr(args, n) is not None}
-        cmd_tenants_set(settings, args.tenant, limits)
+        cmd_tenants_set(settings, args)
+    elif args.command == "secrets":
+        cmd_secrets_reseal(settings)

@@ -13,14 +13,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 
 from crewq.embedded import EmbeddedPostgres, EmbeddedRedis
+from schemas.account import Plan, Scope
 from shared import tenants
 from shared.db import migrate
-from shared.keys import SCOPES, authenticate, create_key
+from shared.keys import Refusal, authenticate, create_for_tenant
+from shared.secret_box import SecretBox, generate_key
 from shared.settings import Settings
 
 DEV_DEFAULTS = {
@@ -41,23 +44,39 @@ def role_command() -> list[str]:
     return [sys.executable, "-P", "-m", "crewq"]
 
 
-async def dev_credentials(database_url: str, data_dir: Path) -> tuple[str, str]:
-    """The dev tenant's API key (kept in the data dir so it survives restarts) and its
-    webhook signing secret."""
+def _private_file(path: Path, make: Callable[[], str]) -> str:
+    """The file's content, written first (readable by its owner only) if it is missing."""
+    if not path.exists():
+        path.write_text(make() + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def dev_secret_key(data_dir: Path) -> str:
+    """The Fernet key sealing signing secrets, made once and kept in the data dir."""
+    return _private_file(data_dir / "secret-key", generate_key)
+
+
+async def dev_credentials(database_url: str, data_dir: Path, box: SecretBox) -> tuple[str, str]:
+    """The dev tenant's admin API key (kept in the data dir so it survives restarts) and
+    its webhook signing secret."""
     key_file = data_dir / "dev-api-key"
     conn = await asyncpg.connect(database_url)
     try:
         key = key_file.read_text().strip() if key_file.exists() else ""
-        principal = await authenticate(conn, key) if key else None
-        if principal is None:
-            key = await create_key(conn, "dev", sorted(SCOPES))
-            key_file.write_text(key + "\n")
-            key_file.chmod(0o600)
-            principal = await authenticate(conn, key)
-            assert principal is not None
-        tenant = await tenants.get(conn, principal.tenant_id)
-        assert tenant is not None
-        return key, tenant.signing_secret
+        principal = await authenticate(conn, key) if key else Refusal.UNKNOWN
+        if isinstance(principal, Refusal):
+            created = await create_for_tenant(
+                conn, "dev", [Scope.ADMIN], plan=Plan.UNLIMITED, box=box, name="crewq dev"
+            )
+            key_file.unlink(missing_ok=True)
+            key = _private_file(key_file, lambda: created.key)
+            tenant_id = created.info.tenant_id
+        else:
+            tenant_id = principal.tenant_id
+        secret = await tenants.signing_secret(conn, tenant_id, box)
+        assert secret is not None
+        return key, secret
     finally:
         await conn.close()
 
@@ -114,9 +133,12 @@ def run_dev(settings: Settings) -> None:
             redis = EmbeddedRedis(data_dir)
             env["CREWQ_REDIS_URL"] = redis.url
             print(f"Redis: embedded on {redis.url}", flush=True)
+        if not settings.secret_key:
+            env["CREWQ_SECRET_KEY"] = dev_secret_key(data_dir)
+        box = SecretBox.from_setting(env["CREWQ_SECRET_KEY"])
         database_url = env["CREWQ_DATABASE_URL"]
         asyncio.run(migrate(database_url))
-        key, secret = asyncio.run(dev_credentials(database_url, data_dir))
+        key, secret = asyncio.run(dev_credentials(database_url, data_dir, box))
         children = [subprocess.Popen([*role_command(), role], env=env) for role in ROLES]
         # A wildcard bind is reachable on loopback; print an address a client can use.
         host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host

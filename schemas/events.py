@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from schemas.jobs import TaskResult
 
@@ -26,6 +26,7 @@ JOB_URL_EVENTS = frozenset({EventType.JOB_COMPLETED, EventType.JOB_FAILED, Event
 class Event(BaseModel):
     id: str
     type: EventType
+    livemode: bool = Field(default=True, description="False: caused by a test key's job.")
     created_at: datetime
     data: dict[str, Any]
 

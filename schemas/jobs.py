@@ -4,12 +4,31 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from schemas.pages import Page
 
 MAX_TIMEOUT_S = 7200
 MAX_RETRIES = 10
+MAX_METADATA_KEYS = 100
+MAX_METADATA_STRING = 1000
+MAX_BATCH_IDS = 100
+
+
+def _metadata_strings(value: dict[str, Any]) -> dict[str, Any]:
+    long = [k for k, v in value.items() if isinstance(v, str) and len(v) > MAX_METADATA_STRING]
+    if long:
+        raise ValueError(
+            f"string values must be at most {MAX_METADATA_STRING} characters ({', '.join(long)})"
+        )
+    return value
+
+
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=100)], Any],
+    Field(max_length=MAX_METADATA_KEYS),
+    AfterValidator(_metadata_strings),
+]
 
 
 class JobStatus(StrEnum):
@@ -46,16 +65,38 @@ class AttemptOutcome(StrEnum):
 
 
 class JobCreate(BaseModel):
-    """Body of `POST /v1/jobs`. Unknown fields are refused so typos never pass silently."""
+    """Body of `POST /v1/jobs`. Unknown fields are refused so typos never pass silently, and
+    types are strict: `"timeout": "600"` is refused, not read as 600."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     crew: Annotated[str, Field(min_length=1, max_length=100)]
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    webhook_url: Annotated[str | None, Field(max_length=2048)] = None
-    timeout: Annotated[int | None, Field(ge=1, le=MAX_TIMEOUT_S)] = None
-    max_retries: Annotated[int | None, Field(ge=0, le=MAX_RETRIES)] = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="The crew's inputs; GET /v1/crews/{name} names them."
+    )
+    webhook_url: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
+        default=None, description="Receives this job's outcome (completed, failed, cancelled)."
+    )
+    timeout: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_S)] | None = Field(
+        default=None, description="Seconds; default: the crew's, then the platform's."
+    )
+    max_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = None
+    metadata: Metadata = Field(
+        default_factory=dict,
+        description=f"Up to {MAX_METADATA_KEYS} keys of yours, kept with the job;"
+        f" string values up to {MAX_METADATA_STRING} characters.",
+    )
+
+
+class JobBatchRead(BaseModel):
+    """Body of `POST /v1/jobs/batch`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ids: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=64)]],
+        Field(min_length=1, max_length=MAX_BATCH_IDS),
+    ]
 
 
 class JobError(BaseModel):
@@ -95,6 +136,7 @@ class JobState(BaseModel):
 
     object: Literal["job"] = "job"
     id: str
+    livemode: bool = Field(description="False: submitted with a test key, run offline.")
     status: JobStatus
     crew: str
     attempt: int = Field(description="How many attempts have started.")
@@ -118,6 +160,13 @@ class Job(JobState):
     attempts: list[JobAttempt]
     last_activity_at: datetime | None
     cancel_requested_at: datetime | None
+
+
+class JobBatch(BaseModel):
+    """The caller's jobs among the ids asked for, in the order asked; others are absent."""
+
+    object: Literal["list"] = "list"
+    data: list[Job]
 
 
 JobList = Page[Job]

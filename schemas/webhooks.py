@@ -93,7 +93,9 @@ class DeliverySummary(BaseModel):
     event_id: str = Field(description="Also the webhook-id header, the same on every attempt.")
     event_type: str
     job_id: str | None
-    url: str
+    url: str | None = Field(
+        description="None: an endpoint's URL, hidden from keys without webhooks:manage."
+    )
     status: DeliveryStatus
     attempt_count: int
     next_attempt_at: datetime | None = Field(description="When pending: the next attempt.")
@@ -106,6 +108,16 @@ class DeliverySummary(BaseModel):
 
 class Delivery(DeliverySummary):
     attempts: list[DeliveryAttempt]
+
+    def without_receivers(self) -> "Delivery":
+        """As a key without `webhooks:manage` sees it: a registered endpoint's URL and
+        every receiver's answer left out (the job's own `webhook_url` is the client's)."""
+        return self.model_copy(
+            update={
+                "url": self.url if self.endpoint_id is None else None,
+                "attempts": [a.model_copy(update={"response_body": None}) for a in self.attempts],
+            }
+        )
 
 
 DeliveryList = Page[Delivery]

@@ -28,6 +28,7 @@ from schemas.webhooks import (
 )
 from shared.db import Conn, Executor, storable
 from shared.ids import new_id
+from shared.secret_box import SecretBox
 
 # Dispatchers LISTEN here; Postgres delivers the NOTIFY only when the transaction commits.
 DELIVERIES_CHANNEL = "crewq_deliveries"
@@ -74,7 +75,7 @@ class Due:
     url: str
     attempt: int  # the number of the attempt about to be made
     payload: dict[str, Any]
-    secrets: list[str]  # newest first; more than one while a rotated secret is in its grace
+    secrets: list[str]  # newest first; two while a rotated secret is in its grace
     traceparent: str | None  # the trace of the work that caused the event
 
 
@@ -114,6 +115,7 @@ async def claim(
     *,
     per_url: int,
     busy: Mapping[str, int],
+    box: SecretBox,
 ) -> list[Due]:
     """Up to `limit` due deliveries, taken round the tenants that have any (each tenant's
     oldest first, then each one's second, ...), at most `per_url` in flight per URL counting
@@ -167,7 +169,11 @@ async def claim(
         RETURNING d.id, d.event_id, e.type AS event_type, d.tenant_id, d.endpoint_id, d.url,
                   d.attempt_count, e.payload, e.traceparent,
                   CASE WHEN d.endpoint_id IS NULL
-                  THEN ARRAY[(SELECT signing_secret FROM tenants t WHERE t.id = d.tenant_id)]
+                  THEN (SELECT ARRAY[t.signing_secret]
+                               || CASE WHEN t.previous_signing_secret_expires_at > now()
+                                       THEN ARRAY[t.previous_signing_secret]
+                                       ELSE ARRAY[]::text[] END
+                          FROM tenants t WHERE t.id = d.tenant_id)
                   ELSE (SELECT ARRAY[w.secret]
                                || CASE WHEN w.previous_secret_expires_at > now()
                                        THEN ARRAY[w.previous_secret]
@@ -192,7 +198,7 @@ async def claim(
             url=r["url"],
             attempt=r["attempt_count"],
             payload=r["payload"],
-            secrets=list(r["secrets"]),
+            secrets=[box.open(sealed) for sealed in r["secrets"]],
             traceparent=r["traceparent"],
         )
         for r in rows

@@ -22,6 +22,7 @@ from shared import deliveries
 from shared.db import Conn, Executor, TenantLock, lock_tenant
 from shared.deliveries import AttemptRecord, Due, Target
 from shared.ids import new_id, new_signing_secret
+from shared.secret_box import SecretBox
 
 RECENT_DELIVERIES = 5
 
@@ -70,6 +71,7 @@ async def create(
     events: list[str],
     description: str,
     default_limit: int,
+    box: SecretBox,
 ) -> Created | TooMany:
     """A new enabled endpoint and its signing secret, unless the tenant already has as many
     as it may (its own bound, or `default_limit`)."""
@@ -94,7 +96,7 @@ async def create(
             url,
             description,
             events,
-            secret,
+            box.seal(secret),
         )
     assert row is not None
     return Created(_endpoint(row, []), secret)
@@ -217,22 +219,25 @@ async def delete(db: Executor, tenant_id: str, endpoint_id: str) -> bool:
 
 
 async def rotate_secret(
-    db: Executor, tenant_id: str, endpoint_id: str, grace_s: int
+    db: Executor, tenant_id: str, endpoint_id: str, grace_s: int, box: SecretBox
 ) -> WebhookSecret | None:
     """A new secret; the one it replaces keeps signing alongside it for `grace_s` (the
-    dispatcher signs with both while `previous_secret_expires_at` is ahead)."""
+    dispatcher signs with both while `previous_secret_expires_at` is ahead), or is
+    forgotten at once when `grace_s` is 0."""
     secret = new_signing_secret()
     row = await db.fetchrow(
         """
         UPDATE webhook_endpoints
-           SET previous_secret = secret, secret = $3,
-               previous_secret_expires_at = now() + make_interval(secs => $4), updated_at = now()
+           SET previous_secret = CASE WHEN $4 > 0 THEN secret END, secret = $3,
+               previous_secret_expires_at = CASE WHEN $4 > 0
+                                                 THEN now() + make_interval(secs => $4) END,
+               updated_at = now()
          WHERE id = $1 AND tenant_id = $2
         RETURNING previous_secret_expires_at
         """,
         endpoint_id,
         tenant_id,
-        secret,
+        box.seal(secret),
         float(grace_s),
     )
     if row is None:
@@ -240,8 +245,41 @@ async def rotate_secret(
     return WebhookSecret(
         endpoint_id=endpoint_id,
         secret=secret,
-        previous_secret_expires_at=row["previous_secret_expires_at"] if grace_s > 0 else None,
+        previous_secret_expires_at=row["previous_secret_expires_at"],
     )
+
+
+async def forget_expired_secrets(db: Executor) -> int:
+    """Clear rotated-out secrets whose grace has passed: they sign nothing any more, and a
+    secret not kept cannot leak. Returns how many were cleared."""
+    cleared = await db.fetchval(
+        """
+        WITH cleared AS (
+            UPDATE webhook_endpoints
+               SET previous_secret = NULL, previous_secret_expires_at = NULL
+             WHERE previous_secret_expires_at <= now()
+            RETURNING 1)
+        SELECT count(*) FROM cleared
+        """
+    )
+    return int(cleared)
+
+
+async def reseal(conn: Conn, box: SecretBox) -> int:
+    """Seal every endpoint's secrets with the newest key (`crewq secrets reseal`)."""
+    rows = await conn.fetch("SELECT id, secret, previous_secret FROM webhook_endpoints FOR UPDATE")
+    await conn.executemany(
+        "UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE id = $1",
+        [
+            (
+                r["id"],
+                box.reseal(r["secret"]),
+                r["previous_secret"] and box.reseal(r["previous_secret"]),
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)
 
 
 async def _note_attempt(

@@ -34,6 +34,7 @@ async def emit(
     job_id: str | None = None,
     job_webhook_url: str | None = None,
     endpoint_id: str | None = None,
+    livemode: bool = True,
 ) -> Emitted:
     """Record `type` and owe a delivery of it to the job's own URL (outcome events only) and
     to every enabled endpoint of the tenant subscribed to it; or, with `endpoint_id`, to that
@@ -42,6 +43,7 @@ async def emit(
     event = Event(
         id=new_id("evt"),
         type=type,
+        livemode=livemode,
         created_at=datetime.now(UTC),
         data=storable(data.model_dump(mode="json")),
     )

@@ -24,5 +24,6 @@ def new_signing_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def new_api_key() -> str:
-    return "crq_" + secrets.token_urlsafe(32)
+def new_api_key(mode: str) -> str:
+    """`crq_live_…` or `crq_test_…`: which kind a key is shows in logs and config files."""
+    return f"crq_{mode}_" + secrets.token_urlsafe(32)

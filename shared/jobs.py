@@ -18,6 +18,7 @@ parked just as the slot it waits for is freed, and parked jobs leave in the orde
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -36,6 +37,7 @@ from schemas.jobs import (
     JobStatus,
     TaskResult,
 )
+from shared import usage
 from shared.db import Conn, Executor, TenantLock, lock_tenant, storable
 from shared.events import emit
 from shared.ids import new_id
@@ -197,6 +199,7 @@ async def _move(
             data=to_state(row),
             job_id=job_id,
             job_webhook_url=row["webhook_url"],
+            livemode=row["livemode"],
         )
     return Moved(row, unparked)
 
@@ -222,6 +225,7 @@ async def _hand_on_slot(conn: Conn, tenant_id: str) -> str | None:
 def to_state(row: asyncpg.Record) -> JobState:
     return JobState(
         id=row["id"],
+        livemode=row["livemode"],
         status=row["status"],
         crew=row["crew"],
         attempt=row["attempt"],
@@ -283,12 +287,33 @@ async def get(db: Executor, tenant_id: str, job_id: str) -> Job | None:
     return to_job(row, (await _attempts(db, [job_id]))[job_id]) if row else None
 
 
+async def many(db: Executor, tenant_id: str, job_ids: list[str]) -> list[Job]:
+    """The tenant's jobs among `job_ids`, in the order asked (each once); the rest are
+    silently absent, whether they do not exist or belong to another tenant."""
+    rows = await db.fetch(
+        "SELECT * FROM jobs WHERE tenant_id = $1 AND id = ANY ($2::text[])", tenant_id, job_ids
+    )
+    by_id = {r["id"]: r for r in rows}
+    attempts = await _attempts(db, list(by_id))
+    return [to_job(by_id[i], attempts[i]) for i in dict.fromkeys(job_ids) if i in by_id]
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What `GET /v1/jobs` may narrow a tenant's jobs to; None: no condition."""
+
+    status: JobStatus | None = None
+    crew: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    metadata: dict[str, str] | None = None  # every key must hold exactly this string
+
+
 async def page(
     db: Executor,
     tenant_id: str,
+    where: JobFilter,
     *,
-    status: JobStatus | None,
-    crew: str | None,
     before: str | None,
     limit: int,
 ) -> tuple[list[Job], bool]:
@@ -300,14 +325,20 @@ async def page(
            AND ($2::text IS NULL OR status = $2)
            AND ($3::text IS NULL OR crew = $3)
            AND ($4::text IS NULL OR id < $4)
+           AND ($6::timestamptz IS NULL OR created_at > $6)
+           AND ($7::timestamptz IS NULL OR created_at < $7)
+           AND ($8::jsonb IS NULL OR metadata @> $8)
          ORDER BY id DESC
          LIMIT $5
         """,
         tenant_id,
-        status,
-        crew,
+        where.status,
+        where.crew,
         before,
         limit + 1,
+        where.created_after,
+        where.created_before,
+        where.metadata or None,
     )
     has_more = len(rows) > limit
     rows = rows[:limit]
@@ -335,6 +366,8 @@ class NewJob:
     idempotency_key: str | None = None
     request_hash: bytes | None = None
     traceparent: str | None = None
+    livemode: bool = True  # False: a test key's sandbox job, counted against no quota
+    monthly_limit: int | None = None  # the tenant's quota of live jobs a month; None: none
 
 
 @dataclass(frozen=True)
@@ -350,11 +383,18 @@ class TooManyPending:
     limit: int
 
 
+@dataclass(frozen=True)
+class QuotaExceeded:
+    limit: int
+    resets_at: datetime
+
+
 async def insert(
     pool: asyncpg.Pool, new: NewJob, default_max_pending: int, default_cap: int
-) -> Inserted | TooManyPending:
+) -> Inserted | TooManyPending | QuotaExceeded:
     """Insert a pending job, unless its idempotency key was used before (the earlier job is
-    returned instead) or the tenant already has as many pending jobs as it may. The job is
+    returned instead), the tenant already has as many pending jobs as it may, or a live
+    job would exceed its monthly quota (counted in the same transaction). The job is
     parked when its tenant already has as many jobs running or queued as its cap allows.
     Counting and inserting are serialised per tenant: no bound is overshot, however many
     submissions arrive at once."""
@@ -389,14 +429,17 @@ async def insert(
         assert bounds is not None  # the tenant's key was just authenticated
         if bounds["pending"] >= bounds["max_pending"]:
             return TooManyPending(bounds["max_pending"])
+        if new.livemode and not await usage.count_job(conn, new.tenant_id, new.monthly_limit):
+            assert new.monthly_limit is not None
+            return QuotaExceeded(new.monthly_limit, usage.month_ends(await usage.now(conn)))
         parked = bounds["busy"] >= bounds["cap"]
         row = await conn.fetchrow(
             """
             INSERT INTO jobs (id, tenant_id, crew, inputs, metadata, webhook_url, status,
                               timeout_s, max_retries, idempotency_key, request_hash,
-                              traceparent, parked_at)
+                              traceparent, parked_at, livemode)
             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11,
-                    CASE WHEN $12 THEN now() END)
+                    CASE WHEN $12 THEN now() END, $13)
             RETURNING *
             """,
             new_id("job"),
@@ -411,6 +454,7 @@ async def insert(
             new.request_hash,
             new.traceparent,
             parked,
+            new.livemode,
         )
     assert row is not None
     return Inserted(to_job(row, []), True, True, parked)
@@ -431,6 +475,7 @@ class Claim:
     timeout_s: int
     counted_attempt: int  # this attempt's number within the current retry budget
     max_retries: int
+    livemode: bool = True  # False: a test key's job, run on the offline model
 
     @property
     def retries_left(self) -> int:
@@ -505,6 +550,7 @@ async def start_attempt(
         timeout_s=row["timeout_s"],
         counted_attempt=_counted_attempt(row),
         max_retries=row["max_retries"],
+        livemode=row["livemode"],
     )
 
 
@@ -561,7 +607,8 @@ async def task_completed(pool: asyncpg.Pool, claim: Claim, task: TaskResult) -> 
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "UPDATE jobs SET last_activity_at = now()"
-            " WHERE id = $1 AND status = 'running' AND attempt = $2 RETURNING webhook_url",
+            " WHERE id = $1 AND status = 'running' AND attempt = $2"
+            " RETURNING webhook_url, livemode",
             claim.job_id,
             claim.attempt,
         )
@@ -574,6 +621,7 @@ async def task_completed(pool: asyncpg.Pool, claim: Claim, task: TaskResult) -> 
             data=TaskCompleted(job_id=claim.job_id, attempt=claim.attempt, task=task),
             job_id=claim.job_id,
             job_webhook_url=row["webhook_url"],
+            livemode=row["livemode"],
         )
 
 

@@ -3,9 +3,12 @@
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.account import Plan
 
 REPO_CREWS = Path(__file__).resolve().parent.parent / "crews"
 
@@ -37,8 +40,27 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_max_body_bytes: int = 1_000_000
-    api_rate_limit: int = Field(
-        default=600, ge=0, description="Requests per minute per key; 0: off."
+    default_plan: Plan = Field(
+        default=Plan.PRO, description="The plan of a tenant `crewq keys create` makes."
+    )
+    auth_failure_limit: int = Field(
+        default=30,
+        ge=1,
+        description="Requests with unknown keys one address may make a minute, then 429.",
+    )
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default=[],
+        description="Comma-separated CIDRs whose X-Forwarded-For / -Proto are believed.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[], description="Comma-separated origins browsers may call from; none: off."
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Fernet keys sealing signing secrets, comma-separated, newest first.",
+    )
+    request_log_days: float = Field(
+        default=7, gt=0, description="How long a tenant's failed requests are kept."
     )
 
     crews_path: str = Field(
@@ -111,6 +133,13 @@ class Settings(BaseSettings):
     dispatcher_poll_interval: float = Field(default=5.0, gt=0)
 
     log_level: str = "INFO"
+
+    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
 
     @model_validator(mode="after")
     def _lease_fits(self) -> "Settings":

@@ -9,7 +9,8 @@ import asyncpg
 from schemas.jobs import Job, JobCreate
 from shared import jobs
 from shared.crews import CrewRegistry
-from shared.jobs import TooManyPending
+from shared.jobs import QuotaExceeded, TooManyPending
+from shared.keys import Principal
 from shared.settings import Settings
 from shared.webhook_urls import UrlPolicy, UrlRefused
 
@@ -46,7 +47,14 @@ class IdempotencyKeyReused:
     job_id: str
 
 
-Refused = UnknownCrew | MissingInputs | InvalidWebhookUrl | IdempotencyKeyReused | TooManyPending
+Refused = (
+    UnknownCrew
+    | MissingInputs
+    | InvalidWebhookUrl
+    | IdempotencyKeyReused
+    | TooManyPending
+    | QuotaExceeded
+)
 
 
 async def submit(
@@ -54,18 +62,18 @@ async def submit(
     registry: CrewRegistry,
     settings: Settings,
     urls: UrlPolicy,
-    tenant_id: str,
+    principal: Principal,
     body: JobCreate,
     *,
     raw_body: bytes,
     idempotency_key: str | None,
     traceparent: str | None,
 ) -> Submitted | Refused:
-    """Store a pending job for `tenant_id` (not queue it: the caller does, once this has
+    """Store a pending job for the principal's tenant (not queue it: the caller does, once this has
     committed, unless it is parked behind its tenant's cap). A request without `timeout`
     or `max_retries` takes the crew's own, then the platform's. A repeated idempotency key
     answers the earlier job when the body is the same byte for byte, and is refused
-    otherwise."""
+    otherwise. A test key's job is a sandbox job: offline, outside the monthly quota."""
     spec = registry.get(body.crew)
     if spec is None:
         return UnknownCrew(body.crew, sorted(registry.crews))
@@ -86,7 +94,7 @@ async def submit(
     inserted = await jobs.insert(
         db,
         jobs.NewJob(
-            tenant_id=tenant_id,
+            tenant_id=principal.tenant_id,
             crew=spec.name,
             inputs=body.inputs,
             metadata=body.metadata,
@@ -96,11 +104,13 @@ async def submit(
             idempotency_key=idempotency_key,
             request_hash=hashlib.sha256(raw_body).digest() if idempotency_key else None,
             traceparent=traceparent,
+            livemode=principal.livemode,
+            monthly_limit=principal.allowance.jobs_per_month,
         ),
         settings.tenant_max_pending_jobs,
         settings.tenant_max_running_jobs,
     )
-    if isinstance(inserted, TooManyPending):
+    if isinstance(inserted, TooManyPending | QuotaExceeded):
         return inserted
     if not inserted.same_request:
         return IdempotencyKeyReused(inserted.job.id)

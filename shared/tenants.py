@@ -1,66 +1,185 @@
-"""Tenants in Postgres: every write to `tenants`, and what the API reads of one.
+"""Tenants in Postgres: every statement on `tenants`.
 
 A tenant owns jobs, webhook endpoints and API keys, signs its jobs' own webhooks with its
-signing secret, and may have bounds of its own; a bound left unset (NULL) is the
-platform's default (`CREWQ_TENANT_MAX_*`).
+signing secret (sealed at rest, shared/secret_box.py), is on a plan (shared/plans.py) and
+may have bounds of its own; a bound left unset (NULL) is the platform's default
+(`CREWQ_TENANT_MAX_*`) or its plan's.
 """
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 
+from schemas.account import Plan
 from shared.db import Conn, Executor
 from shared.ids import new_id, new_signing_secret
+from shared.plans import Allowance, allowance
+from shared.secret_box import SecretBox
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
 class Tenant:
     id: str
     name: str
-    signing_secret: str
     created_at: datetime
+    plan: Plan
+    monthly_job_limit: int | None
+    rate_limit: int | None
+    allowed_ips: tuple[IpNetwork, ...] | None
     max_running_jobs: int | None
     max_pending_jobs: int | None
     max_webhook_endpoints: int | None
     max_event_streams: int | None
 
+    @property
+    def allowance(self) -> Allowance:
+        return allowance(
+            self.plan, rate_limit=self.rate_limit, monthly_job_limit=self.monthly_job_limit
+        )
 
-# The bounds `crewq tenants set` may change, by column.
+
+# What `crewq tenants set` may change: bounds, by column (None/0: the default).
 LIMITS = ("max_running_jobs", "max_pending_jobs", "max_webhook_endpoints", "max_event_streams")
+PLAN_OVERRIDES = ("monthly_job_limit", "rate_limit")
+_COLUMNS = ("id", "name", "created_at", "plan", *PLAN_OVERRIDES, "allowed_ips", *LIMITS)
 
 
-async def ensure(conn: Conn, name: str) -> str:
-    """The tenant's id, creating the tenant (and its signing secret) when it is new."""
+async def ensure(conn: Conn, name: str, plan: Plan, box: SecretBox) -> str:
+    """The tenant's id, creating the tenant (on `plan`, with a new signing secret) when it
+    is new; an existing tenant keeps its plan."""
     row = await conn.fetchrow(
-        "INSERT INTO tenants (id, name, signing_secret) VALUES ($1, $2, $3)"
+        "INSERT INTO tenants (id, name, signing_secret, plan) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
         new_id("ten"),
         name,
-        new_signing_secret(),
+        box.seal(new_signing_secret()),
+        plan,
     )
     assert row is not None
     return str(row["id"])
 
 
+def _tenant(row: object) -> Tenant:
+    values = dict(row)  # type: ignore[call-overload]
+    values["plan"] = Plan(values["plan"])
+    if values["allowed_ips"] is not None:
+        values["allowed_ips"] = tuple(values["allowed_ips"])
+    return Tenant(**values)
+
+
 async def get(db: Executor, tenant_id: str) -> Tenant | None:
-    row = await db.fetchrow(
-        f"SELECT id, name, signing_secret, created_at, {', '.join(LIMITS)}"
-        " FROM tenants WHERE id = $1",
-        tenant_id,
-    )
-    return Tenant(**dict(row)) if row else None
+    row = await db.fetchrow(f"SELECT {', '.join(_COLUMNS)} FROM tenants WHERE id = $1", tenant_id)
+    return _tenant(row) if row else None
 
 
-async def set_limits(conn: Conn, name: str, limits: dict[str, int | None]) -> bool:
-    """Set some of a tenant's bounds (None: back to the platform default). False when no
-    tenant has that name."""
-    unknown = set(limits) - set(LIMITS)
+async def id_of(db: Executor, name: str) -> str | None:
+    value = await db.fetchval("SELECT id FROM tenants WHERE name = $1", name)
+    return str(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What `crewq tenants set` changes; a field left None is not touched. For bounds and
+    plan overrides, 0 puts one back to its default (NULL)."""
+
+    plan: Plan | None = None
+    numbers: tuple[tuple[str, int], ...] = ()  # (column in LIMITS or PLAN_OVERRIDES, value)
+    allowed_ips: tuple[IpNetwork, ...] | None = None  # () allows every address again
+
+
+async def update(conn: Conn, name: str, changes: Changes) -> Tenant | None:
+    """Apply `changes` to the named tenant; None when no tenant has that name."""
+    unknown = {c for c, _ in changes.numbers} - set(LIMITS) - set(PLAN_OVERRIDES)
     if unknown:
-        raise ValueError(f"not a tenant bound: {', '.join(sorted(unknown))}")
-    columns = list(limits)
-    assignments = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=2))
-    done = await conn.fetchval(
-        f"UPDATE tenants SET {assignments} WHERE name = $1 RETURNING id",
+        raise ValueError(f"not a tenant setting: {', '.join(sorted(unknown))}")
+    values: list[object] = []
+    assignments = []
+    for column, number in changes.numbers:
+        values.append(number or None)
+        assignments.append(f"{column} = ${len(values) + 1}")
+    if changes.plan is not None:
+        values.append(changes.plan.value)
+        assignments.append(f"plan = ${len(values) + 1}")
+    if changes.allowed_ips is not None:
+        values.append(list(changes.allowed_ips) or None)
+        assignments.append(f"allowed_ips = ${len(values) + 1}")
+    if not assignments:
+        raise ValueError("nothing to change")
+    row = await conn.fetchrow(
+        f"UPDATE tenants SET {', '.join(assignments)} WHERE name = $1"
+        f" RETURNING {', '.join(_COLUMNS)}",
         name,
-        *(limits[c] for c in columns),
+        *values,
     )
-    return done is not None
+    return _tenant(row) if row else None
+
+
+async def signing_secret(db: Executor, tenant_id: str, box: SecretBox) -> str | None:
+    sealed = await db.fetchval("SELECT signing_secret FROM tenants WHERE id = $1", tenant_id)
+    return box.open(sealed) if sealed is not None else None
+
+
+@dataclass(frozen=True)
+class Rotated:
+    secret: str
+    previous_secret_expires_at: datetime | None
+
+
+async def rotate_signing_secret(
+    db: Executor, tenant_id: str, grace_s: int, box: SecretBox
+) -> Rotated:
+    """A new signing secret for the tenant's jobs' own webhooks; the old one keeps signing
+    alongside it for `grace_s` (none: forgotten at once), as an endpoint's does."""
+    secret = new_signing_secret()
+    expires = await db.fetchval(
+        """
+        UPDATE tenants
+           SET previous_signing_secret = CASE WHEN $3 > 0 THEN signing_secret END,
+               signing_secret = $2,
+               previous_signing_secret_expires_at = CASE WHEN $3 > 0
+                                                         THEN now() + make_interval(secs => $3)
+                                                    END
+         WHERE id = $1
+        RETURNING previous_signing_secret_expires_at
+        """,
+        tenant_id,
+        box.seal(secret),
+        float(grace_s),
+    )
+    return Rotated(secret, expires)
+
+
+async def forget_expired_secrets(db: Executor) -> int:
+    """Clear rotated-out signing secrets whose grace has passed; how many were cleared."""
+    cleared = await db.fetchval(
+        """
+        WITH cleared AS (
+            UPDATE tenants
+               SET previous_signing_secret = NULL, previous_signing_secret_expires_at = NULL
+             WHERE previous_signing_secret_expires_at <= now()
+            RETURNING 1)
+        SELECT count(*) FROM cleared
+        """
+    )
+    return int(cleared)
+
+
+async def reseal(conn: Conn, box: SecretBox) -> int:
+    """Seal every tenant's signing secrets with the newest key (`crewq secrets reseal`)."""
+    rows = await conn.fetch(
+        "SELECT id, signing_secret, previous_signing_secret FROM tenants FOR UPDATE"
+    )
+    await conn.executemany(
+        "UPDATE tenants SET signing_secret = $2, previous_signing_secret = $3 WHERE id = $1",
+        [
+            (
+                r["id"],
+                box.reseal(r["signing_secret"]),
+                r["previous_signing_secret"] and box.reseal(r["previous_signing_secret"]),
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)

@@ -20,8 +20,11 @@ from multidict import CIMultiDict
 
 from crewq.dev import role_command
 from crewq.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from schemas.account import KeyMode, Plan, Scope
+from shared import tenants
 from shared.db import migrate
-from shared.keys import SCOPES, create_key
+from shared.keys import create_for_tenant, parse_scopes
+from shared.secret_box import SecretBox, generate_key
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CREWS = ROOT / "tests" / "crews"
@@ -48,8 +51,9 @@ FAST_ENV = {
     "CREWAI_TRACING_ENABLED": "false",
     "CREWAI_DISABLE_VERSION_CHECK": "true",
     "CREWQ_LOG_LEVEL": "INFO",
-    # Tests poll the API far faster than a client would; test_rate_limit_per_key sets its own.
-    "CREWQ_API_RATE_LIMIT": "0",
+    # Tests poll the API far faster than a client would: their tenants are not rate
+    # limited unless a test puts one on a plan that is.
+    "CREWQ_DEFAULT_PLAN": "unlimited",
 }
 
 
@@ -151,12 +155,15 @@ class Platform:
         # Redis dbs 1 to 14; the integration tier uses 15.
         self.redis_url = services.redis_db(1 + next(_redis_dbs) % 14)
         self.port = free_port()
+        self.secret_key = generate_key()
+        self.box = SecretBox([self.secret_key])
         self.env = {
             **os.environ,
             **FAST_ENV,
             "CREWQ_DATABASE_URL": self.database_url,
             "CREWQ_REDIS_URL": self.redis_url,
             "CREWQ_API_PORT": str(self.port),
+            "CREWQ_SECRET_KEY": self.secret_key,
             "CREWQ_CREWS_PATH": os.pathsep.join([str(TEST_CREWS), str(ROOT / "crews")]),
             "OPENAI_API_KEY": "sk-test-not-a-real-key",
             "OPENAI_BASE_URL": llm_url,
@@ -188,19 +195,30 @@ class Platform:
         self.http = aiohttp.ClientSession(base_url=self.base_url)
 
     async def new_tenant(
-        self, prefix: str, scopes: list[str] | None = None
+        self,
+        prefix: str,
+        scopes: list[str] | None = None,
+        *,
+        mode: KeyMode = KeyMode.LIVE,
+        plan: Plan = Plan.UNLIMITED,
     ) -> tuple[str, str, str]:
+        """A new tenant's key (every scope unless `scopes`), id and signing secret."""
         name = f"{prefix}-{uuid.uuid4().hex[:6]}"
         conn = await asyncpg.connect(self.database_url)
         try:
-            key = await create_key(conn, name, scopes or sorted(SCOPES))
-            row = await conn.fetchrow(
-                "SELECT id, signing_secret FROM tenants WHERE name = $1", name
+            created = await create_for_tenant(
+                conn,
+                name,
+                parse_scopes(scopes) if scopes is not None else list(Scope),
+                plan=plan,
+                box=self.box,
+                mode=mode,
             )
+            secret = await tenants.signing_secret(conn, created.info.tenant_id, self.box)
         finally:
             await conn.close()
-        assert row is not None
-        return key, row["id"], row["signing_secret"]
+        assert secret is not None
+        return created.key, created.info.tenant_id, secret
 
     def start(self, role: str, **env: str) -> Process:
         process = Process(role, {**self.env, **env}, self.workdir)

@@ -27,6 +27,7 @@ from schemas.webhooks import DeliveryStatus, DisabledReason
 from shared import deliveries, endpoints
 from shared.db import create_pool, is_connection_error, listen, with_db_retry
 from shared.deliveries import DELIVERIES_CHANNEL, AttemptRecord
+from shared.secret_box import SecretBox
 from shared.settings import Settings
 from shared.supervisor import Supervisor
 from shared.tracing import current_traceparent, span_from
@@ -102,6 +103,7 @@ def next_attempt_delay(settings: Settings, attempt: int, answer: Answer) -> floa
 class Dispatcher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.box = SecretBox.from_setting(settings.secret_key)
         self.guard = EndpointGuard(
             settings.webhook_endpoint_concurrency,
             settings.webhook_breaker_threshold,
@@ -254,6 +256,7 @@ class Dispatcher:
                         self.guard.blocked(),
                         per_url=self.guard.per_endpoint,
                         busy=self.guard.in_flight,
+                        box=self.box,
                     )
                     for due in batch:
                         if self.guard.admit(due.url):

@@ -19,7 +19,7 @@ import logging
 import asyncpg
 from arq.connections import ArqRedis
 
-from shared import events, jobs, queue
+from shared import endpoints, events, jobs, queue, request_failures, tenants
 from shared.db import is_connection_error
 from shared.settings import Settings
 
@@ -93,12 +93,24 @@ async def purge_once(db: asyncpg.Pool, retention_days: float) -> int:
     return total
 
 
+async def forget_once(db: asyncpg.Pool, settings: Settings) -> int:
+    """Drop what is kept only for a while: failed-request logs past their days, and
+    rotated-out signing secrets past their grace. How many rows."""
+    return (
+        await request_failures.purge(db, settings.request_log_days)
+        + await tenants.forget_expired_secrets(db)
+        + await endpoints.forget_expired_secrets(db)
+    )
+
+
 async def run_retention(db: asyncpg.Pool, settings: Settings) -> None:
     """Purge every `retention_interval` until cancelled."""
     while True:
         try:
             if deleted := await purge_once(db, settings.retention_days):
                 log.info("retention: deleted %d finished jobs and lone events", deleted)
+            if forgotten := await forget_once(db, settings):
+                log.info("retention: forgot %d request logs and expired secrets", forgotten)
         except Exception as exc:
             if not is_connection_error(exc):
                 raise

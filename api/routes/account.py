@@ -1,32 +1,68 @@
-"""`/v1/account`: the calling key's tenant and its webhook signing secret; `/healthz`."""
+"""`/v1/account`: the calling key's tenant, its keys, plan, usage and failed requests, and
+its signing secret; `/healthz`."""
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from api.context import DB, REDIS
-from api.errors import ApiError
+from api.auth import principal_of, require
+from api.bodies import parse, parse_optional, query_enum, query_int, read_json
+from api.context import BOX, DB, REDIS
+from api.errors import ApiError, Code
+from api.openapi import CURSOR, Operation, Param, limit_param, operation
+from api.ratelimit import RATE_LIMIT_REMAINING, WINDOW_S
 from api.responses import json_response
-from schemas.account import Account
-from shared import tenants
+from schemas.account import (
+    MAX_LOG_LIMIT,
+    Account,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyInfo,
+    ApiKeyList,
+    CurrentKey,
+    RateLimit,
+    RequestFilter,
+    RequestLog,
+    RequestLogEntry,
+    Scope,
+    SigningSecret,
+    SigningSecretRotate,
+    Usage,
+)
+from schemas.health import Health
+from shared import keys, request_failures, tenants, usage
+from shared.keys import ApiKey
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
+def _key_info(key: ApiKey) -> ApiKeyInfo:
+    return ApiKeyInfo.model_validate(key, from_attributes=True)
+
+
 @routes.get("/v1/account")
+@operation(
+    Operation("The calling key's tenant", Scope.ACCOUNT_READ, {200: Account}, tags=["account"])
+)
 async def account(request: web.Request) -> web.Response:
-    principal = request["principal"]
-    tenant = await tenants.get(request.app[DB], principal.tenant_id)
+    principal = require(request, Scope.ACCOUNT_READ)
+    db = request.app[DB]
+    tenant = await tenants.get(db, principal.tenant_id)
     assert tenant is not None  # the key was just authenticated against this tenant
+    # The secret lets its holder forge webhooks: only keys that manage them see it.
+    secret = (
+        await tenants.signing_secret(db, tenant.id, request.app[BOX])
+        if principal.may(Scope.WEBHOOKS_MANAGE)
+        else None
+    )
     return json_response(
         Account(
             tenant_id=tenant.id,
             tenant_name=tenant.name,
-            # The secret lets its holder forge webhooks: only keys that manage them see it.
-            webhook_signing_secret=tenant.signing_secret
-            if "webhooks:manage" in principal.scopes
-            else None,
+            plan=tenant.plan,
+            webhook_signing_secret=secret,
             key_id=principal.key_id,
             scopes=sorted(principal.scopes),
             created_at=tenant.created_at,
@@ -34,7 +70,189 @@ async def account(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/v1/account/api-keys/current")
+@operation(
+    Operation("What the calling key is and may do", None, {200: CurrentKey}, tags=["account"])
+)
+async def current_key(request: web.Request) -> web.Response:
+    """What the calling key is and may do: any valid key may ask."""
+    principal = principal_of(request)
+    return json_response(
+        CurrentKey(
+            id=principal.key_id,
+            mode=principal.mode,
+            livemode=principal.livemode,
+            scopes=sorted(principal.scopes),
+            tenant_id=principal.tenant_id,
+            tenant_name=principal.tenant_name,
+            plan=principal.plan,
+            rate_limit=RateLimit(requests=principal.allowance.requests_per_second),
+            monthly_job_limit=principal.allowance.jobs_per_month,
+            expires_at=principal.expires_at,
+        )
+    )
+
+
+@routes.get("/v1/account/api-keys")
+@operation(
+    Operation(
+        "List the tenant's API keys",
+        Scope.ADMIN,
+        {200: ApiKeyList},
+        query=[limit_param(), CURSOR],
+        tags=["account"],
+    )
+)
+async def list_keys(request: web.Request) -> web.Response:
+    principal = require(request, Scope.ADMIN)
+    page, has_more = await keys.page(
+        request.app[DB],
+        principal.tenant_id,
+        before=request.query.get("cursor") or None,
+        limit=query_int(request, "limit", 20, 1, 100),
+    )
+    return json_response(ApiKeyList.of([_key_info(k) for k in page], has_more))
+
+
+@routes.post("/v1/account/api-keys")
+@operation(
+    Operation(
+        "Create an API key (shown once)",
+        Scope.ADMIN,
+        {201: ApiKeyCreated},
+        body=ApiKeyCreate,
+        tags=["account"],
+    )
+)
+async def create_key(request: web.Request) -> web.Response:
+    principal = require(request, Scope.ADMIN)
+    body = parse(ApiKeyCreate, (await read_json(request))[0])
+    async with request.app[DB].acquire() as conn:
+        created = await keys.create_key(
+            conn,
+            principal.tenant_id,
+            body.scopes,
+            mode=body.mode,
+            name=body.name,
+            expires_in=timedelta(days=body.expires_in_days) if body.expires_in_days else None,
+        )
+    return json_response(
+        ApiKeyCreated(**_key_info(created.info).model_dump(), key=created.key),
+        status=201,
+        headers={"Location": f"/v1/account/api-keys/{created.info.id}"},
+    )
+
+
+@routes.delete("/v1/account/api-keys/{key_id}")
+@operation(
+    Operation(
+        "Revoke an API key",
+        Scope.ADMIN,
+        {200: ApiKeyInfo},
+        errors=[Code.API_KEY_NOT_FOUND],
+        tags=["account"],
+    )
+)
+async def revoke_key(request: web.Request) -> web.Response:
+    principal = require(request, Scope.ADMIN)
+    key_id = request.match_info["key_id"]
+    revoked = await keys.revoke(request.app[DB], principal.tenant_id, key_id)
+    if revoked is None:
+        raise ApiError(Code.API_KEY_NOT_FOUND, f"no API key {key_id!r} for this tenant")
+    return json_response(_key_info(revoked))
+
+
+@routes.get("/v1/account/usage")
+@operation(
+    Operation(
+        "This month's jobs against the quota, and this second's requests",
+        Scope.ACCOUNT_READ,
+        {200: Usage},
+        tags=["account"],
+    )
+)
+async def account_usage(request: web.Request) -> web.Response:
+    principal = require(request, Scope.ACCOUNT_READ)
+    month = await usage.this_month(request.app[DB], principal.tenant_id)
+    jobs_limit = principal.allowance.jobs_per_month
+    rate = principal.allowance.requests_per_second
+    window_ends = (int(datetime.now(UTC).timestamp()) // WINDOW_S + 1) * WINDOW_S
+    return json_response(
+        Usage(
+            plan=principal.plan,
+            jobs_this_month=month.jobs,
+            jobs_limit=jobs_limit,
+            jobs_remaining=max(0, jobs_limit - month.jobs) if jobs_limit is not None else None,
+            resets_at=month.resets_at,
+            rate_limit=rate,
+            rate_limit_remaining=request.get(RATE_LIMIT_REMAINING),
+            rate_limit_resets_at=datetime.fromtimestamp(window_ends, UTC) if rate else None,
+        )
+    )
+
+
+@routes.get("/v1/account/logs")
+@operation(
+    Operation(
+        "The tenant's recent failed requests",
+        Scope.ACCOUNT_READ,
+        {200: RequestLog},
+        query=[
+            Param("filter", {"type": "string", "enum": list(RequestFilter)}, "Which requests."),
+            limit_param(100, MAX_LOG_LIMIT),
+        ],
+        tags=["account"],
+    )
+)
+async def account_logs(request: web.Request) -> web.Response:
+    """The tenant's failed requests (status >= 400) of the last days, newest first."""
+    principal = require(request, Scope.ACCOUNT_READ)
+    query_enum(request, "filter", RequestFilter)  # only failures are kept: "error" is all
+    found = await request_failures.recent(
+        request.app[DB],
+        principal.tenant_id,
+        query_int(request, "limit", 100, 1, MAX_LOG_LIMIT),
+    )
+    return json_response(
+        RequestLog(data=[RequestLogEntry.model_validate(f, from_attributes=True) for f in found])
+    )
+
+
+@routes.post("/v1/account/signing-secret/rotate")
+@operation(
+    Operation(
+        "Rotate the signing secret of the jobs' own webhooks",
+        Scope.WEBHOOKS_MANAGE,
+        {200: SigningSecret},
+        body=SigningSecretRotate,
+        body_optional=True,
+        tags=["account"],
+    )
+)
+async def rotate_signing_secret(request: web.Request) -> web.Response:
+    principal = require(request, Scope.WEBHOOKS_MANAGE)
+    body = await parse_optional(request, SigningSecretRotate)
+    rotated = await tenants.rotate_signing_secret(
+        request.app[DB], principal.tenant_id, body.grace_seconds, request.app[BOX]
+    )
+    return json_response(
+        SigningSecret(
+            secret=rotated.secret, previous_secret_expires_at=rotated.previous_secret_expires_at
+        )
+    )
+
+
 @routes.get("/healthz")
+@operation(
+    Operation(
+        "Is the API up, and can it reach Postgres and Redis",
+        None,
+        {200: Health},
+        errors=[Code.UNHEALTHY],
+        public=True,
+        tags=["operations"],
+    )
+)
 async def health(request: web.Request) -> web.Response:
     checks = {}
     # Unauthenticated: say what is down, keep the why (hosts, ports) in the log.
@@ -51,7 +269,5 @@ async def health(request: web.Request) -> web.Response:
         log.warning("health: redis: %s", exc)
         checks["redis"] = "unavailable"
     if any(v != "ok" for v in checks.values()):
-        raise ApiError(
-            503, "UNHEALTHY", "a dependency is unavailable", checks, {"Retry-After": "5"}
-        )
-    return json_response({"status": "ok", "checks": checks})
+        raise ApiError(Code.UNHEALTHY, "a dependency is unavailable", checks, {"Retry-After": "5"})
+    return json_response(Health(status="ok", checks=checks))

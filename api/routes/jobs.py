@@ -8,13 +8,15 @@ import orjson
 from aiohttp import web
 
 from api.auth import require
-from api.bodies import parse, query_enum, query_int, read_json
+from api.bodies import header, parse, query_datetime, query_enum, query_int, read_json
 from api.context import CREWS, DB, REDIS, SETTINGS, URLS
-from api.errors import ApiError
+from api.errors import ApiError, Code, invalid
 from api.notifications import HUB
+from api.openapi import CURSOR, Operation, Param, limit_param, operation
 from api.responses import json_response
+from schemas.account import Scope
 from schemas.events import Event
-from schemas.jobs import JobCreate, JobList, JobStatus
+from schemas.jobs import Job, JobBatch, JobBatchRead, JobCreate, JobList, JobStatus
 from schemas.webhooks import DeliveryList
 from shared import deliveries, events, jobs, queue, submissions, tenants
 from shared.db import is_connection_error
@@ -25,6 +27,16 @@ from shared.tracing import current_traceparent
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
+IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": 255},
+    "Submitting again with the same key and body answers the first job (200).",
+)
+LAST_EVENT_ID = Param(
+    "Last-Event-ID", {"type": "string", "maxLength": 255}, "Resume after this event."
+)
+DATE_TIME = {"type": "string", "format": "date-time"}
+
 # A comment line this often keeps idle proxies from closing a quiet stream.
 _KEEPALIVE_S = 15.0
 # How often a quiet stream looks whether its client is still there.
@@ -34,7 +46,7 @@ _RETRY_AFTER_S = "30"
 
 
 def _not_found(job_id: str) -> ApiError:
-    return ApiError(404, "JOB_NOT_FOUND", f"no job {job_id!r} for this tenant")
+    return ApiError(Code.JOB_NOT_FOUND, f"no job {job_id!r} for this tenant")
 
 
 async def _enqueue(request: web.Request, job_id: str, *, now: bool = False) -> None:
@@ -53,31 +65,33 @@ async def _enqueue(request: web.Request, job_id: str, *, now: bool = False) -> N
 def _refusal(refused: submissions.Refused) -> ApiError:
     match refused:
         case submissions.UnknownCrew(crew=crew, available=available):
-            return ApiError(
-                422, "UNKNOWN_CREW", f"no crew named {crew!r}", {"available": available}
-            )
+            return ApiError(Code.UNKNOWN_CREW, f"no crew named {crew!r}", {"available": available})
         case submissions.MissingInputs(crew=crew, missing=missing, required=required):
             return ApiError(
-                422,
-                "MISSING_INPUTS",
+                Code.MISSING_INPUTS,
                 f"crew {crew!r} needs inputs: {', '.join(missing)}",
                 {"missing": missing, "required": required},
             )
         case submissions.InvalidWebhookUrl(reason=reason):
             return ApiError(
-                422, "INVALID_WEBHOOK_URL", f"webhook_url refused: {reason}", {"reason": reason}
+                Code.INVALID_WEBHOOK_URL, f"webhook_url refused: {reason}", {"reason": reason}
             )
         case submissions.IdempotencyKeyReused(job_id=job_id):
             return ApiError(
-                409,
-                "IDEMPOTENCY_KEY_REUSED",
+                Code.IDEMPOTENCY_KEY_REUSED,
                 "this Idempotency-Key was used with a different request body",
                 {"job_id": job_id},
             )
+        case jobs.QuotaExceeded(limit=limit, resets_at=resets_at):
+            return ApiError(
+                Code.QUOTA_EXCEEDED,
+                f"this tenant has created its {limit} jobs for the month; the quota resets"
+                f" at {resets_at.isoformat()} (a test key's jobs count against no quota)",
+                {"limit": limit, "resets_at": resets_at.isoformat()},
+            )
         case jobs.TooManyPending(limit=limit):
             return ApiError(
-                429,
-                "TOO_MANY_PENDING_JOBS",
+                Code.TOO_MANY_PENDING_JOBS,
                 f"this tenant already has {limit} pending jobs, as many as it may;"
                 " submit more once some have started",
                 {"limit": limit},
@@ -86,19 +100,35 @@ def _refusal(refused: submissions.Refused) -> ApiError:
 
 
 @routes.post("/v1/jobs")
+@operation(
+    Operation(
+        "Submit a job",
+        Scope.JOBS_WRITE,
+        {202: Job, 200: Job},
+        body=JobCreate,
+        headers=[IDEMPOTENCY_KEY],
+        errors=[
+            Code.UNKNOWN_CREW,
+            Code.MISSING_INPUTS,
+            Code.INVALID_WEBHOOK_URL,
+            Code.QUOTA_EXCEEDED,
+            Code.IDEMPOTENCY_KEY_REUSED,
+            Code.TOO_MANY_PENDING_JOBS,
+        ],
+        tags=["jobs"],
+    )
+)
 async def create_job(request: web.Request) -> web.Response:
-    principal = require(request, "jobs:write")
+    principal = require(request, Scope.JOBS_WRITE)
+    idempotency_key = header(request, "Idempotency-Key")
     data, raw = await read_json(request)
     body = parse(JobCreate, data)
-    idempotency_key = request.headers.get("Idempotency-Key")
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
-        raise ApiError(422, "VALIDATION_ERROR", "Idempotency-Key must be 1 to 255 characters")
     answer = await submissions.submit(
         request.app[DB],
         request.app[CREWS],
         request.app[SETTINGS],
         request.app[URLS],
-        principal.tenant_id,
+        principal,
         body,
         raw_body=raw,
         idempotency_key=idempotency_key,
@@ -117,23 +147,89 @@ async def create_job(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/jobs")
+@operation(
+    Operation(
+        "List jobs, newest first",
+        Scope.JOBS_READ,
+        {200: JobList},
+        query=[
+            Param(
+                "status", {"type": "string", "enum": list(JobStatus)}, "Only jobs in this state."
+            ),
+            Param("crew", {"type": "string"}, "Only jobs of this crew."),
+            Param("created_after", DATE_TIME, "Only jobs created after this instant."),
+            Param("created_before", DATE_TIME, "Only jobs created before this instant."),
+            Param(
+                "metadata",
+                {"type": "object", "additionalProperties": {"type": "string"}},
+                "metadata[key]=value: only jobs whose metadata holds every such pair.",
+                style="deepObject",
+            ),
+            limit_param(),
+            CURSOR,
+        ],
+        tags=["jobs"],
+    )
+)
 async def list_jobs(request: web.Request) -> web.Response:
-    principal = require(request, "jobs:read")
+    """Newest first; narrowed by status, crew, creation time and `metadata[key]=value`."""
+    principal = require(request, Scope.JOBS_READ)
     limit = query_int(request, "limit", 20, 1, 100)
     page, has_more = await jobs.page(
         request.app[DB],
         principal.tenant_id,
-        status=query_enum(request, "status", JobStatus),
-        crew=request.query.get("crew") or None,
+        jobs.JobFilter(
+            status=query_enum(request, "status", JobStatus),
+            crew=request.query.get("crew") or None,
+            created_after=query_datetime(request, "created_after"),
+            created_before=query_datetime(request, "created_before"),
+            metadata=_metadata_filter(request),
+        ),
         before=request.query.get("cursor") or None,
         limit=limit,
     )
     return json_response(JobList.of(page, has_more))
 
 
+def _metadata_filter(request: web.Request) -> dict[str, str]:
+    """`metadata[team]=red&metadata[env]=prod`: jobs whose metadata holds every pair."""
+    pairs: dict[str, str] = {}
+    for name, value in request.query.items():
+        if name.startswith("metadata[") and name.endswith("]"):
+            key = name[len("metadata[") : -1]
+            if not key or key in pairs:
+                raise invalid(name, "give each metadata key once, as metadata[key]=value")
+            pairs[key] = value
+        elif name.startswith("metadata"):
+            raise invalid(name, "filter metadata as metadata[key]=value")
+    return pairs
+
+
+@routes.post("/v1/jobs/batch")
+@operation(
+    Operation(
+        "Read up to 100 jobs at once",
+        Scope.JOBS_READ,
+        {200: JobBatch},
+        body=JobBatchRead,
+        tags=["jobs"],
+    )
+)
+async def batch_jobs(request: web.Request) -> web.Response:
+    """Up to 100 jobs in one call: the caller's among `ids`, in the order asked; ids that
+    are not the caller's jobs are simply absent."""
+    principal = require(request, Scope.JOBS_READ)
+    body = parse(JobBatchRead, (await read_json(request))[0])
+    found = await jobs.many(request.app[DB], principal.tenant_id, body.ids)
+    return json_response(JobBatch(data=found))
+
+
 @routes.get("/v1/jobs/{job_id}")
+@operation(
+    Operation("Read a job", Scope.JOBS_READ, {200: Job}, errors=[Code.JOB_NOT_FOUND], tags=["jobs"])
+)
 async def get_job(request: web.Request) -> web.Response:
-    principal = require(request, "jobs:read")
+    principal = require(request, Scope.JOBS_READ)
     job_id = request.match_info["job_id"]
     job = await jobs.get(request.app[DB], principal.tenant_id, job_id)
     if job is None:
@@ -142,10 +238,21 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/jobs/{job_id}/deliveries")
+@operation(
+    Operation(
+        "The webhooks a job's events owed, with every attempt",
+        Scope.JOBS_READ,
+        {200: DeliveryList},
+        query=[limit_param(), CURSOR],
+        errors=[Code.JOB_NOT_FOUND],
+        tags=["jobs"],
+    )
+)
 async def job_deliveries(request: web.Request) -> web.Response:
     """The webhooks this job's events owed, newest first, with every attempt: how a client
-    finds out why its `webhook_url` did not hear from crewq."""
-    principal = require(request, "jobs:read")
+    finds out why its `webhook_url` did not hear from crewq. Without `webhooks:manage`, the
+    URLs of registered endpoints and what receivers answered are left out."""
+    principal = require(request, Scope.JOBS_READ)
     job_id = request.match_info["job_id"]
     db = request.app[DB]
     if not await jobs.exists(db, principal.tenant_id, job_id):
@@ -157,6 +264,8 @@ async def job_deliveries(request: web.Request) -> web.Response:
         before=request.query.get("cursor") or None,
         limit=query_int(request, "limit", 20, 1, 100),
     )
+    if not principal.may(Scope.WEBHOOKS_MANAGE):
+        page = [d.without_receivers() for d in page]
     return json_response(DeliveryList.of(page, has_more))
 
 
@@ -166,12 +275,24 @@ def _sse(event: Event) -> bytes:
 
 
 @routes.get("/v1/jobs/{job_id}/events")
+@operation(
+    Operation(
+        "Follow a job's events live (server-sent events)",
+        Scope.JOBS_READ,
+        {200: None},
+        headers=[LAST_EVENT_ID],
+        errors=[Code.JOB_NOT_FOUND, Code.TOO_MANY_STREAMS],
+        event_stream=True,
+        tags=["jobs"],
+    )
+)
 async def stream_job_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the job's events so far (after `Last-Event-ID` when resuming),
     then each new one as it commits, until the job has ended (a job retried after an
     outcome streams on). Each tenant holds at most its bound of streams open at once."""
-    principal = require(request, "jobs:read")
+    principal = require(request, Scope.JOBS_READ)
     job_id = request.match_info["job_id"]
+    header(request, "Last-Event-ID")  # refused now, not deep in a query, when unreadable
     app = request.app
     db = app[DB]
     if not await jobs.exists(db, principal.tenant_id, job_id):
@@ -187,8 +308,7 @@ async def stream_job_events(request: web.Request) -> web.StreamResponse:
         return await _stream(request, job_id, None)
     if not held:
         raise ApiError(
-            429,
-            "TOO_MANY_STREAMS",
+            Code.TOO_MANY_STREAMS,
             f"this tenant already holds {limit} event streams open, as many as it may",
             {"limit": limit},
             headers={"Retry-After": _RETRY_AFTER_S},
@@ -250,17 +370,24 @@ async def _stream(request: web.Request, job_id: str, slot: StreamSlot | None) ->
 
 
 @routes.post("/v1/jobs/{job_id}/cancel")
+@operation(
+    Operation(
+        "Cancel a job (200: cancelled; 202: its crew is being stopped)",
+        Scope.JOBS_CANCEL,
+        {200: Job, 202: Job},
+        errors=[Code.JOB_NOT_FOUND, Code.JOB_ALREADY_FINISHED],
+        tags=["jobs"],
+    )
+)
 async def cancel_job(request: web.Request) -> web.Response:
-    principal = require(request, "jobs:write")
+    principal = require(request, Scope.JOBS_CANCEL)
     job_id = request.match_info["job_id"]
     db = request.app[DB]
     outcome = await jobs.request_cancel(db, principal.tenant_id, job_id)
     if outcome is jobs.CancelOutcome.NOT_FOUND:
         raise _not_found(job_id)
     if outcome is jobs.CancelOutcome.ALREADY_FINISHED:
-        raise ApiError(
-            409, "JOB_ALREADY_FINISHED", "the job has already finished; nothing to cancel"
-        )
+        raise ApiError(Code.JOB_ALREADY_FINISHED, "the job has already finished; nothing to cancel")
     if outcome is jobs.CancelOutcome.REQUESTED:
         try:
             await queue.publish_cancel(request.app[REDIS], job_id)
@@ -274,13 +401,22 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/jobs/{job_id}/retry")
+@operation(
+    Operation(
+        "Run a failed or cancelled job again",
+        Scope.JOBS_CANCEL,
+        {202: Job},
+        errors=[Code.JOB_NOT_FOUND, Code.JOB_NOT_RETRYABLE],
+        tags=["jobs"],
+    )
+)
 async def retry_job(request: web.Request) -> web.Response:
-    principal = require(request, "jobs:write")
+    principal = require(request, Scope.JOBS_CANCEL)
     job_id = request.match_info["job_id"]
     job = await jobs.restart(request.app[DB], principal.tenant_id, job_id)
     if job is None:
         if not await jobs.exists(request.app[DB], principal.tenant_id, job_id):
             raise _not_found(job_id)
-        raise ApiError(409, "JOB_NOT_RETRYABLE", "only failed or cancelled jobs can be retried")
+        raise ApiError(Code.JOB_NOT_RETRYABLE, "only failed or cancelled jobs can be retried")
     await _enqueue(request, job_id, now=True)
     return json_response(job, status=202, headers={"Location": f"/v1/jobs/{job_id}"})

@@ -9,18 +9,23 @@ import asyncio
 from aiohttp import web
 
 from api.auth import require
-from api.bodies import parse, query_enum, query_int, read_json
-from api.context import DB, SETTINGS, URLS
-from api.errors import ApiError
+from api.bodies import parse, parse_optional, query_enum, query_int, read_json
+from api.context import BOX, DB, SETTINGS, URLS
+from api.errors import ApiError, Code
 from api.notifications import HUB
+from api.openapi import CURSOR, Operation, Param, limit_param, operation
 from api.responses import json_response
+from schemas.account import Scope
 from schemas.webhooks import (
+    Delivery,
     DeliveryList,
     DeliveryStatus,
     SecretRotate,
     WebhookCreate,
+    WebhookEndpoint,
     WebhookEndpointCreated,
     WebhookEndpointList,
+    WebhookSecret,
     WebhookTestResult,
     WebhookUpdate,
 )
@@ -29,19 +34,17 @@ from shared.deliveries import ATTEMPTS_CHANNEL, RetryOutcome
 from shared.webhook_urls import UrlRefused
 
 routes = web.RouteTableDef()
-SCOPE = "webhooks:manage"
+SCOPE = Scope.WEBHOOKS_MANAGE
 # How much longer than one attempt's timeout /test waits for the dispatcher to make it.
 _TEST_SLACK_S = 5.0
 
 
 def _not_found(endpoint_id: str) -> ApiError:
-    return ApiError(
-        404, "WEBHOOK_NOT_FOUND", f"no webhook endpoint {endpoint_id!r} for this tenant"
-    )
+    return ApiError(Code.WEBHOOK_NOT_FOUND, f"no webhook endpoint {endpoint_id!r} for this tenant")
 
 
 def _delivery_not_found(delivery_id: str) -> ApiError:
-    return ApiError(404, "DELIVERY_NOT_FOUND", f"no delivery {delivery_id!r} for this tenant")
+    return ApiError(Code.DELIVERY_NOT_FOUND, f"no delivery {delivery_id!r} for this tenant")
 
 
 async def _check_url(request: web.Request, url: str) -> None:
@@ -49,11 +52,21 @@ async def _check_url(request: web.Request, url: str) -> None:
         await request.app[URLS].check(url)
     except UrlRefused as exc:
         raise ApiError(
-            422, "INVALID_WEBHOOK_URL", f"url refused: {exc}", {"reason": str(exc)}
+            Code.INVALID_WEBHOOK_URL, f"url refused: {exc}", {"reason": str(exc)}
         ) from exc
 
 
 @routes.post("/v1/webhooks")
+@operation(
+    Operation(
+        "Register a webhook endpoint (its secret is shown once)",
+        SCOPE,
+        {201: WebhookEndpointCreated},
+        body=WebhookCreate,
+        errors=[Code.INVALID_WEBHOOK_URL, Code.TOO_MANY_WEBHOOK_ENDPOINTS],
+        tags=["webhooks"],
+    )
+)
 async def create_webhook(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     data, _ = await read_json(request)
@@ -66,11 +79,11 @@ async def create_webhook(request: web.Request) -> web.Response:
         events=body.events,
         description=body.description,
         default_limit=request.app[SETTINGS].tenant_max_webhook_endpoints,
+        box=request.app[BOX],
     )
     if isinstance(created, endpoints.TooMany):
         raise ApiError(
-            422,
-            "TOO_MANY_WEBHOOK_ENDPOINTS",
+            Code.TOO_MANY_WEBHOOK_ENDPOINTS,
             f"this tenant already has {created.limit} webhook endpoints, as many as it may;"
             " delete one first",
             {"limit": created.limit},
@@ -83,6 +96,15 @@ async def create_webhook(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/webhooks")
+@operation(
+    Operation(
+        "List webhook endpoints",
+        SCOPE,
+        {200: WebhookEndpointList},
+        query=[limit_param(), CURSOR],
+        tags=["webhooks"],
+    )
+)
 async def list_webhooks(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     limit = query_int(request, "limit", 20, 1, 100)
@@ -96,6 +118,15 @@ async def list_webhooks(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/webhooks/{endpoint_id}")
+@operation(
+    Operation(
+        "Read a webhook endpoint",
+        SCOPE,
+        {200: WebhookEndpoint},
+        errors=[Code.WEBHOOK_NOT_FOUND],
+        tags=["webhooks"],
+    )
+)
 async def get_webhook(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     endpoint_id = request.match_info["endpoint_id"]
@@ -106,6 +137,16 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 
 @routes.patch("/v1/webhooks/{endpoint_id}")
+@operation(
+    Operation(
+        "Change a webhook endpoint",
+        SCOPE,
+        {200: WebhookEndpoint},
+        body=WebhookUpdate,
+        errors=[Code.WEBHOOK_NOT_FOUND, Code.INVALID_WEBHOOK_URL],
+        tags=["webhooks"],
+    )
+)
 async def update_webhook(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     endpoint_id = request.match_info["endpoint_id"]
@@ -128,6 +169,15 @@ async def update_webhook(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/webhooks/{endpoint_id}")
+@operation(
+    Operation(
+        "Remove a webhook endpoint",
+        SCOPE,
+        {204: None},
+        errors=[Code.WEBHOOK_NOT_FOUND],
+        tags=["webhooks"],
+    )
+)
 async def delete_webhook(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     endpoint_id = request.match_info["endpoint_id"]
@@ -137,17 +187,24 @@ async def delete_webhook(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/webhooks/{endpoint_id}/rotate-secret")
+@operation(
+    Operation(
+        "Rotate an endpoint's signing secret",
+        SCOPE,
+        {200: WebhookSecret},
+        body=SecretRotate,
+        body_optional=True,
+        errors=[Code.WEBHOOK_NOT_FOUND],
+        tags=["webhooks"],
+    )
+)
 async def rotate_secret(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     endpoint_id = request.match_info["endpoint_id"]
     # The body is optional: none means the default grace.
-    body = (
-        parse(SecretRotate, (await read_json(request))[0])
-        if request.body_exists
-        else SecretRotate()
-    )
+    body = await parse_optional(request, SecretRotate)
     rotated = await endpoints.rotate_secret(
-        request.app[DB], principal.tenant_id, endpoint_id, body.grace_seconds
+        request.app[DB], principal.tenant_id, endpoint_id, body.grace_seconds, request.app[BOX]
     )
     if rotated is None:
         raise _not_found(endpoint_id)
@@ -155,6 +212,15 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/webhooks/{endpoint_id}/test")
+@operation(
+    Operation(
+        "Send a test event and report the receiver's answer",
+        SCOPE,
+        {200: WebhookTestResult},
+        errors=[Code.WEBHOOK_NOT_FOUND, Code.WEBHOOK_TEST_PENDING],
+        tags=["webhooks"],
+    )
+)
 async def test_webhook(request: web.Request) -> web.Response:
     """Owe a `webhook.test` event to this endpoint, then wait for the dispatcher's first
     attempt and report what the receiver answered."""
@@ -177,8 +243,7 @@ async def test_webhook(request: web.Request) -> web.Response:
                     attempted.clear()
         except TimeoutError:
             raise ApiError(
-                504,
-                "WEBHOOK_TEST_PENDING",
+                Code.WEBHOOK_TEST_PENDING,
                 "the test event is queued but no attempt was made in time (is a dispatcher"
                 " running?); its delivery shows the outcome later",
                 {"event_id": event_id, "delivery_id": delivery_id},
@@ -199,6 +264,20 @@ async def test_webhook(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/webhooks/{endpoint_id}/deliveries")
+@operation(
+    Operation(
+        "An endpoint's deliveries, newest first",
+        SCOPE,
+        {200: DeliveryList},
+        query=[
+            Param("status", {"type": "string", "enum": list(DeliveryStatus)}, "Only these."),
+            limit_param(),
+            CURSOR,
+        ],
+        errors=[Code.WEBHOOK_NOT_FOUND],
+        tags=["webhooks"],
+    )
+)
 async def list_deliveries(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     endpoint_id = request.match_info["endpoint_id"]
@@ -218,6 +297,15 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/deliveries/{delivery_id}")
+@operation(
+    Operation(
+        "Read a delivery and its attempts",
+        SCOPE,
+        {200: Delivery},
+        errors=[Code.DELIVERY_NOT_FOUND],
+        tags=["webhooks"],
+    )
+)
 async def get_delivery(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     delivery_id = request.match_info["delivery_id"]
@@ -228,6 +316,15 @@ async def get_delivery(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/deliveries/{delivery_id}/retry")
+@operation(
+    Operation(
+        "Send a delivery again",
+        SCOPE,
+        {202: Delivery},
+        errors=[Code.DELIVERY_NOT_FOUND, Code.WEBHOOK_DISABLED, Code.DELIVERY_IN_FLIGHT],
+        tags=["webhooks"],
+    )
+)
 async def retry_delivery(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     delivery_id = request.match_info["delivery_id"]
@@ -237,13 +334,12 @@ async def retry_delivery(request: web.Request) -> web.Response:
         raise _delivery_not_found(delivery_id)
     if outcome is RetryOutcome.ENDPOINT_DISABLED:
         raise ApiError(
-            409,
-            "WEBHOOK_DISABLED",
+            Code.WEBHOOK_DISABLED,
             "the endpoint is disabled; enable it first (PATCH enabled=true)",
         )
     if outcome is RetryOutcome.IN_FLIGHT:
         raise ApiError(
-            409, "DELIVERY_IN_FLIGHT", "an attempt of this delivery is under way; try again shortly"
+            Code.DELIVERY_IN_FLIGHT, "an attempt of this delivery is under way; try again shortly"
         )
     delivery = await deliveries.get(db, principal.tenant_id, delivery_id)
     assert delivery is not None

@@ -13,6 +13,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from crewq import verify_webhook
+from schemas.account import Plan, Scope
+from shared.keys import create_key
 from tests.fakes import FakeLLM, Receiver
 from tests.harness import Platform
 
@@ -175,8 +177,11 @@ async def test_bad_bodies_get_clear_errors(stack: Platform) -> None:
         "/v1/jobs",
         json={"crew": "echo", "inputs": {"message": "x"}, "timeout": 0, "colour": 1},
     )
-    assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR"
-    assert {d["field"] for d in body["error"]["details"]} == {"timeout", "colour"}
+    assert status == 400 and body["error"]["code"] == "VALIDATION_ERROR"
+    assert body["error"]["details"] == {
+        "timeout": ["must be an integer between 1 and 7200"],
+        "colour": ["is not a known field"],
+    }
     status, body, _ = await stack.request("GET", "/v1/nowhere")
     assert status == 404 and body["error"]["code"] == "NOT_FOUND"
 
@@ -204,7 +209,7 @@ async def test_list_jobs_newest_first_with_cursor_and_filters(stack: Platform) -
     _, by_status, _ = await stack.request("GET", "/v1/jobs?status=failed", key=key)
     assert [j["id"] for j in by_status["data"]] == [failing["id"]]
     status, body, _ = await stack.request("GET", "/v1/jobs?status=bogus", key=key)
-    assert status == 422
+    assert status == 400 and list(body["error"]["details"]) == ["status"]
     # Another tenant's job is invisible.
     status, body, _ = await stack.request("GET", f"/v1/jobs/{ids[0]}")
     assert status == 404 and body["error"]["code"] == "JOB_NOT_FOUND"
@@ -276,19 +281,36 @@ def test_keys_create_prints_only_the_key(stack: Platform) -> None:
     assert bad.returncode != 0 and "unknown scopes: root" in bad.stderr
 
 
-async def test_rate_limit_per_key(own_stack: Platform) -> None:
-    await own_stack.start_api(CREWQ_API_RATE_LIMIT="5")
-    if time.time() % 60 > 55:  # the window is the clock minute: do not straddle two
-        await asyncio.sleep(60 - time.time() % 60 + 0.1)
-    statuses = []
-    for _ in range(7):
-        status, body, headers = await own_stack.request("GET", "/v1/crews")
-        statuses.append(status)
-    assert statuses == [200] * 5 + [429] * 2
-    assert body["error"]["code"] == "RATE_LIMITED" and int(headers["Retry-After"]) >= 1
-    other, _, _ = await own_stack.new_tenant("unthrottled")
-    status, _, headers = await own_stack.request("GET", "/v1/crews", key=other)
-    assert status == 200 and headers["RateLimit-Remaining"] == "4"
+async def test_rate_limit_per_tenant(stack: Platform) -> None:
+    """The free plan's 10 requests a second, counted per tenant in a one-second window."""
+    key, tenant_id, _ = await stack.new_tenant("throttled", plan=Plan.FREE)
+    second_key = await _second_key(stack, tenant_id)
+    if time.time() % 1 > 0.5:  # the window is the clock second: do not straddle two
+        await asyncio.sleep(1 - time.time() % 1 + 0.01)
+    answers = await asyncio.gather(
+        *(stack.request("GET", "/v1/crews", key=k) for k in [key] * 7 + [second_key] * 7)
+    )
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses == [200] * 10 + [429] * 4
+    for status, body, headers in answers:
+        assert headers["X-RateLimit-Limit"] == headers["RateLimit-Limit"] == "10"
+        assert int(headers["X-RateLimit-Reset"]) > time.time() - 1
+        if status == 429:
+            assert body["error"]["code"] == "RATE_LIMITED" and headers["Retry-After"] == "1"
+            assert headers["X-RateLimit-Remaining"] == "0"
+    other, _, _ = await stack.new_tenant("unthrottled", plan=Plan.PRO)
+    status, _, headers = await stack.request("GET", "/v1/crews", key=other)
+    assert status == 200 and headers["X-RateLimit-Limit"] == "100"
+    assert headers["X-RateLimit-Remaining"] == "99"
+
+
+async def _second_key(stack: Platform, tenant_id: str) -> str:
+    conn = await stack.db()
+    try:
+        created = await create_key(conn, tenant_id, [Scope.JOBS_READ])
+    finally:
+        await conn.close()
+    return created.key
 
 
 async def test_trace_context_reaches_the_webhook(stack: Platform, receiver: Receiver) -> None:
@@ -313,13 +335,14 @@ async def test_nul_characters_are_refused_not_500(stack: Platform) -> None:
     status, body, _ = await stack.request(
         "POST", "/v1/jobs", json={"crew": "echo", "inputs": {"message": "a\u0000b"}}
     )
-    assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR"
+    assert status == 400 and body["error"]["code"] == "VALIDATION_ERROR"
+    assert body["error"]["details"] == {"inputs.message": ["must not contain NUL (\\u0000)"]}
     status, body, _ = await stack.request("GET", "/v1/jobs?crew=%00")
     assert status == 400 and body["error"]["code"] == "INVALID_REQUEST"
 
 
 async def test_signing_secret_is_shown_only_to_webhook_managers(stack: Platform) -> None:
-    reader, _, _ = await stack.new_tenant("no-secret", ["jobs:read"])
+    reader, _, _ = await stack.new_tenant("no-secret", ["jobs:read", "account:read"])
     status, body, _ = await stack.request("GET", "/v1/account", key=reader)
     assert status == 200 and body["webhook_signing_secret"] is None
     status, body, headers = await stack.request("DELETE", "/v1/crews")

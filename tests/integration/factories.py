@@ -5,17 +5,45 @@ from typing import Any
 
 import asyncpg
 
+from schemas.account import KeyMode, Plan, Scope
 from schemas.jobs import Job
 from shared import endpoints, jobs, tenants
+from shared.keys import Principal
+from shared.plans import allowance
+from shared.secret_box import SecretBox, generate_key
+
+# Seals the secrets of every tenant and endpoint the integration tier makes.
+BOX_KEY = generate_key()
+BOX = SecretBox([BOX_KEY])
 
 
-async def tenant(db: asyncpg.Pool, **limits: int) -> str:
+async def tenant(db: asyncpg.Pool, plan: Plan = Plan.PRO, **limits: int) -> str:
     async with db.acquire() as conn:
         name = f"t-{uuid.uuid4().hex[:8]}"
-        tenant_id = await tenants.ensure(conn, name)
+        tenant_id = await tenants.ensure(conn, name, plan, BOX)
         if limits:
-            await tenants.set_limits(conn, name, dict(limits))
+            await tenants.update(conn, name, tenants.Changes(numbers=tuple(limits.items())))
     return tenant_id
+
+
+def principal(
+    tenant_id: str,
+    mode: KeyMode = KeyMode.LIVE,
+    plan: Plan = Plan.PRO,
+    monthly_job_limit: int | None = None,
+) -> Principal:
+    """Who a submission acts as, as `keys.authenticate` would answer for a key."""
+    return Principal(
+        key_id="key_test",
+        tenant_id=tenant_id,
+        tenant_name="t",
+        scopes=frozenset(Scope),
+        mode=mode,
+        plan=plan,
+        allowance=allowance(plan, rate_limit=None, monthly_job_limit=monthly_job_limit),
+        allowed_ips=None,
+        expires_at=None,
+    )
 
 
 async def submit(
@@ -58,7 +86,13 @@ async def endpoint(
     db: asyncpg.Pool, tenant_id: str, url: str, events: list[str] | None = None
 ) -> str:
     created = await endpoints.create(
-        db, tenant_id, url=url, events=events or ["*"], description="", default_limit=20
+        db,
+        tenant_id,
+        url=url,
+        events=events or ["*"],
+        description="",
+        default_limit=20,
+        box=BOX,
     )
     assert isinstance(created, endpoints.Created)
     return created.endpoint.id

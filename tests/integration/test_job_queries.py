@@ -12,7 +12,7 @@ from shared import events, jobs, submissions
 from shared.crews import CrewRegistry
 from shared.settings import Settings
 from shared.webhook_urls import UrlPolicy
-from tests.integration.factories import endpoint, start, submit, tenant
+from tests.integration.factories import endpoint, principal, start, submit, tenant
 
 CREWS = CrewRegistry.load([Path(__file__).parent.parent / "crews"])
 RESULT = JobResult(raw="done", tasks=[], models=["m"], offline=True)
@@ -34,7 +34,7 @@ async def _submit(
         CREWS,
         Settings(tenant_max_pending_jobs=3),
         urls,
-        tenant_id,
+        principal(tenant_id),
         request,
         raw_body=request.model_dump_json().encode(),
         idempotency_key=key,

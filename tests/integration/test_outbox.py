@@ -10,7 +10,7 @@ from schemas.events import EventType, WebhookTest
 from schemas.webhooks import DeliveryStatus, DisabledReason
 from shared import deliveries, endpoints, events
 from shared.deliveries import AttemptRecord, Due
-from tests.integration.factories import endpoint, tenant
+from tests.integration.factories import BOX, endpoint, tenant
 
 LEASE_S = 60.0
 
@@ -31,7 +31,7 @@ async def _owe(db: asyncpg.Pool, tenant_id: str, n: int = 1) -> list[str]:
 
 
 async def _claim(db: asyncpg.Pool, limit: int, per_url: int = 100) -> list[Due]:
-    return await deliveries.claim(db, limit, LEASE_S, [], per_url=per_url, busy={})
+    return await deliveries.claim(db, limit, LEASE_S, [], per_url=per_url, busy={}, box=BOX)
 
 
 async def test_emit_owes_one_delivery_per_subscribed_endpoint_and_job_url(
@@ -114,14 +114,16 @@ async def test_claims_respect_the_per_url_limit_and_never_hand_out_a_row_twice(
     await endpoint(db, tenant_id, "https://one.example/x")
     await _owe(db, tenant_id, 10)
     first = await deliveries.claim(
-        db, 10, LEASE_S, [], per_url=4, busy={"https://one.example/x": 1}
+        db, 10, LEASE_S, [], per_url=4, busy={"https://one.example/x": 1}, box=BOX
     )
     assert len(first) == 3  # 4 in flight at most, one already busy
     racing = await asyncio.gather(*[_claim(db, 10) for _ in range(4)])
     ids = [d.id for batch in racing for d in batch] + [d.id for d in first]
     assert len(ids) == len(set(ids)) == 10
     assert await _claim(db, 10) == []  # all leased
-    skipped = await deliveries.claim(db, 10, LEASE_S, ["https://one.example/x"], per_url=4, busy={})
+    skipped = await deliveries.claim(
+        db, 10, LEASE_S, ["https://one.example/x"], per_url=4, busy={}, box=BOX
+    )
     assert skipped == []
 
 
@@ -166,7 +168,7 @@ async def test_a_410_disables_the_endpoint_and_fails_what_it_is_owed(db: asyncpg
     tenant_id = await tenant(db)
     hook = await endpoint(db, tenant_id, "https://gone.example/x")
     await _owe(db, tenant_id, 3)
-    [due] = await deliveries.claim(db, 1, LEASE_S, [], per_url=1, busy={})
+    [due] = await deliveries.claim(db, 1, LEASE_S, [], per_url=1, busy={}, box=BOX)
     await endpoints.record_attempt(
         db,
         due,
@@ -187,7 +189,7 @@ async def test_an_endpoint_failing_too_long_is_disabled(db: asyncpg.Pool) -> Non
     hook = await endpoint(db, tenant_id, "https://down.example/x")
     await _owe(db, tenant_id, 2)
     await db.execute("UPDATE webhook_endpoints SET failing_since = now() - interval '6 days'")
-    [due] = await deliveries.claim(db, 1, LEASE_S, [], per_url=1, busy={})
+    [due] = await deliveries.claim(db, 1, LEASE_S, [], per_url=1, busy={}, box=BOX)
     retry_at = datetime.now(UTC) + timedelta(minutes=5)
     await endpoints.record_attempt(
         db,

@@ -15,9 +15,10 @@ from schemas.jobs import JobResult
 from shared import deliveries, events, jobs
 from shared.crews import CrewRegistry
 from shared.db import create_pool
+from shared.secret_box import generate_key
 from shared.settings import Settings
 from tests.fakes import TcpProxy, postgres_proxy
-from tests.integration.factories import endpoint, start, submit, tenant
+from tests.integration.factories import BOX, endpoint, start, submit, tenant
 from worker.crew_pool import CrewPool
 from worker.delivery import Answer
 from worker.dispatcher import Dispatcher
@@ -115,7 +116,7 @@ async def _claimed(db: asyncpg.Pool) -> deliveries.Due:
         await events.emit(
             conn, tenant_id=tenant_id, type=EventType.JOB_FAILED, data=WebhookTest(endpoint_id="-")
         )
-    [due] = await deliveries.claim(db, 1, 60, [], per_url=4, busy={})
+    [due] = await deliveries.claim(db, 1, 60, [], per_url=4, busy={}, box=BOX)
     return due
 
 
@@ -136,7 +137,7 @@ async def test_an_attempt_that_cannot_be_stored_is_recorded_as_failed(db: asyncp
             EXECUTE FUNCTION poison();
         """
     )
-    dispatcher = Dispatcher(Settings(webhook_backoff=[0, 5]))
+    dispatcher = Dispatcher(Settings(webhook_backoff=[0, 5], secret_key=generate_key()))
     await dispatcher._record(db, due, _answer(200, "poison"), time.monotonic())
     delivery = await deliveries.get(db, due.tenant_id, due.id)
     assert delivery is not None and delivery.status == "pending"  # retried, never lost
@@ -150,7 +151,7 @@ async def test_recording_gives_up_before_the_lease_runs_out(
 ) -> None:
     proxy, pool = proxied
     due = await _claimed(db)
-    dispatcher = Dispatcher(Settings(webhook_timeout=1))
+    dispatcher = Dispatcher(Settings(webhook_timeout=1, secret_key=generate_key()))
     # Claimed long enough ago that 1.5 s of its lease is left before the record's margin.
     claimed_at = time.monotonic() - dispatcher.lease_s + 5 + 1.5
     proxy.cut()
