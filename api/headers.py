@@ -7,7 +7,7 @@ from aiohttp import web
 from api.addresses import came_over_tls
 from api.context import SETTINGS
 from api.errors import Handler
-from api.ratelimit import RATE_LIMIT_HEADERS
+from api.ratelimit import RATE_WINDOW, RateWindow
 
 # JSON needs no sources at all; the docs page loads crewq's own script and styles.
 _API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -49,7 +49,9 @@ async def add_headers(request: web.Request, response: web.StreamResponse) -> Non
     )
     if came_over_tls(request, request.app[SETTINGS].trusted_proxies):
         headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
-    headers.update(request.get(RATE_LIMIT_HEADERS) or {})
+    window: RateWindow | None = request.get(RATE_WINDOW)
+    if window is not None:
+        headers.update(window.headers())
     if (origin := _allowed_origin(request)) is not None:
         headers["Access-Control-Allow-Origin"] = origin
         headers["Access-Control-Expose-Headers"] = _CORS_EXPOSED

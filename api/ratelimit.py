@@ -9,6 +9,7 @@ the API down with Redis."""
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -20,8 +21,32 @@ from shared.queue import REDIS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 WINDOW_S = 1
-RATE_LIMIT_HEADERS = "rate_limit_headers"
-RATE_LIMIT_REMAINING = "rate_limit_remaining"
+# The request's `RateWindow`, for the headers of whatever answer it gets (api/headers.py).
+RATE_WINDOW = "rate_window"
+
+
+@dataclass(frozen=True)
+class RateWindow:
+    limit: int
+    remaining: int
+    resets_at: int  # Unix time
+    wait_s: int  # until then, rounded up
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.resets_at),
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.wait_s),
+        }
+
+
+def current_window(now: float) -> tuple[int, int]:
+    """The window holding `now`, and when it ends (Unix time)."""
+    window = int(now // WINDOW_S)
+    return window, (window + 1) * WINDOW_S
 
 
 def window_key(tenant_id: str, window: int) -> str:
@@ -35,8 +60,7 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
     if principal is None or limit is None:
         return await handler(request)
     now = time.time()
-    window = int(now // WINDOW_S)
-    resets_at = (window + 1) * WINDOW_S
+    window, resets_at = current_window(now)
     key = window_key(principal.tenant_id, window)
     try:
         async with request.app[REDIS].pipeline(transaction=True) as pipe:
@@ -46,24 +70,16 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
     except REDIS_UNAVAILABLE as exc:
         log.warning("rate limit not checked, redis unavailable: %s", exc)
         return await handler(request)
-    wait_s = str(max(1, math.ceil(resets_at - now)))
-    headers = {
-        "X-RateLimit-Limit": str(limit),
-        "X-RateLimit-Remaining": str(max(0, limit - count)),
-        "X-RateLimit-Reset": str(resets_at),
-        "RateLimit-Limit": str(limit),
-        "RateLimit-Remaining": str(max(0, limit - count)),
-        "RateLimit-Reset": wait_s,
-    }
-    # Added to whatever answer this request gets, errors and streams too (api/headers.py).
-    request[RATE_LIMIT_HEADERS] = headers
-    request[RATE_LIMIT_REMAINING] = max(0, limit - count)
+    counted = RateWindow(
+        limit, max(0, limit - count), resets_at, max(1, math.ceil(resets_at - now))
+    )
+    request[RATE_WINDOW] = counted
     if count > limit:
         raise ApiError(
             Code.RATE_LIMITED,
             f"more than {limit} requests a second for this tenant ({principal.plan} plan);"
-            f" retry after {wait_s} s",
+            f" retry after {counted.wait_s} s",
             {"limit": limit, "window_seconds": WINDOW_S},
-            headers={"Retry-After": wait_s},
+            headers={"Retry-After": str(counted.wait_s)},
         )
     return await handler(request)

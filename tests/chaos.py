@@ -101,14 +101,7 @@ async def run_chaos(services: Services, workdir: Path, jobs: int = 200) -> Chaos
         redis = EmbeddedRedis(redis.dir.parent, persist=False, port=port)
         report.faults.append("Redis restarted, its queue lost")
         await asyncio.sleep(2)
-        conn = await platform.db()
-        try:
-            killed = await conn.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        finally:
-            await conn.close()
+        killed = await platform.terminate_backends()
         report.faults.append(f"{killed} Postgres backends terminated")
         await asyncio.sleep(2)
         workers[1], dispatchers[0] = await asyncio.gather(

@@ -243,6 +243,19 @@ class Platform:
     async def db(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.database_url)
 
+    async def terminate_backends(self) -> int:
+        """Terminate every other Postgres backend of this platform's database (what a
+        failover or a restarted pooler does to the roles' connections); how many."""
+        conn = await self.db()
+        try:
+            killed: int = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+        return killed
+
     async def job_events(self, job_id: str) -> list[str]:
         """The `job.*` events owed for a job, oldest first."""
         conn = await self.db()

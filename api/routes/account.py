@@ -2,6 +2,7 @@
 its signing secret; `/healthz`."""
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
@@ -11,7 +12,7 @@ from api.bodies import parse, parse_optional, query_enum, query_int, read_json
 from api.context import BOX, DB, REDIS
 from api.errors import ApiError, Code
 from api.openapi import CURSOR, Operation, Param, limit_param, operation
-from api.ratelimit import RATE_LIMIT_REMAINING, WINDOW_S
+from api.ratelimit import RATE_WINDOW, RateWindow, current_window
 from api.responses import json_response
 from schemas.account import (
     MAX_LOG_LIMIT,
@@ -176,7 +177,8 @@ async def account_usage(request: web.Request) -> web.Response:
     month = await usage.this_month(request.app[DB], principal.tenant_id)
     jobs_limit = principal.allowance.jobs_per_month
     rate = principal.allowance.requests_per_second
-    window_ends = (int(datetime.now(UTC).timestamp()) // WINDOW_S + 1) * WINDOW_S
+    window: RateWindow | None = request.get(RATE_WINDOW)
+    _, window_ends = current_window(time.time())
     return json_response(
         Usage(
             plan=principal.plan,
@@ -185,7 +187,7 @@ async def account_usage(request: web.Request) -> web.Response:
             jobs_remaining=max(0, jobs_limit - month.jobs) if jobs_limit is not None else None,
             resets_at=month.resets_at,
             rate_limit=rate,
-            rate_limit_remaining=request.get(RATE_LIMIT_REMAINING),
+            rate_limit_remaining=window.remaining if window else None,
             rate_limit_resets_at=datetime.fromtimestamp(window_ends, UTC) if rate else None,
         )
     )
