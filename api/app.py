@@ -7,16 +7,18 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from api import metrics as api_metrics
 from api.auth import auth_middleware
 from api.context import BOX, CREWS, DB, REDIS, SETTINGS, SUPERVISOR, URLS
 from api.errors import error_middleware
 from api.failure_log import failure_log, failure_log_middleware
 from api.headers import add_headers, cors_preflight_middleware
+from api.metrics import metrics_middleware
 from api.notifications import notification_hub
 from api.ratelimit import rate_limit_middleware
-from api.routes import account, crews, docs, jobs, webhooks
-from api.tracing import tracing_middleware
-from shared import queue
+from api.routes import account, crews, docs, health, jobs, stream, webhooks
+from api.tracing import RequestAccessLogger, tracing_middleware
+from shared import metrics, queue
 from shared.crews import CrewRegistry
 from shared.db import create_pool
 from shared.secret_box import SecretBox
@@ -42,6 +44,7 @@ def create_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     app = web.Application(
         middlewares=[
             tracing_middleware,
+            metrics_middleware,
             failure_log_middleware,
             error_middleware,
             cors_preflight_middleware,
@@ -50,6 +53,7 @@ def create_app(settings: Settings, supervisor: Supervisor) -> web.Application:
         ],
         client_max_size=settings.api_max_body_bytes,
     )
+    metrics.identify(metrics.Role.API)
     app[SETTINGS] = settings
     app[SUPERVISOR] = supervisor
     app[BOX] = SecretBox.from_setting(settings.secret_key)
@@ -61,7 +65,7 @@ def create_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     app.cleanup_ctx.append(_connections)
     app.cleanup_ctx.append(notification_hub)
     app.cleanup_ctx.append(failure_log)
-    for module in (jobs, crews, account, webhooks, docs):
+    for module in (jobs, stream, crews, account, webhooks, health, api_metrics, docs):
         app.add_routes(module.routes)
     app.on_startup.append(docs.build_document)
     return app
@@ -77,6 +81,7 @@ async def serve(settings: Settings) -> int:
     runner = web.AppRunner(
         create_app(settings, supervisor),
         access_log=logging.getLogger("crewq.access"),
+        access_log_class=RequestAccessLogger,
         # Open event streams end when the API stops; do not wait a minute for them.
         shutdown_timeout=5,
     )

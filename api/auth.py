@@ -6,6 +6,7 @@ Requests with unknown keys are counted per client address in Redis; an address p
 keys costs the database nothing.
 """
 
+import contextlib
 import logging
 import time
 
@@ -16,11 +17,13 @@ from api.context import DB, REDIS, SETTINGS
 from api.errors import ApiError, Code, Handler
 from schemas.account import Scope
 from shared.keys import Principal, Refusal, authenticate
+from shared.logs import bind
 from shared.queue import REDIS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs"})
+PUBLIC_PATHS = frozenset({"/health", "/healthz", "/metrics", "/openapi.json", "/docs"})
+HIDDEN_PATHS = frozenset({"/health/debug"})
 PUBLIC_PREFIXES = ("/docs/",)
 PRINCIPAL = "principal"
 _FAILURE_WINDOW_S = 60
@@ -54,7 +57,7 @@ async def _too_many_failures(request: web.Request, address: IpAddress | None) ->
     try:
         count = await request.app[REDIS].get(_failure_key(address))
     except REDIS_UNAVAILABLE as exc:
-        log.warning("failed logins not counted, redis unavailable: %s", exc)
+        log.warning("invalid-key limit not checked, redis unavailable: %s", exc)
         return False
     return count is not None and int(count) >= request.app[SETTINGS].auth_failure_limit
 
@@ -75,8 +78,22 @@ def is_public(path: str) -> bool:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if is_public(request.path):
+    if request.path in HIDDEN_PATHS and request.match_info.http_exception is not None:
+        raise web.HTTPNotFound()  # not the 405 that would tell another method it exists
+    if is_public(request.path) or request.match_info.http_exception is not None:
+        # A route that does not exist is a 404 whoever asks (error_middleware answers it).
         return await handler(request)
+    if request.path in HIDDEN_PATHS:
+        # Its handler admits whom it will and answers everyone else as a route that does
+        # not exist: no challenge and no refusal code tell a scanner it is there.
+        with contextlib.suppress(ApiError):
+            request[PRINCIPAL] = await _authenticate(request)
+        return await handler(request)
+    request[PRINCIPAL] = await _authenticate(request)
+    return await handler(request)
+
+
+async def _authenticate(request: web.Request) -> Principal:
     key = _presented_key(request)
     if key is None:
         raise ApiError(
@@ -104,8 +121,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             Code.IP_NOT_ALLOWED,
             f"this tenant's keys may not be used from {address}; ask its admin to allow it",
         )
-    request[PRINCIPAL] = found
-    return await handler(request)
+    # Into the request's log context, not a nested one: the outer middlewares' lines about
+    # this request (its error, its failure log) carry the tenant too.
+    bind(tenant_id=found.tenant_id)
+    return found
 
 
 def principal_of(request: web.Request) -> Principal:

@@ -132,9 +132,17 @@ def _request_id_of(request: web.Request) -> str:
     return f"req_{uuid.uuid4().hex}"
 
 
+def ensure_request_id(request: web.Request) -> str:
+    """The request's id, made by the first middleware that asks (the tracing one, which
+    puts it on every log line) and kept for the others."""
+    if "request_id" not in request:
+        request["request_id"] = _request_id_of(request)
+    return request_id(request)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request["request_id"] = _request_id_of(request)
+    ensure_request_id(request)
     try:
         if "\x00" in request.path or any("\x00" in v for v in request.query.values()):
             raise ApiError(Code.INVALID_REQUEST, "the URL must not contain NUL characters")

@@ -1,6 +1,6 @@
 """Postgres notifications for the API's waiting requests: one LISTEN connection per API
 process, fanned out to the requests waiting on a key of a channel (a job's new events, a
-test delivery's first attempt).
+tenant's new job events, a test delivery's first attempt).
 
 Postgres NOTIFY, not Redis pub/sub, wakes them: it is sent by the same transaction that
 writes the row (shared/events.py, shared/deliveries.py) and delivered only when it commits,
@@ -19,7 +19,7 @@ from aiohttp import web
 from api.context import SETTINGS, SUPERVISOR
 from shared.db import listen
 from shared.deliveries import ATTEMPTS_CHANNEL
-from shared.events import JOB_EVENTS_CHANNEL
+from shared.events import JOB_EVENTS_CHANNEL, TENANT_EVENTS_CHANNEL
 
 
 class NotificationHub:
@@ -27,6 +27,8 @@ class NotificationHub:
         self._dsn = dsn
         self._channels = channels
         self._watchers: dict[tuple[str, str], set[asyncio.Event]] = defaultdict(set)
+        # Set when the API begins to stop: a waiter that wakes and sees it ends its answer.
+        self.stopping = False
 
     @contextlib.contextmanager
     def watch(self, channel: str, key: str) -> Iterator[asyncio.Event]:
@@ -50,6 +52,11 @@ class NotificationHub:
             for wake in watchers:
                 wake.set()
 
+    def stop(self) -> None:
+        """Wake every waiter to find `stopping` set."""
+        self.stopping = True
+        self._wake_all()
+
     async def listen(self) -> None:
         """Hold the LISTEN connection until cancelled, reconnecting when it drops."""
         callbacks = {channel: partial(self._notify, channel) for channel in self._channels}
@@ -62,10 +69,19 @@ HUB = web.AppKey("notification_hub", NotificationHub)
 async def notification_hub(app: web.Application) -> AsyncIterator[None]:
     """aiohttp cleanup context: run the hub, supervised, for the application's lifetime."""
     app[HUB] = NotificationHub(
-        app[SETTINGS].require_database_url, [JOB_EVENTS_CHANNEL, ATTEMPTS_CHANNEL]
+        app[SETTINGS].require_database_url,
+        [JOB_EVENTS_CHANNEL, TENANT_EVENTS_CHANNEL, ATTEMPTS_CHANNEL],
     )
     task = app[SUPERVISOR].start("notification listener", app[HUB].listen())
+    # At shutdown, before aiohttp waits for open answers and then drops their connections:
+    # the WebSocket streams (api/routes/stream.py) close with 1001 now instead. (Registered
+    # here, still before the application freezes, so the hub owns its whole lifetime.)
+    app.on_shutdown.append(_stop_waiters)
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _stop_waiters(app: web.Application) -> None:
+    app[HUB].stop()

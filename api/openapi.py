@@ -18,6 +18,7 @@ H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 C = ApiErrorCode
 
 _HTTP_REASONS = {
+    101: "Switching Protocols",
     200: "OK",
     201: "Created",
     202: "Accepted",
@@ -125,10 +126,11 @@ def _operation_doc(op: Operation, path_params: list[str], op_id: str, refs: Refs
     responses: dict[str, Any] = {}
     for status, model in op.answers.items():
         answer: dict[str, Any] = {"description": _HTTP_REASONS.get(status, str(status))}
-        if op.event_stream and status == 200:
-            answer["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
-        elif model is not None:
-            answer["content"] = _json(refs, model, "serialization")
+        content: dict[str, Any] = _json(refs, model, "serialization") if model else {}
+        if op.event_stream and status == 200:  # beside the JSON answer, when there is one
+            content["text/event-stream"] = {"schema": {"type": "string"}}
+        if content:
+            answer["content"] = content
         responses[str(status)] = answer
     by_status: dict[int, list[str]] = {}
     for code in _errors_of(op):

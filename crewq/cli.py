@@ -1,6 +1,6 @@
 """The `crewq` command: `dev` runs everything on one machine; `migrate`, `api`, `worker`,
 `dispatcher` run one role against configured URLs; `keys`, `tenants` and `secrets` manage
-API keys, tenants' plans and bounds, and signing secrets at rest.
+API keys, tenants' plans and bounds, and signing secrets at rest; `doctor` checks them all.
 
 This is the one place that imports every package; it only wires them together.
 """
@@ -253,10 +253,14 @@ def main(argv: list[str] | None = None) -> None:
         dest="secrets_command", required=True
     )
     secrets.add_parser("reseal", help="seal every signing secret with CREWQ_SECRET_KEY's first key")
+    doctor = sub.add_parser(
+        "doctor", help="check every component, as GET /health/debug does; exit 1 on fail"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
 
     settings = get_settings()
-    configure(settings.log_level, role=args.command)
+    configure(settings.log_level, role=args.command, fmt=settings.logs_as)
     if args.command in ("api", "worker", "dispatcher"):
         setup_tracing(args.command)
     if args.command == "dev":
@@ -281,3 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         cmd_tenants_set(settings, args)
     elif args.command == "secrets":
         cmd_secrets_reseal(settings)
+    elif args.command == "doctor":
+        from crewq.doctor import run_doctor
+
+        sys.exit(run_doctor(settings, args.json))

@@ -27,6 +27,10 @@ from shared.secret_box import SecretBox, generate_key
 from shared.settings import Settings
 
 DEV_DEFAULTS = {
+    # Readable text logs, and the settings a laptop wants (shared/settings.py Environment).
+    "CREWQ_ENVIRONMENT": "development",
+    # The dev key (the `dev` tenant's admin) opens GET /health/debug.
+    "CREWQ_OPERATOR_TENANTS": "dev",
     # Let a newcomer point webhooks at a local receiver; production refuses both.
     "CREWQ_WEBHOOK_ALLOW_HTTP": "true",
     "CREWQ_WEBHOOK_ALLOW_PRIVATE": "true",
@@ -109,6 +113,14 @@ def _stop(children: list[subprocess.Popen[bytes]], grace: float) -> None:
             child.wait()
 
 
+def _role_env(role: str, settings: Settings) -> dict[str, str]:
+    """One machine, one CREWQ_METRICS_PORT: the worker serves /metrics on it, the
+    dispatcher on the next port (the API serves its own on the API port)."""
+    if settings.metrics_port and role == "dispatcher":
+        return {"CREWQ_METRICS_PORT": str(settings.metrics_port + 1)}
+    return {}
+
+
 def run_dev(settings: Settings) -> None:
     env = {**DEV_DEFAULTS, **os.environ}
     data_dir = settings.data_dir
@@ -139,7 +151,10 @@ def run_dev(settings: Settings) -> None:
         database_url = env["CREWQ_DATABASE_URL"]
         asyncio.run(migrate(database_url))
         key, secret = asyncio.run(dev_credentials(database_url, data_dir, box))
-        children = [subprocess.Popen([*role_command(), role], env=env) for role in ROLES]
+        children = [
+            subprocess.Popen([*role_command(), role], env={**env, **_role_env(role, settings)})
+            for role in ROLES
+        ]
         # A wildcard bind is reachable on loopback; print an address a client can use.
         host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
         api_url = f"http://{host}:{settings.api_port}"
@@ -147,6 +162,10 @@ def run_dev(settings: Settings) -> None:
         print(f"API URL: {api_url}", flush=True)
         print(f"API key: {key}", flush=True)
         print(f"Webhook signing secret: {secret}", flush=True)
+        print(
+            f"Diagnostics: curl -H 'Authorization: Bearer <API key>' {api_url}/health/debug",
+            flush=True,
+        )
         if settings.offline():
             print(
                 "LLM: no provider configured; crews run on the built-in offline model", flush=True

@@ -32,6 +32,7 @@ class ApiErrorCode(StrEnum):
     DELIVERY_IN_FLIGHT = "DELIVERY_IN_FLIGHT"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    UPGRADE_REQUIRED = "UPGRADE_REQUIRED"
     UNKNOWN_CREW = "UNKNOWN_CREW"
     MISSING_INPUTS = "MISSING_INPUTS"
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
@@ -83,6 +84,8 @@ STATUS: dict[ApiErrorCode, int] = {
     C.QUOTA_EXCEEDED: 422,
     C.INVALID_WEBHOOK_URL: 422,
     C.TOO_MANY_WEBHOOK_ENDPOINTS: 422,
+    # 426: the route speaks another protocol (a WebSocket): upgrade to it.
+    C.UPGRADE_REQUIRED: 426,
     # 429: too much at once: wait `Retry-After` seconds.
     C.RATE_LIMITED: 429,
     C.TOO_MANY_PENDING_JOBS: 429,

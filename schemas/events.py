@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from schemas.jobs import TaskResult
+from schemas.pages import Page
 
 
 class EventType(StrEnum):
@@ -15,12 +16,18 @@ class EventType(StrEnum):
     JOB_FAILED = "job.failed"
     JOB_CANCELLED = "job.cancelled"
     JOB_RETRYING = "job.retrying"
+    TASK_STARTED = "task.started"
     TASK_COMPLETED = "task.completed"
+    TOOL_COMPLETED = "tool.completed"
+    LLM_COMPLETED = "llm.completed"
     WEBHOOK_TEST = "webhook.test"
 
 
 # What a job's own `webhook_url` receives: the outcome only, not every step.
 JOB_URL_EVENTS = frozenset({EventType.JOB_COMPLETED, EventType.JOB_FAILED, EventType.JOB_CANCELLED})
+# The steps of a running crew, many per job: an endpoint receives these only when it names
+# them; `*` does not include them, so a receiver is never flooded by a type it never chose.
+STEP_EVENTS = frozenset({EventType.TASK_STARTED, EventType.TOOL_COMPLETED, EventType.LLM_COMPLETED})
 
 
 class Event(BaseModel):
@@ -31,12 +38,57 @@ class Event(BaseModel):
     data: dict[str, Any]
 
 
+# GET /v1/jobs/{id}/events: a job's events oldest first (unlike other pages); the
+# `next_cursor` is the `after` of the next page.
+EventList = Page[Event]
+
+
 class TaskCompleted(BaseModel):
     """`data` of a `task.completed` event."""
 
     job_id: str
     attempt: int
     task: TaskResult
+
+
+class TaskStarted(BaseModel):
+    """`data` of a `task.started` event."""
+
+    job_id: str
+    attempt: int
+    task: str = Field(description="The task's name.")
+    agent: str | None = Field(description="The role of the agent doing it.")
+    index: int = Field(description="Its place in the crew, from 1.")
+    total_tasks: int
+
+
+class ToolCompleted(BaseModel):
+    """`data` of a `tool.completed` event: one call of a tool by an agent."""
+
+    job_id: str
+    attempt: int
+    task: str | None
+    agent: str | None
+    tool: str
+    input: dict[str, Any] | str = Field(description="The arguments the agent gave.")
+    output: str | None = Field(description="The start of what the tool returned.")
+    duration_ms: int
+    from_cache: bool = False
+    error: str | None = None
+
+
+class LlmCompleted(BaseModel):
+    """`data` of an `llm.completed` event: one call of a model."""
+
+    job_id: str
+    attempt: int
+    task: str | None
+    agent: str | None
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    duration_ms: int
+    error: str | None = None
 
 
 class WebhookTest(BaseModel):

@@ -130,6 +130,14 @@ class JobAttempt(BaseModel):
     error: JobError | None
 
 
+class Progress(BaseModel):
+    """How far a running crew is, as its tasks start and finish."""
+
+    completed_tasks: int
+    total_tasks: int
+    current_task: str | None = Field(description="The task running now, if one is.")
+
+
 class JobState(BaseModel):
     """A job's state: what its events carry. Not its inputs or metadata, which never change
     (read the job for those), nor its attempt history."""
@@ -142,7 +150,10 @@ class JobState(BaseModel):
     attempt: int = Field(description="How many attempts have started.")
     max_retries: int
     result: JobResult | None
-    token_usage: dict[str, Any] | None
+    progress: Progress | None = Field(description="Set once the crew starts its first task.")
+    token_usage: dict[str, Any] | None = Field(
+        description="Tokens spent so far (the running total while the job runs)."
+    )
     error: JobError | None
     worker_id: str | None
     created_at: datetime

@@ -9,8 +9,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from schemas.events import EventType
 from schemas.pages import Page
 
-# What an endpoint may subscribe to: every event a job causes, or all of them. `webhook.test`
-# is sent only on request, to one endpoint.
+# What an endpoint may subscribe to: any event a job causes, or `*`: every one but the steps
+# of a running crew (task.started, tool.completed, llm.completed), which go only to endpoints
+# that name them. `webhook.test` is sent only on request, to one endpoint.
 SUBSCRIBABLE_EVENTS = ("*", *(t.value for t in EventType if t is not EventType.WEBHOOK_TEST))
 MAX_GRACE_S = 7 * 86400
 DEFAULT_GRACE_S = 86400
@@ -36,7 +37,10 @@ class WebhookCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: Url
-    events: EventTypes = Field(default_factory=lambda: ["*"])
+    events: EventTypes = Field(
+        default_factory=lambda: ["*"],
+        description="Event types to receive; `*`: all but the crew steps, which must be named.",
+    )
     description: Description = ""
 
 

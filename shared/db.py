@@ -71,6 +71,22 @@ def _migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+async def ping(db: Executor) -> None:
+    """One round trip: raises when Postgres does not answer."""
+    await db.fetchval("SELECT 1")
+
+
+async def pending_migrations(db: Executor) -> list[str]:
+    """The migrations this code has that the database has not applied (read only)."""
+    exists = await db.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    done = (
+        {r["version"] for r in await db.fetch("SELECT version FROM schema_migrations")}
+        if exists
+        else set()
+    )
+    return [name for number, name, _ in _migration_files() if number not in done]
+
+
 async def migrate(dsn: str) -> list[str]:
     """Apply the migrations not yet applied, each in its own transaction; return their names."""
     conn: asyncpg.Connection = await asyncpg.connect(dsn)

@@ -223,6 +223,27 @@ async def seconds_until_due(db: Executor, skip_urls: list[str]) -> float | None:
     return wait
 
 
+@dataclass(frozen=True)
+class Backlog:
+    pending: int  # deliveries still owed
+    due: int  # of those, due now
+    oldest_due_s: float | None  # how long the most overdue one has been due
+
+
+async def backlog(db: Executor) -> Backlog:
+    row = await db.fetchrow(
+        """
+        SELECT count(*) AS pending,
+               count(*) FILTER (WHERE next_attempt_at <= now()) AS due,
+               extract(epoch FROM now() - min(next_attempt_at)
+                       FILTER (WHERE next_attempt_at <= now()))::float8 AS oldest_due_s
+          FROM webhook_deliveries WHERE status = 'pending'
+        """
+    )
+    assert row is not None
+    return Backlog(row["pending"], row["due"], row["oldest_due_s"])
+
+
 async def record_attempt(
     conn: Conn,
     due: Due,

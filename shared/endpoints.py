@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from schemas.events import EventType
+from schemas.events import STEP_EVENTS, EventType
 from schemas.webhooks import (
     DeliveryStatus,
     DeliverySummary,
@@ -134,12 +134,15 @@ async def exists(db: Executor, tenant_id: str, endpoint_id: str) -> bool:
 
 
 async def subscribed(conn: Conn, tenant_id: str, event_type: EventType) -> list[Target]:
-    """The tenant's enabled endpoints that take `event_type`."""
+    """The tenant's enabled endpoints that take `event_type`: those naming it, and for all
+    but the steps of a running crew, those subscribed to `*`."""
     rows = await conn.fetch(
         "SELECT id, url FROM webhook_endpoints"
-        " WHERE tenant_id = $1 AND disabled_at IS NULL AND events && ARRAY[$2, '*']",
+        " WHERE tenant_id = $1 AND disabled_at IS NULL"
+        " AND (events @> ARRAY[$2] OR ($3 AND events @> ARRAY['*']))",
         tenant_id,
         event_type,
+        event_type not in STEP_EVENTS,
     )
     return [Target(r["id"], r["url"]) for r in rows]
 

@@ -2,8 +2,9 @@
 transaction so a state change and its webhooks commit (or vanish) together. `emit` is the
 only writer of events and of deliveries."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from pydantic import BaseModel
@@ -17,6 +18,8 @@ from shared.tracing import current_traceparent
 
 # API processes LISTEN here (payload: the job id) to stream a job's events as they commit.
 JOB_EVENTS_CHANNEL = "crewq_job_events"
+# ... and here (payload: the tenant id) to stream all of a tenant's job events (GET /v1/stream).
+TENANT_EVENTS_CHANNEL = "crewq_tenant_events"
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,13 @@ async def emit(
             targets.append(Target(None, job_webhook_url))
     owed = await deliveries.insert_owed(conn, event.id, tenant_id, targets) if targets else []
     if job_id is not None:
-        await conn.execute("SELECT pg_notify($1, $2)", JOB_EVENTS_CHANNEL, job_id)
+        await conn.execute(
+            "SELECT pg_notify($1, $2), pg_notify($3, $4)",
+            JOB_EVENTS_CHANNEL,
+            job_id,
+            TENANT_EVENTS_CHANNEL,
+            tenant_id,
+        )
     return Emitted(event, owed)
 
 
@@ -110,6 +119,201 @@ async def after(db: Executor, job_id: str, after_id: str | None) -> tuple[list[E
     )
     events = [Event.model_validate(r["payload"]) for r in rows if r["payload"] is not None]
     return events, bool(rows and rows[0]["ended"])
+
+
+async def page(
+    db: Executor, job_id: str, *, after: str | None, limit: int
+) -> tuple[list[Event], bool] | None:
+    """Up to `limit` of a job's events in the order they happened, after the event `after`
+    (from the first when None), and whether more follow; None when `after` is no event of
+    this job (a cursor that silently started over would hand a client its events twice)."""
+    rows = await db.fetch(
+        """
+        WITH start AS (SELECT created_at, id FROM events WHERE id = $2 AND job_id = $1)
+        SELECT ($2::text IS NULL OR EXISTS (SELECT 1 FROM start)) AS found, e.payload
+          FROM (SELECT 1) one
+          LEFT JOIN LATERAL (
+                SELECT payload FROM events
+                 WHERE job_id = $1
+                   AND ($2::text IS NULL OR (created_at, id) > (SELECT created_at, id FROM start))
+                 ORDER BY created_at, id
+                 LIMIT $3) e ON true
+        """,
+        job_id,
+        after,
+        limit + 1,
+    )
+    if not rows[0]["found"]:
+        return None
+    found = [Event.model_validate(r["payload"]) for r in rows if r["payload"] is not None]
+    return found[:limit], len(found) > limit
+
+
+# --- a tenant's events, followed live (GET /v1/stream) ---
+
+# Where a tenant's events are ordered: (created_at, id), as the events_tenant index holds them.
+Key = tuple[datetime, str]
+
+# Before every event: the floor of a tail that has excluded nothing yet.
+_BEGINNING: Key = (datetime(1, 1, 1, tzinfo=UTC), "")
+
+# How far behind the newest event it has sent a tail looks again for events that committed
+# late, and how many sent ids it remembers to skip them there (see `TenantTail`).
+OVERLAP = timedelta(seconds=5)
+MAX_REMEMBERED = 1000
+
+
+@dataclass(frozen=True)
+class TenantFilter:
+    """Which of a tenant's job events a stream wants: None takes any."""
+
+    types: frozenset[EventType] | None = None
+    crew: str | None = None
+
+
+class TenantTail:
+    """Reads a tenant's job events as they commit, each once.
+
+    `emit` stamps `created_at` in Python before its transaction commits, so transactions
+    of concurrent jobs can commit out of `created_at` order: a tail that only asked for
+    events after the last one it sent would skip one that committed after a newer one had
+    been read. So each read looks again `OVERLAP` behind the newest event sent and leaves
+    out, in the query, the ids it already sent there. Events older than that are behind
+    `floor` and never read again, which keeps the ids to remember (and the rows to re-scan)
+    bounded: an event that commits more than `OVERLAP` after it was stamped (or is stamped
+    by a clock that far behind) is missed, and past `MAX_REMEMBERED` sent ids within the
+    window the oldest are forgotten and the floor moves up past them.
+
+    The events of one job keep their order: each is written after the one before it has
+    committed (its writers lock the job's row), so a late event is late only against other
+    jobs' events.
+    """
+
+    def __init__(
+        self,
+        tenant_id: str,
+        where: TenantFilter,
+        floor: Key | None,
+        sent: Sequence[Key] = (),
+        *,
+        overlap: timedelta = OVERLAP,
+        max_remembered: int = MAX_REMEMBERED,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.where = where
+        self.floor: Key = floor or _BEGINNING
+        self._sent: dict[str, Key] = {key[1]: key for key in sent}
+        self._newest: datetime | None = max((key[0] for key in sent), default=None)
+        self._overlap = overlap
+        self._max_remembered = max_remembered
+
+    @classmethod
+    async def from_now(
+        cls,
+        db: Executor,
+        tenant_id: str,
+        where: TenantFilter,
+        *,
+        overlap: timedelta = OVERLAP,
+        max_remembered: int = MAX_REMEMBERED,
+    ) -> "TenantTail":
+        """A tail that reads only events committed from now on: those already in the window
+        behind the newest one count as sent."""
+        rows = await db.fetch(
+            """
+            SELECT created_at, id FROM events
+             WHERE tenant_id = $1
+               AND created_at >= (SELECT max(created_at) - $2::interval
+                                    FROM events WHERE tenant_id = $1)
+             ORDER BY created_at DESC, id DESC
+             LIMIT $3
+            """,
+            tenant_id,
+            overlap,
+            max_remembered,
+        )
+        keys = [(r["created_at"], r["id"]) for r in reversed(rows)]
+        # Everything older than the window is behind the floor. The oldest key read is the
+        # floor itself (a floor excludes its own key), so nothing older slips in. A tenant
+        # with no events yet has no floor: every event to come is new.
+        floor, sent = (keys[0], keys[1:]) if keys else (None, [])
+        return cls(tenant_id, where, floor, sent, overlap=overlap, max_remembered=max_remembered)
+
+    @classmethod
+    async def after_event(
+        cls, db: Executor, tenant_id: str, where: TenantFilter, event_id: str
+    ) -> "TenantTail | None":
+        """A tail that resumes after the event `event_id`; None when it is no event of the
+        tenant. Events that committed late behind it (within `OVERLAP`) while the client was
+        away are not sent: the client cannot say which of those it had."""
+        row = await db.fetchrow(
+            "SELECT created_at, id FROM events WHERE id = $1 AND tenant_id = $2",
+            event_id,
+            tenant_id,
+        )
+        return None if row is None else cls(tenant_id, where, (row["created_at"], row["id"]))
+
+    async def read(self, db: Executor, limit: int = 100) -> tuple[list[Event], bool]:
+        """Up to `limit` events not sent yet, oldest first, and whether more may be waiting
+        (read again at once). Each is counted as sent once returned."""
+        types = sorted(self.where.types) if self.where.types is not None else None
+        rows = await db.fetch(
+            """
+            SELECT e.id, e.created_at, e.payload
+              FROM events e
+              JOIN jobs j ON j.id = e.job_id
+             WHERE e.tenant_id = $1
+               AND (e.created_at, e.id) > ($2, $3)
+               AND NOT (e.id = ANY($4::text[]))
+               AND ($5::text[] IS NULL OR e.type = ANY($5::text[]))
+               AND ($6::text IS NULL OR j.crew = $6)
+             ORDER BY e.created_at, e.id
+             LIMIT $7
+            """,
+            self.tenant_id,
+            self.floor[0],
+            self.floor[1],
+            list(self._sent),
+            types,
+            self.where.crew,
+            limit,
+        )
+        newest = [row["created_at"] for row in rows]
+        for row in rows:
+            self._sent[row["id"]] = (row["created_at"], row["id"])
+        if self.where != TenantFilter():
+            # The events the filter leaves out move the window on too: without them a
+            # filtered tail's floor would stay where it began, and each wake would scan
+            # every event the tenant made since.
+            newest.append(
+                await db.fetchval(
+                    "SELECT max(created_at) FROM events WHERE tenant_id = $1", self.tenant_id
+                )
+            )
+        self._newest = max([t for t in [self._newest, *newest] if t is not None], default=None)
+        self._forget()
+        return [Event.model_validate(r["payload"]) for r in rows], len(rows) == limit
+
+    @property
+    def remembered(self) -> int:
+        """How many sent ids the tail holds to skip (bounded by `max_remembered`)."""
+        return len(self._sent)
+
+    def _forget(self) -> None:
+        """Move the floor up over sent events that fell out of the window (or past the
+        bound), and forget their ids: the floor excludes them now."""
+        if self._newest is None:
+            return
+        cut = self._newest - self._overlap
+        ordered = sorted(self._sent.values())
+        keep_from = next((i for i, key in enumerate(ordered) if key[0] >= cut), len(ordered))
+        keep_from = max(keep_from, len(ordered) - self._max_remembered)
+        if keep_from > 0:
+            self.floor = max(self.floor, ordered[keep_from - 1])
+            for key in ordered[:keep_from]:
+                del self._sent[key[1]]
+        # Behind the window nothing is read again, sent or not (the filter's leftovers).
+        self.floor = max(self.floor, (cut, ""))
 
 
 async def purge_without_job(pool: asyncpg.Pool, older_than_days: float, batch: int) -> int:

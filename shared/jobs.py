@@ -17,6 +17,7 @@ A tenant's submissions, starts and hand-overs take one advisory lock, so a job i
 parked just as the slot it waits for is freed, and parked jobs leave in the order they came.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -25,7 +26,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from schemas.events import EventType, TaskCompleted
+from schemas.events import EventType
 from schemas.jobs import (
     AttemptOutcome,
     ErrorCode,
@@ -35,7 +36,7 @@ from schemas.jobs import (
     JobResult,
     JobState,
     JobStatus,
-    TaskResult,
+    Progress,
 )
 from shared import usage
 from shared.db import Conn, Executor, TenantLock, lock_tenant, storable
@@ -79,7 +80,7 @@ START = Move(
     RUNNING,
     EventType.JOB_STARTED,
     "attempt = j.attempt + 1, worker_id = given.worker_id, parked_at = NULL,"
-    " started_at = coalesce(j.started_at, now())",
+    " started_at = coalesce(j.started_at, now()), progress = NULL, token_usage = NULL",
 )
 COMPLETE = Move(
     frozenset({RUNNING}),
@@ -120,6 +121,7 @@ RESTART = Move(
     PENDING,
     EventType.JOB_RETRYING,
     "uncounted_attempts = j.attempt, error = NULL, result = NULL, token_usage = NULL,"
+    " progress = NULL,"
     " cancel_requested_at = NULL, finished_at = NULL, worker_id = NULL, run_after = now()",
 )
 MOVES = (START, COMPLETE, FAIL, CANCEL, RETRY, RELEASE, WITHDRAW, RESTART)
@@ -231,6 +233,7 @@ def to_state(row: asyncpg.Record) -> JobState:
         attempt=row["attempt"],
         max_retries=row["max_retries"],
         result=row["result"],
+        progress=row["progress"],
         token_usage=row["token_usage"],
         error=row["error"],
         worker_id=row["worker_id"],
@@ -476,6 +479,7 @@ class Claim:
     counted_attempt: int  # this attempt's number within the current retry budget
     max_retries: int
     livemode: bool = True  # False: a test key's job, run on the offline model
+    waited_s: float = 0.0  # how long it was due before this attempt started
 
     @property
     def retries_left(self) -> int:
@@ -509,7 +513,9 @@ async def start_attempt(
     async with pool.acquire() as conn, conn.transaction():
         job = await conn.fetchrow(
             "SELECT tenant_id, status, cancel_requested_at,"
-            " extract(epoch FROM run_after - now())::float8 AS wait_s FROM jobs WHERE id = $1",
+            " extract(epoch FROM run_after - now())::float8 AS wait_s,"
+            " extract(epoch FROM now() - greatest(created_at, run_after))::float8 AS waited_s"
+            " FROM jobs WHERE id = $1",
             job_id,
         )
         if job is None:
@@ -551,6 +557,7 @@ async def start_attempt(
         counted_attempt=_counted_attempt(row),
         max_retries=row["max_retries"],
         livemode=row["livemode"],
+        waited_s=max(0.0, job["waited_s"]),
     )
 
 
@@ -602,27 +609,42 @@ async def heartbeat(pool: asyncpg.Pool, claim: Claim) -> tuple[bool, bool]:
     return True, row["cancel_requested_at"] is not None
 
 
-async def task_completed(pool: asyncpg.Pool, claim: Claim, task: TaskResult) -> None:
-    """One task of a running crew finished: owe a `task.completed` event."""
+async def record_step(
+    pool: asyncpg.Pool,
+    claim: Claim,
+    type: EventType,
+    data: BaseModel,
+    *,
+    progress: Progress | None = None,
+    token_usage: dict[str, Any] | None = None,
+) -> bool:
+    """One step of a running attempt (a task started or finished, a tool or model called):
+    owe its event and, when given, write the attempt's progress and running token usage.
+    Nothing happens once the attempt is no longer the job's current one (False)."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "UPDATE jobs SET last_activity_at = now()"
+            "UPDATE jobs SET last_activity_at = now(),"
+            " progress = coalesce($3::jsonb, progress),"
+            " token_usage = coalesce($4::jsonb, token_usage)"
             " WHERE id = $1 AND status = 'running' AND attempt = $2"
             " RETURNING webhook_url, livemode",
             claim.job_id,
             claim.attempt,
+            _json(progress),
+            token_usage,
         )
         if row is None:
-            return
+            return False
         await emit(
             conn,
             tenant_id=claim.tenant_id,
-            type=EventType.TASK_COMPLETED,
-            data=TaskCompleted(job_id=claim.job_id, attempt=claim.attempt, task=task),
+            type=type,
+            data=data,
             job_id=claim.job_id,
             job_webhook_url=row["webhook_url"],
             livemode=row["livemode"],
         )
+    return True
 
 
 # --- what clients do ---
@@ -663,13 +685,19 @@ async def restart(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> Job | None
 # --- recovery ---
 
 
-async def reap(pool: asyncpg.Pool, heartbeat_timeout: float, timeout_grace: float) -> list[str]:
+async def reap(
+    pool: asyncpg.Pool,
+    heartbeat_timeout: float,
+    timeout_grace: float,
+    on_moved: Callable[[asyncpg.Record, JobError | None], None] | None = None,
+) -> list[str]:
     """End the attempts whose worker is gone: a running job silent for `heartbeat_timeout`,
     or running past its timeout plus `timeout_grace`. A silent job with retries left goes
     back to pending; otherwise it fails with WORKER_LOST or TIMEOUT. Returns the jobs to
     queue: those sent back, and those unparked by the slots freed. Safe to run in many
     workers at once: each job is moved in its own transaction (so a transaction holds one
-    tenant's lock at most), locked with SKIP LOCKED, compare-and-set."""
+    tenant's lock at most), locked with SKIP LOCKED, compare-and-set. `on_moved` hears of
+    each move made (the job as it left it, and why)."""
     # $1: heartbeat_timeout, $2: timeout_grace
     overdue = """
         j.status = 'running' AND (
@@ -721,6 +749,8 @@ async def reap(pool: asyncpg.Pool, heartbeat_timeout: float, timeout_grace: floa
                 outcome=outcome,
             )
         if moved is not None:
+            if on_moved is not None:
+                on_moved(moved.row, error)
             to_queue += [row["id"]] if retry else []
             to_queue += [moved.unparked] if moved.unparked else []
     return to_queue
@@ -742,6 +772,30 @@ async def pending_jobs(
             limit,
         )
     )
+
+
+@dataclass(frozen=True)
+class PendingSummary:
+    pending: int  # every pending job
+    due: int  # of those, free to start now (not parked, retry delay over)
+    parked: int  # waiting for their tenant's running cap
+    oldest_due_s: float | None  # how long the longest-waiting due job has waited
+
+
+async def pending_summary(db: Executor) -> PendingSummary:
+    row = await db.fetchrow(
+        """
+        SELECT count(*) AS pending,
+               count(*) FILTER (WHERE parked_at IS NULL AND run_after <= now()) AS due,
+               count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked,
+               extract(epoch FROM now() - min(greatest(created_at, run_after))
+                       FILTER (WHERE parked_at IS NULL AND run_after <= now()))::float8
+                   AS oldest_due_s
+          FROM jobs WHERE status = 'pending'
+        """
+    )
+    assert row is not None
+    return PendingSummary(row["pending"], row["due"], row["parked"], row["oldest_due_s"])
 
 
 async def unpark_free_slots(pool: asyncpg.Pool, default_cap: int) -> list[str]:

@@ -37,6 +37,13 @@ async def connect(url: str) -> ArqRedis:
     return pool
 
 
+def client(url: str) -> ArqRedis:
+    """A client that connects on first use, without arq's connect-and-retry: for a probe
+    that must report a Redis that is down, not wait for it."""
+    redis: ArqRedis = ArqRedis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    return redis
+
+
 async def enqueue(redis: ArqRedis, job_id: str, run_after: datetime | None = None) -> bool:
     """Put the job on the queue; False when arq already holds it (queued or running)."""
     job = await redis.enqueue_job(
@@ -80,3 +87,8 @@ async def requeue_now(redis: ArqRedis, job_id: str, at: datetime | None = None) 
 
 async def publish_cancel(redis: ArqRedis, job_id: str) -> None:
     await redis.publish(CANCEL_CHANNEL, job_id)
+
+
+async def depth(redis: ArqRedis) -> int:
+    """Jobs waiting in arq's queue (due now or deferred)."""
+    return int(await redis.zcard(QUEUE_NAME))

@@ -1,6 +1,7 @@
 """Every crewq setting, read from `CREWQ_*` environment variables."""
 
 import os
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -28,6 +29,16 @@ PROVIDER_ENV_VARS = (
 )
 
 OFFLINE_MODEL = "crewq/offline"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"  # `crewq dev` sets it
+    PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"  # for a person at a terminal
+    JSON = "json"  # one object per line, for a log pipeline
 
 
 class Settings(BaseSettings):
@@ -132,9 +143,37 @@ class Settings(BaseSettings):
     dispatcher_concurrency: int = Field(default=32, ge=1)
     dispatcher_poll_interval: float = Field(default=5.0, gt=0)
 
+    environment: Environment = Field(
+        default=Environment.PRODUCTION, description="`crewq dev` runs as development."
+    )
     log_level: str = "INFO"
+    log_format: LogFormat | None = Field(
+        default=None, description="text or json; by default text in development, else json."
+    )
+    debug_token: str | None = Field(
+        default=None,
+        description="Sent as X-Debug-Token, opens GET /health/debug.",
+    )
+    operator_tenants: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Comma-separated tenants whose admin keys open GET /health/debug too: "
+        "an admin of any other tenant administers only its tenant, not the deployment.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Workers and dispatchers serve /metrics on this port; unset: not served.",
+    )
+    metrics_host: str = "0.0.0.0"
+    process_heartbeat_interval: float = Field(
+        default=5.0, gt=0, description="How often workers and dispatchers report they live."
+    )
+    process_dead_after: float = Field(
+        default=20.0, gt=0, description="A worker or dispatcher silent this long is dead."
+    )
 
-    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @field_validator("trusted_proxies", "cors_origins", "operator_tenants", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -172,6 +211,12 @@ class Settings(BaseSettings):
         if any(os.environ.get(name) for name in PROVIDER_ENV_VARS):
             return "openai/gpt-4o-mini"
         return OFFLINE_MODEL
+
+    @property
+    def logs_as(self) -> LogFormat:
+        if self.log_format is not None:
+            return self.log_format
+        return LogFormat.TEXT if self.environment is Environment.DEVELOPMENT else LogFormat.JSON
 
     def offline(self) -> bool:
         """No provider configured: every agent runs on the built-in offline model."""

@@ -35,6 +35,7 @@ class LLMRequest:
 _SLEEP = re.compile(r"\[\[sleep:([\d.]+)\]\]")
 _SLEEP_FIRST = re.compile(r"\[\[sleep-first:([\d.]+):(\w+)\]\]")
 _STATUS = re.compile(r"\[\[status:(\d{3})x(\d+):(\w+)\]\]")
+_TOOL = re.compile(r"\[\[tool:(\w+)\]\]")
 
 
 class FakeLLM:
@@ -43,7 +44,8 @@ class FakeLLM:
     Retry-After: 1) to the first two requests carrying `tag`, then normally;
     `[[sleep-first:N:tag]]` answers the first request carrying `tag` after N seconds and the
     others at once; `[[unclean]]` puts a NUL and a lone surrogate in the answer, as a real
-    model may."""
+    model may; `[[tool:name]]` calls the tool `name` (with the text of the task as its
+    `text` argument) before answering, when the request offers that tool."""
 
     def __init__(self) -> None:
         self.requests: list[LLMRequest] = []
@@ -91,9 +93,29 @@ class FakeLLM:
             await asyncio.sleep(float(first.group(1)))
         task = next((ln for ln in text.splitlines() if ln.startswith("Current Task:")), "")
         task = task.removeprefix("Current Task:").strip()
+        tool = _TOOL.search(text)
+        offered = {t.get("function", {}).get("name") for t in body.get("tools") or []}
+        answered = any(m.get("role") == "tool" for m in body.get("messages", []))
+        if tool and tool.group(1) in offered and not answered:
+            return self._reply(body, None, [self._tool_call(tool.group(1), task)])
         answer = f"Thought: I know it.\nFinal Answer: fake-llm says: {task}"
         if "[[unclean]]" in text:
             answer += " nul:\x00 lone:\ud800 end"
+        return self._reply(body, answer, None)
+
+    def _tool_call(self, name: str, task: str) -> dict[str, Any]:
+        return {
+            "id": f"call_{len(self.requests)}",
+            "type": "function",
+            "function": {"name": name, "arguments": orjson.dumps({"text": task}).decode()},
+        }
+
+    def _reply(
+        self, body: dict[str, Any], answer: str | None, tool_calls: list[dict[str, Any]] | None
+    ) -> web.Response:
+        message: dict[str, Any] = {"role": "assistant", "content": answer}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
         return web.json_response(
             {
                 "id": f"chatcmpl-{len(self.requests)}",
@@ -103,8 +125,8 @@ class FakeLLM:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": answer},
-                        "finish_reason": "stop",
+                        "message": message,
+                        "finish_reason": "tool_calls" if tool_calls else "stop",
                     }
                 ],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},

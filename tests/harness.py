@@ -169,6 +169,9 @@ class Platform:
             "OPENAI_BASE_URL": llm_url,
             **env,
         }
+        # The platform's own tenant operates it: its admin key opens /health/debug.
+        self.tenant_name = f"acme-{uuid.uuid4().hex[:6]}"
+        self.env["CREWQ_OPERATOR_TENANTS"] = self.tenant_name
         self.processes: list[Process] = []
         self.key = ""
         self.signing_secret = ""
@@ -191,7 +194,9 @@ class Platform:
         client = aioredis.Redis.from_url(self.redis_url)
         await client.flushdb()
         await client.aclose()
-        self.key, self.tenant_id, self.signing_secret = await self.new_tenant("acme")
+        self.key, self.tenant_id, self.signing_secret = await self.new_tenant(
+            "acme", name=self.tenant_name
+        )
         self.http = aiohttp.ClientSession(base_url=self.base_url)
 
     async def new_tenant(
@@ -201,9 +206,11 @@ class Platform:
         *,
         mode: KeyMode = KeyMode.LIVE,
         plan: Plan = Plan.UNLIMITED,
+        name: str | None = None,
     ) -> tuple[str, str, str]:
-        """A new tenant's key (every scope unless `scopes`), id and signing secret."""
-        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        """A new tenant's key (every scope unless `scopes`), id and signing secret; its
+        name is `prefix` and a random suffix unless `name` is given."""
+        name = name or f"{prefix}-{uuid.uuid4().hex[:6]}"
         conn = await asyncpg.connect(self.database_url)
         try:
             created = await create_for_tenant(
@@ -243,6 +250,19 @@ class Platform:
     async def db(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.database_url)
 
+    async def login_role(self) -> tuple[str, str]:
+        """A Postgres role of its own for a process under test (so a test can cut exactly
+        that process off), and the URL that logs in as it."""
+        role = f"role_{uuid.uuid4().hex[:8]}"
+        conn = await self.db()
+        try:
+            await conn.execute(f"CREATE ROLE {role} LOGIN")
+            await conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+            await conn.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        finally:
+            await conn.close()
+        return role, self.database_url.replace("postgres@", f"{role}@")
+
     async def terminate_backends(self) -> int:
         """Terminate every other Postgres backend of this platform's database (what a
         failover or a restarted pooler does to the roles' connections); how many."""
@@ -270,6 +290,26 @@ class Platform:
         return [r["type"] for r in rows]
 
     # --- the HTTP API, as a client uses it ---
+
+    @staticmethod
+    async def read_sse(
+        resp: aiohttp.ClientResponse, count: int | None = None
+    ) -> list[dict[str, str]]:
+        """Server-sent events, one dict of fields each: `count` of them, or all to the end."""
+        events: list[dict[str, str]] = []
+        fields: dict[str, str] = {}
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\n")
+            if not line:
+                if fields:
+                    events.append(fields)
+                    if len(events) == count:
+                        return events
+                fields = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                fields[name] = value
+        return events
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.key}"}

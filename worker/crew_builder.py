@@ -57,7 +57,6 @@ def _load_callable(spec: CrewSpec) -> Callable[..., Crew]:
 def build_crew(
     spec: CrewSpec,
     default_model: str,
-    task_callback: Callable[[Any], None] | None = None,
     *,
     llm_retry_attempts: int = 5,
     llm_retry_max_wait: float = 30.0,
@@ -83,8 +82,6 @@ def build_crew(
                 raise CrewConfigError(
                     f"{spec.name}: {spec.callable} returned {type(crew).__name__}, not a Crew"
                 )
-            if task_callback is not None:
-                crew.task_callback = task_callback
             return BuiltCrew(crew, models or [default_model])
 
         agents = {
@@ -117,7 +114,6 @@ def build_crew(
             tasks=list(tasks.values()),
             process=process,
             verbose=False,
-            task_callback=task_callback,
             **extra,
         )
         return BuiltCrew(crew, models)

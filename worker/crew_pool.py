@@ -21,10 +21,21 @@ from multiprocessing.process import BaseProcess
 
 import psutil
 
-from schemas.jobs import TaskResult
-from worker.crew_protocol import CrewFailed, CrewFinished, RunRequest, TaskFinished, child_entry
+from shared.crews import CrewSpec
+from worker.crew_protocol import (
+    CheckCrews,
+    CrewFailed,
+    CrewFinished,
+    CrewsChecked,
+    RunRequest,
+    Step,
+    child_entry,
+)
 
 log = logging.getLogger(__name__)
+
+# Longest one step of a crew may take to record before it is dropped.
+_STEP_BUDGET_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,25 @@ class CrewPool:
         )
         self._idle.extend(children)
 
+    async def check(self, specs: list[CrewSpec], timeout: float = 60) -> dict[str, str]:
+        """Build every crew once in a crew process; the ones that fail, with why. A crew
+        process that cannot answer in time is replaced, and its answer is an error."""
+        async with self.slots:
+            child = await self._take()
+            try:
+                child.conn.send(CheckCrews(specs))
+                async with asyncio.timeout(timeout):
+                    answer = await asyncio.to_thread(child.conn.recv)
+                assert isinstance(answer, CrewsChecked)
+            except (TimeoutError, EOFError, OSError) as exc:
+                await self._discard(child)
+                return {spec.name: f"not checked: {type(exc).__name__} {exc}" for spec in specs}
+            except BaseException:
+                await asyncio.shield(self._discard(child))
+                raise
+            self._idle.append(child)
+        return answer.errors
+
     async def _take(self) -> _Child:
         while self._idle:
             child = self._idle.pop()
@@ -125,15 +155,16 @@ class CrewPool:
         *,
         timeout: float,
         stop: asyncio.Event,
-        on_task: Callable[[TaskResult], Awaitable[None]],
+        on_step: Callable[[Step], Awaitable[None]],
     ) -> Outcome:
-        """Run one crew in a child; the caller holds one of `slots`. Ends with the crew's
-        result or error, or with `timeout`/`stopped` after killing the child when the
-        deadline passes or `stop` is set."""
+        """Run one crew in a child; the caller holds one of `slots`. Each step the crew
+        reports goes to `on_step`, in order. Ends with the crew's result or error, or with
+        `timeout`/`stopped` after killing the child when the deadline passes or `stop` is
+        set."""
         child = await self._take()
         try:
             child.conn.send(request)
-            outcome = await self._wait(child, timeout, stop, on_task)
+            outcome = await self._wait(child, timeout, stop, on_step)
         except (BrokenPipeError, EOFError, OSError) as exc:
             outcome = Crashed(f"crew process unreachable: {exc}")
         except BaseException:
@@ -152,7 +183,7 @@ class CrewPool:
         child: _Child,
         timeout: float,
         stop: asyncio.Event,
-        on_task: Callable[[TaskResult], Awaitable[None]],
+        on_step: Callable[[Step], Awaitable[None]],
     ) -> Outcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -168,16 +199,22 @@ class CrewPool:
                     except EOFError:
                         await asyncio.to_thread(child.process.join, 5)
                         return Crashed(f"crew process exited with code {child.process.exitcode}")
-                    if isinstance(message, TaskFinished):
-                        await on_task(message.task)
-                    else:
-                        return message  # type: ignore[no-any-return]
+                    if isinstance(message, CrewFinished | CrewFailed):
+                        return message
+                    if stopped := self._stopped(stop, deadline):
+                        return stopped
+                    # A step is recorded best effort, and never holds off a timeout or a stop
+                    # (a slow or unreachable database would, between two reads).
+                    remaining = deadline - loop.time()
+                    try:
+                        async with asyncio.timeout(min(remaining, _STEP_BUDGET_S)):
+                            await on_step(message)
+                    except TimeoutError:
+                        log.warning("a step took over %.0f s to record; dropped", _STEP_BUDGET_S)
                 # The caller kills the child for these two, right after the reader is removed.
-                if stop.is_set():
-                    return Stopped()
+                if stopped := self._stopped(stop, deadline):
+                    return stopped
                 remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return TimedOut()
                 stop_wait = asyncio.ensure_future(stop.wait())
                 read_wait = asyncio.ensure_future(readable.wait())
                 try:
@@ -192,6 +229,14 @@ class CrewPool:
         finally:
             with contextlib.suppress(Exception):
                 loop.remove_reader(fd)
+
+    @staticmethod
+    def _stopped(stop: asyncio.Event, deadline: float) -> Stopped | TimedOut | None:
+        if stop.is_set():
+            return Stopped()
+        if deadline - asyncio.get_running_loop().time() <= 0:
+            return TimedOut()
+        return None
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -19,53 +19,41 @@ for _name, _value in (
     os.environ.setdefault(_name, _value)
 
 import signal  # noqa: E402
+import threading  # noqa: E402
 import traceback  # noqa: E402
 import warnings  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
-from typing import Any  # noqa: E402
 
 import crewai  # noqa: E402, F401  (the point of the forkserver preload)
 from crewai.crews.crew_output import CrewOutput  # noqa: E402
 
-from schemas.jobs import ErrorCode, JobResult, TaskResult  # noqa: E402
+from schemas.jobs import ErrorCode, JobResult  # noqa: E402
 from shared.crews import CrewConfigError  # noqa: E402
-from shared.settings import OFFLINE_MODEL  # noqa: E402
+from shared.logs import configure, log_context  # noqa: E402
+from shared.settings import OFFLINE_MODEL, get_settings  # noqa: E402
 from worker.crew_builder import build_crew  # noqa: E402
+from worker.crew_events import StepReporter, structured_output, task_result  # noqa: E402
 from worker.crew_protocol import (  # noqa: E402
+    CheckCrews,
+    ChildMessage,
     CrewFailed,
     CrewFinished,
+    CrewsChecked,
     RunRequest,
-    TaskFinished,
 )
 from worker.errors import is_transient  # noqa: E402
 
 
-def _structured(output: Any) -> dict[str, Any] | None:
-    if getattr(output, "pydantic", None) is not None:
-        return output.pydantic.model_dump(mode="json")  # type: ignore[no-any-return]
-    json_dict = getattr(output, "json_dict", None)
-    return dict(json_dict) if json_dict else None
-
-
-def _task_result(output: Any) -> TaskResult:
-    return TaskResult(
-        name=output.name, agent=output.agent, raw=output.raw, structured=_structured(output)
-    )
-
-
-def run_one(request: RunRequest, conn: Connection) -> CrewFinished | CrewFailed:
-    def on_task(output: Any) -> None:
-        conn.send(TaskFinished(_task_result(output)))
-
+def run_one(request: RunRequest, steps: StepReporter) -> CrewFinished | CrewFailed:
     try:
         built = build_crew(
             request.spec,
             request.default_model,
-            task_callback=on_task,
             llm_retry_attempts=request.llm_retry_attempts,
             llm_retry_max_wait=request.llm_retry_max_wait,
         )
-        output = built.crew.kickoff(inputs=request.inputs)
+        with steps.watching(built.crew):
+            output = built.crew.kickoff(inputs=request.inputs)
         assert isinstance(output, CrewOutput)  # crewq never asks for a streaming kickoff
     except CrewConfigError as exc:
         return CrewFailed(ErrorCode.CREW_CONFIG_ERROR, str(exc), transient=False)
@@ -80,8 +68,8 @@ def run_one(request: RunRequest, conn: Connection) -> CrewFinished | CrewFailed:
     return CrewFinished(
         JobResult(
             raw=output.raw,
-            structured=_structured(output),
-            tasks=[_task_result(t) for t in output.tasks_output],
+            structured=structured_output(output),
+            tasks=[task_result(t) for t in output.tasks_output],
             models=built.models,
             offline=built.models == [OFFLINE_MODEL],
         ),
@@ -89,10 +77,30 @@ def run_one(request: RunRequest, conn: Connection) -> CrewFinished | CrewFailed:
     )
 
 
+def check_crews(request: CheckCrews) -> CrewsChecked:
+    errors = {}
+    for spec in request.specs:
+        try:
+            build_crew(spec, OFFLINE_MODEL)
+        except Exception as exc:
+            errors[spec.name] = f"{type(exc).__name__}: {exc}"[:500]
+    return CrewsChecked(errors)
+
+
 def child_main(conn: Connection) -> None:
     """Serve run requests until the parent sends None or goes away."""
     # CrewAI warns that a task callback cannot be checkpointed; crewq never checkpoints.
     warnings.filterwarnings("ignore", message="function callbacks cannot be serialized")
+    sending = threading.Lock()  # steps are sent from CrewAI's event thread, outcomes from here
+
+    def send(message: ChildMessage | CrewsChecked) -> None:
+        with sending:
+            conn.send(message)
+
+    steps = StepReporter(send)
+    steps.install()
+    settings = get_settings()  # the worker's environment, through the forkserver
+    configure(settings.log_level, role="crew", fmt=settings.logs_as)
     # Ctrl-C in a terminal reaches the whole process group; the worker decides when
     # children stop, so they ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -103,4 +111,8 @@ def child_main(conn: Connection) -> None:
             return
         if request is None:
             return
-        conn.send(run_one(request, conn))
+        if isinstance(request, CheckCrews):
+            send(check_crews(request))
+        else:
+            with log_context(job_id=request.job_id, tenant_id=request.tenant_id):
+                send(run_one(request, steps))

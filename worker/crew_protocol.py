@@ -13,9 +13,10 @@ from shared.crews import CrewSpec
 @dataclass(frozen=True)
 class RunRequest:
     """Worker -> crew process: run this crew once. The child answers with any number of
-    `TaskFinished`, then one `CrewFinished` or `CrewFailed`."""
+    `Step`s, then one `CrewFinished` or `CrewFailed`."""
 
     job_id: str
+    tenant_id: str
     spec: CrewSpec
     inputs: dict[str, Any]
     default_model: str
@@ -24,8 +25,60 @@ class RunRequest:
 
 
 @dataclass(frozen=True)
+class CheckCrews:
+    """Worker -> crew process: build each crew once, offline, without running it, and
+    answer `CrewsChecked`: a crew that cannot be built is reported before a job needs it."""
+
+    specs: list[CrewSpec]
+
+
+@dataclass(frozen=True)
+class CrewsChecked:
+    errors: dict[str, str]  # crew name -> why it cannot be built
+
+
+@dataclass(frozen=True)
+class TaskBegan:
+    name: str
+    agent: str | None
+    index: int  # its place in the crew, from 1
+    total: int
+    at_ns: int  # wall clock, for the task's span
+
+
+@dataclass(frozen=True)
 class TaskFinished:
     task: TaskResult
+    at_ns: int
+
+
+@dataclass(frozen=True)
+class ToolCalled:
+    task: str | None
+    agent: str | None
+    tool: str
+    input: dict[str, Any] | str
+    output: str | None  # an excerpt
+    started_ns: int
+    ended_ns: int
+    from_cache: bool
+    error: str | None
+
+
+@dataclass(frozen=True)
+class LlmCalled:
+    task: str | None
+    agent: str | None
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    started_ns: int
+    ended_ns: int
+    error: str | None
+
+
+# What a crew reports as it goes, between a `RunRequest` and its outcome.
+Step = TaskBegan | TaskFinished | ToolCalled | LlmCalled
 
 
 @dataclass(frozen=True)
@@ -42,7 +95,7 @@ class CrewFailed:
     traceback: str | None = None
 
 
-ChildMessage = TaskFinished | CrewFinished | CrewFailed
+ChildMessage = Step | CrewFinished | CrewFailed
 
 
 def child_entry(conn: Connection) -> None:

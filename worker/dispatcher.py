@@ -23,10 +23,12 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import asyncpg
 
+from schemas.health import ProcessReport, ProcessRole
 from schemas.webhooks import DeliveryStatus, DisabledReason
-from shared import deliveries, endpoints
+from shared import deliveries, endpoints, fingerprints, metrics, processes
 from shared.db import create_pool, is_connection_error, listen, with_db_retry
 from shared.deliveries import DELIVERIES_CHANNEL, AttemptRecord
+from shared.logs import log_context
 from shared.secret_box import SecretBox
 from shared.settings import Settings
 from shared.supervisor import Supervisor
@@ -100,9 +102,20 @@ def next_attempt_delay(settings: Settings, attempt: int, answer: Answer) -> floa
     return delay
 
 
+def _outcome(answer: Answer) -> metrics.WebhookOutcome:
+    if answer.succeeded:
+        return metrics.WebhookOutcome.SUCCEEDED
+    if answer.timed_out:
+        return metrics.WebhookOutcome.TIMED_OUT
+    if answer.record.status_code is not None:
+        return metrics.WebhookOutcome.REJECTED
+    return metrics.WebhookOutcome.UNREACHABLE
+
+
 class Dispatcher:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics_port: int | None = None) -> None:
         self.settings = settings
+        self.metrics_port = metrics_port  # where this dispatcher serves /metrics, if it does
         self.box = SecretBox.from_setting(settings.secret_key)
         self.guard = EndpointGuard(
             settings.webhook_endpoint_concurrency,
@@ -138,6 +151,7 @@ class Dispatcher:
                     traceparent=current_traceparent() if due.traceparent else None,
                 )
             succeeded = answer.succeeded
+            metrics.webhook_attempt(_outcome(answer), answer.record.duration_ms / 1000)
         finally:
             # Whatever happened, the URL's slot is free again.
             self.guard.done(due.url, succeeded)
@@ -221,7 +235,8 @@ class Dispatcher:
         due: deliveries.Due,
         claimed_at: float,
     ) -> None:
-        task = asyncio.create_task(self._deliver(db, session, due, claimed_at))
+        with log_context(tenant_id=due.tenant_id):  # the task copies the context
+            task = asyncio.create_task(self._deliver(db, session, due, claimed_at))
         self.in_flight.add(task)
 
         def finished(t: asyncio.Task[None]) -> None:
@@ -294,6 +309,21 @@ class Dispatcher:
             dns_timeout_s=settings.webhook_dns_timeout,
         )
         supervisor = Supervisor()
+        me = processes.Registration(
+            processes.new_id(),
+            ProcessRole.DISPATCHER,
+            settings.dispatcher_concurrency,
+            ProcessReport(
+                fingerprints=fingerprints.of_config(settings, providers=False),
+                metrics_port=self.metrics_port,
+            ),
+        )
+        supervisor.start(
+            "registration",
+            processes.keep_registered(
+                db, me, settings.process_heartbeat_interval, lambda: len(self.in_flight)
+            ),
+        )
         supervisor.start("pump", self._pump(db, session))
         # Wake on each new delivery, and after a reconnection for those owed meanwhile.
         supervisor.start(
@@ -324,4 +354,6 @@ class Dispatcher:
 
 
 async def serve(settings: Settings) -> int:
-    return await Dispatcher(settings).serve()
+    metrics.identify(metrics.Role.DISPATCHER)
+    async with metrics.metrics_server(settings.metrics_host, settings.metrics_port) as port:
+        return await Dispatcher(settings, port).serve()

@@ -9,7 +9,8 @@ import os
 from typing import Any
 
 from crewai import LLM
-from crewai.llms.base_llm import BaseLLM
+from crewai.events.types.llm_events import LLMCallType
+from crewai.llms.base_llm import BaseLLM, llm_call_context
 
 from shared.settings import OFFLINE_MODEL
 from worker.llm_retry import with_retries
@@ -47,18 +48,33 @@ class OfflineLLM(BaseLLM):
         from_agent: Any = None,
         response_model: Any = None,
     ) -> str:
+        # Announced on CrewAI's event bus as a provider's client does, so an offline job
+        # reports its LLM calls (and their tokens) like any other.
+        with llm_call_context():
+            return self._answer(messages, from_task, from_agent)
+
+    def _answer(self, messages: Any, from_task: Any, from_agent: Any) -> str:
+        self._emit_call_started_event(messages=messages, from_task=from_task, from_agent=from_agent)
         task = _task_line(messages)
         digest = hashlib.sha256(repr(messages).encode()).hexdigest()[:8]
         answer = f"{_OFFLINE_NOTE} Answer to: {task} (#{digest})"
         prompt_chars = len(repr(messages))
-        self._track_token_usage_internal(
-            {
-                "prompt_tokens": prompt_chars // 4,
-                "completion_tokens": len(answer) // 4,
-                "total_tokens": (prompt_chars + len(answer)) // 4,
-            }
+        usage = {
+            "prompt_tokens": prompt_chars // 4,
+            "completion_tokens": len(answer) // 4,
+            "total_tokens": (prompt_chars + len(answer)) // 4,
+        }
+        self._track_token_usage_internal(usage)
+        text = f"Thought: I can answer from the task alone.\nFinal Answer: {answer}"
+        self._emit_call_completed_event(
+            response=text,
+            call_type=LLMCallType.LLM_CALL,
+            from_task=from_task,
+            from_agent=from_agent,
+            messages=messages,
+            usage=usage,
         )
-        return f"Thought: I can answer from the task alone.\nFinal Answer: {answer}"
+        return text
 
     def supports_function_calling(self) -> bool:
         return False

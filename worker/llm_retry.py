@@ -5,6 +5,11 @@ exponential backoff and jitter, never sooner than the provider's `Retry-After`. 
 one retry layer: the OpenAI client is built with `max_retries=0`, and CrewAI's own
 rate-limit loop is told it is already inside one (it checks a context variable and then
 makes a single attempt), so attempts do not multiply.
+
+CrewAI has no public hook for either: its LLM call hooks (`crewai.hooks`) run before and
+after a call but cannot repeat one, and the flag is private. So crewq uses the private
+flag and shadows the instance's `call`, and `tests/unit/test_crew_steps.py` fails the day
+CrewAI renames the flag, stops honouring it, or stops calling `llm.call` on the instance.
 """
 
 import contextvars

@@ -10,22 +10,20 @@ running jobs back at once and exits non-zero, to be restarted.
 
 import asyncio
 import logging
-import os
 import signal
-import socket
-import uuid
 from typing import Any
 
 import asyncpg
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
+from schemas.health import ProcessReport, ProcessRole
 from schemas.jobs import MAX_TIMEOUT_S
-from shared import queue
+from shared import fingerprints, llm_providers, metrics, processes, queue
 from shared.crews import CrewRegistry
 from shared.db import create_pool
 from shared.queue import REDIS_UNAVAILABLE
-from shared.settings import Settings
+from shared.settings import OFFLINE_MODEL, Settings
 from shared.supervisor import Supervisor
 from worker.crew_pool import CrewPool
 from worker.recovery import run_recovery, run_retention
@@ -34,8 +32,16 @@ from worker.runner import JobRunner, StopReason
 log = logging.getLogger(__name__)
 
 
-def make_worker_id(settings: Settings) -> str:
-    return settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+def crew_models(settings: Settings, registry: CrewRegistry) -> list[str]:
+    """Every model the registered crews may use here (the offline model alone when no
+    provider is configured: every agent then runs on it)."""
+    default = settings.default_model()
+    if default == OFFLINE_MODEL:
+        return [OFFLINE_MODEL]
+    named = [default]
+    for spec in registry.crews.values():
+        named += [spec.llm or ""] + [str(a.get("llm") or "") for a in spec.agents.values()]
+    return list(dict.fromkeys(m for m in named if m))
 
 
 async def _run_job(ctx: dict[str, Any], job_id: str) -> str:
@@ -44,9 +50,10 @@ async def _run_job(ctx: dict[str, Any], job_id: str) -> str:
 
 
 class WorkerService:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics_port: int | None = None) -> None:
         self.settings = settings
-        self.worker_id = make_worker_id(settings)
+        self.metrics_port = metrics_port  # where this worker serves /metrics, if it does
+        self.worker_id = processes.new_id(settings.worker_id)
         self.stopping = asyncio.Event()
         self.supervisor = Supervisor()
         self.db: asyncpg.Pool | None = None
@@ -115,6 +122,16 @@ class WorkerService:
                 log.warning("cancel listener lost redis (%s); retrying", exc)
                 await asyncio.sleep(1)
 
+    async def _sample_queue_depth(self) -> None:
+        """Keep `crewq_queue_depth` current for scrapes (a gauge cannot ask Redis itself)."""
+        redis = await self._connected_redis()
+        while True:
+            try:
+                metrics.QUEUE_DEPTH.set(await queue.depth(redis))
+            except REDIS_UNAVAILABLE as exc:
+                log.debug("queue depth not sampled: %s", exc)
+            await asyncio.sleep(self.settings.process_heartbeat_interval)
+
     async def _recovery(self) -> None:
         assert self.db is not None
         await run_recovery(self.db, await self._connected_redis(), self.settings)
@@ -165,6 +182,9 @@ class WorkerService:
             max_size=self.settings.worker_concurrency * 2 + 4,
         )
         await self.crews.start()
+        crew_errors = {**registry.errors, **await self.crews.check(list(registry.crews.values()))}
+        for name, error in crew_errors.items():
+            log.error("crew %s cannot be built: %s", name, error)
         self.runner = JobRunner(
             self.settings, self.db, self.crews, registry, self.worker_id, self._enqueue
         )
@@ -175,7 +195,31 @@ class WorkerService:
             self.settings.worker_concurrency,
             self.settings.default_model(),
         )
+        me = processes.Registration(
+            self.worker_id,
+            ProcessRole.WORKER,
+            self.settings.worker_concurrency,
+            ProcessReport(
+                crews=sorted(registry.crews),
+                crew_errors=crew_errors,
+                default_model=self.settings.default_model(),
+                llm_connections=llm_providers.connections(crew_models(self.settings, registry)),
+                fingerprints=fingerprints.of_config(self.settings),
+                metrics_port=self.metrics_port,
+            ),
+        )
+        runner = self.runner
+        self.supervisor.start(
+            "registration",
+            processes.keep_registered(
+                self.db,
+                me,
+                self.settings.process_heartbeat_interval,
+                lambda: len(runner.active),
+            ),
+        )
         self.supervisor.start("consume", self._consume())
+        self.supervisor.start("queue depth", self._sample_queue_depth())
         self.supervisor.start("cancel listener", self._listen_for_cancels())
         self.supervisor.start("recovery", self._recovery())
         if self.settings.retention_days:
@@ -202,4 +246,6 @@ class WorkerService:
 
 
 async def serve(settings: Settings) -> int:
-    return await WorkerService(settings).serve()
+    metrics.identify(metrics.Role.WORKER)
+    async with metrics.metrics_server(settings.metrics_host, settings.metrics_port) as port:
+        return await WorkerService(settings, port).serve()

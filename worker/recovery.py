@@ -19,7 +19,7 @@ import logging
 import asyncpg
 from arq.connections import ArqRedis
 
-from shared import endpoints, events, jobs, queue, request_failures, tenants
+from shared import endpoints, events, jobs, metrics, processes, queue, request_failures, tenants
 from shared.db import is_connection_error
 from shared.settings import Settings
 
@@ -36,7 +36,9 @@ def _transient(exc: BaseException) -> bool:
 
 
 async def reap_once(db: asyncpg.Pool, redis: ArqRedis, settings: Settings) -> list[str]:
-    to_queue = await jobs.reap(db, settings.heartbeat_timeout, settings.timeout_grace)
+    to_queue = await jobs.reap(
+        db, settings.heartbeat_timeout, settings.timeout_grace, metrics.job_ended_attempt
+    )
     for job_id in to_queue:
         log.warning("job %s: queued again after its worker was lost", job_id)
         await queue.requeue_now(redis, job_id)
@@ -94,12 +96,14 @@ async def purge_once(db: asyncpg.Pool, retention_days: float) -> int:
 
 
 async def forget_once(db: asyncpg.Pool, settings: Settings) -> int:
-    """Drop what is kept only for a while: failed-request logs past their days, and
-    rotated-out signing secrets past their grace. How many rows."""
+    """Drop what is kept only for a while: failed-request logs past their days,
+    rotated-out signing secrets past their grace, and processes gone for a day. How many
+    rows."""
     return (
         await request_failures.purge(db, settings.request_log_days)
         + await tenants.forget_expired_secrets(db)
         + await endpoints.forget_expired_secrets(db)
+        + await processes.forget_gone(db)
     )
 
 
@@ -110,7 +114,9 @@ async def run_retention(db: asyncpg.Pool, settings: Settings) -> None:
             if deleted := await purge_once(db, settings.retention_days):
                 log.info("retention: deleted %d finished jobs and lone events", deleted)
             if forgotten := await forget_once(db, settings):
-                log.info("retention: forgot %d request logs and expired secrets", forgotten)
+                log.info(
+                    "retention: forgot %d request logs, expired secrets, gone processes", forgotten
+                )
         except Exception as exc:
             if not is_connection_error(exc):
                 raise

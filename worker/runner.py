@@ -20,14 +20,16 @@ from typing import Any
 import asyncpg
 from arq.worker import Retry
 
-from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobResult, TaskResult
-from shared import jobs
+from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobResult
+from shared import jobs, metrics
 from shared.crews import CrewRegistry
 from shared.db import is_connection_error, with_db_retry
+from shared.logs import bind, log_context
 from shared.settings import OFFLINE_MODEL, Settings
 from shared.tracing import span_from
 from worker.crew_pool import Crashed, CrewPool, Outcome, Stopped, TimedOut
 from worker.crew_protocol import CrewFailed, CrewFinished, RunRequest
+from worker.steps import StepRecorder
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,10 @@ class JobRunner:
 
     async def run(self, job_id: str) -> str:
         traceparent = await with_db_retry(lambda: jobs.traceparent_of(self.db, job_id))
-        with span_from(traceparent, "job.run", **{"crewq.job_id": job_id}):
+        with (
+            log_context(job_id=job_id),
+            span_from(traceparent, "job.run", **{"crewq.job_id": job_id}),
+        ):
             return await self._run(job_id)
 
     async def _run(self, job_id: str) -> str:
@@ -94,7 +99,10 @@ class JobRunner:
                 if started.retry_in is not None:
                     raise Retry(defer=started.retry_in)
                 return started.reason
-            return await self._attempt(ActiveJob(started, claimed_at))
+            bind(tenant_id=started.tenant_id)
+            metrics.job_started(started.crew, started.waited_s)
+            with metrics.JOBS_RUNNING.track_inprogress():
+                return await self._attempt(ActiveJob(started, claimed_at))
 
     async def _attempt(self, active: ActiveJob) -> str:
         claim = active.claim
@@ -111,12 +119,14 @@ class JobRunner:
             return "failed"
 
         self.active[claim.job_id] = active
+        steps = StepRecorder(self.db, claim)
         heartbeat = asyncio.create_task(self._heartbeat(active), name=f"heartbeat {claim.job_id}")
         log.info("job %s attempt %d: running crew %s", claim.job_id, claim.attempt, claim.crew)
         try:
             outcome = await self.crews.run(
                 RunRequest(
                     claim.job_id,
+                    claim.tenant_id,
                     spec,
                     claim.inputs,
                     # A test key's sandbox job never reaches a provider, whatever its crew says.
@@ -126,21 +136,15 @@ class JobRunner:
                 ),
                 timeout=claim.timeout_s,
                 stop=active.stop,
-                on_task=lambda task: self._task_completed(claim, task),
+                on_step=steps.record,
             )
         finally:
+            steps.close()
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat  # it never raises: what it cannot do, it turns into a stop
             self.active.pop(claim.job_id, None)
         return await self._record(active, outcome)
-
-    async def _task_completed(self, claim: jobs.Claim, task: TaskResult) -> None:
-        try:
-            await jobs.task_completed(self.db, claim, task)
-        except Exception as exc:
-            # Progress events are best effort; the job's outcome is not.
-            log.warning("job %s: task event not recorded: %s", claim.job_id, exc)
 
     async def _heartbeat(self, active: ActiveJob) -> None:
         """Renew the attempt's lease every `heartbeat_interval` until cancelled, and stop the
@@ -183,6 +187,8 @@ class JobRunner:
         self, claim: jobs.Claim, outcome: AttemptOutcome, **fields: Any
     ) -> jobs.Moved | None:
         moved = await with_db_retry(lambda: jobs.end_attempt(self.db, claim, outcome, **fields))
+        if moved is not None:
+            metrics.job_ended_attempt(moved.row, fields.get("error"))
         if moved is None:
             log.info(
                 "job %s attempt %d: outcome discarded, job moved on", claim.job_id, claim.attempt
@@ -251,6 +257,7 @@ class JobRunner:
                 await self._end(claim, AttemptOutcome.FAILED, error=error)
                 return "failed"
             case TimedOut():
+                metrics.job_timed_out(claim.crew)
                 error = JobError(
                     code=ErrorCode.TIMEOUT,
                     message=f"crew ran past its timeout of {claim.timeout_s} s and was stopped",

@@ -1,5 +1,5 @@
 """`/v1/account`: the calling key's tenant, its keys, plan, usage and failed requests, and
-its signing secret; `/healthz`."""
+its signing secret."""
 
 import logging
 import time
@@ -9,7 +9,7 @@ from aiohttp import web
 
 from api.auth import principal_of, require
 from api.bodies import parse, parse_optional, query_enum, query_int, read_json
-from api.context import BOX, DB, REDIS
+from api.context import BOX, DB
 from api.errors import ApiError, Code
 from api.openapi import CURSOR, Operation, Param, limit_param, operation
 from api.ratelimit import RATE_WINDOW, RateWindow, current_window
@@ -31,7 +31,6 @@ from schemas.account import (
     SigningSecretRotate,
     Usage,
 )
-from schemas.health import Health
 from shared import keys, request_failures, tenants, usage
 from shared.keys import ApiKey
 
@@ -242,34 +241,3 @@ async def rotate_signing_secret(request: web.Request) -> web.Response:
             secret=rotated.secret, previous_secret_expires_at=rotated.previous_secret_expires_at
         )
     )
-
-
-@routes.get("/healthz")
-@operation(
-    Operation(
-        "Is the API up, and can it reach Postgres and Redis",
-        None,
-        {200: Health},
-        errors=[Code.UNHEALTHY],
-        public=True,
-        tags=["operations"],
-    )
-)
-async def health(request: web.Request) -> web.Response:
-    checks = {}
-    # Unauthenticated: say what is down, keep the why (hosts, ports) in the log.
-    try:
-        await request.app[DB].fetchval("SELECT 1")
-        checks["postgres"] = "ok"
-    except Exception as exc:
-        log.warning("health: postgres: %s", exc)
-        checks["postgres"] = "unavailable"
-    try:
-        await request.app[REDIS].ping()
-        checks["redis"] = "ok"
-    except Exception as exc:
-        log.warning("health: redis: %s", exc)
-        checks["redis"] = "unavailable"
-    if any(v != "ok" for v in checks.values()):
-        raise ApiError(Code.UNHEALTHY, "a dependency is unavailable", checks, {"Retry-After": "5"})
-    return json_response(Health(status="ok", checks=checks))

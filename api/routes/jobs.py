@@ -14,14 +14,15 @@ from api.errors import ApiError, Code, invalid
 from api.notifications import HUB
 from api.openapi import CURSOR, Operation, Param, limit_param, operation
 from api.responses import json_response
+from api.routes.stream import hold_stream_slot, renew
 from schemas.account import Scope
-from schemas.events import Event
+from schemas.events import Event, EventList
 from schemas.jobs import Job, JobBatch, JobBatchRead, JobCreate, JobList, JobStatus
 from schemas.webhooks import DeliveryList
-from shared import deliveries, events, jobs, queue, submissions, tenants
+from shared import deliveries, events, jobs, metrics, queue, submissions
 from shared.db import is_connection_error
 from shared.events import JOB_EVENTS_CHANNEL
-from shared.stream_slots import REDIS_UNAVAILABLE, StreamSlot
+from shared.stream_slots import StreamSlot
 from shared.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ async def create_job(request: web.Request) -> web.Response:
     if not answer.created:
         headers["Idempotent-Replayed"] = "true"
         return json_response(job, status=200, headers=headers)
+    metrics.job_submitted(job.crew)
     if not answer.parked:  # a parked job is queued when its tenant has a free slot
         await _enqueue(request, job.id)
     return json_response(job, status=202, headers=headers)
@@ -274,59 +276,70 @@ def _sse(event: Event) -> bytes:
     return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
 
+def _wants_stream(request: web.Request) -> bool:
+    """Server-sent events when the client accepts them (EventSource always sends this);
+    JSON otherwise, as every other route answers."""
+    return "text/event-stream" in request.headers.get("Accept", "").lower()
+
+
 @routes.get("/v1/jobs/{job_id}/events")
 @operation(
     Operation(
-        "Follow a job's events live (server-sent events)",
+        "A job's events, oldest first: a page of JSON, or live as server-sent events"
+        " with `Accept: text/event-stream`",
         Scope.JOBS_READ,
-        {200: None},
+        {200: EventList},
+        query=[
+            Param(
+                "after",
+                {"type": "string"},
+                "Only events after this event id (a page's `next_cursor`). A stream starts"
+                " after it too, unless `Last-Event-ID` is sent.",
+            ),
+            limit_param(),
+        ],
         headers=[LAST_EVENT_ID],
         errors=[Code.JOB_NOT_FOUND, Code.TOO_MANY_STREAMS],
         event_stream=True,
         tags=["jobs"],
     )
 )
-async def stream_job_events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: the job's events so far (after `Last-Event-ID` when resuming),
-    then each new one as it commits, until the job has ended (a job retried after an
-    outcome streams on). Each tenant holds at most its bound of streams open at once."""
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """JSON: a page of the job's events in the order they happened, after `after`, with
+    `limit` and `has_more`. `Accept: text/event-stream`: server-sent events, the job's events
+    so far (after `Last-Event-ID` when resuming, else after `after`), then each new one as
+    it commits, until the job has ended (a job retried after an outcome streams on). Each
+    tenant holds at most its bound of streams open at once."""
     principal = require(request, Scope.JOBS_READ)
     job_id = request.match_info["job_id"]
-    header(request, "Last-Event-ID")  # refused now, not deep in a query, when unreadable
-    app = request.app
-    db = app[DB]
+    last_event_id = header(request, "Last-Event-ID")  # refused now, not deep in a query
+    after = request.query.get("after") or None
+    db = request.app[DB]
+    if not _wants_stream(request):
+        limit = query_int(request, "limit", 20, 1, 100)
+        if not await jobs.exists(db, principal.tenant_id, job_id):
+            raise _not_found(job_id)
+        found = await events.page(db, job_id, after=after, limit=limit)
+        if found is None:
+            raise invalid("after", f"no event {after!r} of job {job_id!r}")
+        # One URL, two representations: caches must key on Accept.
+        return json_response(EventList.of(*found), headers={"Vary": "Accept"})
     if not await jobs.exists(db, principal.tenant_id, job_id):
         raise _not_found(job_id)
-    tenant = await tenants.get(db, principal.tenant_id)
-    assert tenant is not None  # its key was just authenticated
-    limit = tenant.max_event_streams or app[SETTINGS].tenant_max_event_streams
-    slot = StreamSlot(app[REDIS], principal.tenant_id)
-    try:
-        held = await slot.acquire(limit)
-    except REDIS_UNAVAILABLE as exc:
-        log.warning("open streams not counted, redis unavailable: %s", exc)
-        return await _stream(request, job_id, None)
-    if not held:
-        raise ApiError(
-            Code.TOO_MANY_STREAMS,
-            f"this tenant already holds {limit} event streams open, as many as it may",
-            {"limit": limit},
-            headers={"Retry-After": _RETRY_AFTER_S},
-        )
-    try:
-        return await _stream(request, job_id, slot)
-    finally:
-        try:
-            await slot.release()
-        except REDIS_UNAVAILABLE as exc:
-            log.warning("stream slot of %s not released (it expires): %s", job_id, exc)
+    async with hold_stream_slot(request, principal.tenant_id) as slot:
+        return await _stream(request, job_id, last_event_id or after, slot)
 
 
-async def _stream(request: web.Request, job_id: str, slot: StreamSlot | None) -> web.StreamResponse:
-    last = request.headers.get("Last-Event-ID") or None
+async def _stream(
+    request: web.Request, job_id: str, last: str | None, slot: StreamSlot | None
+) -> web.StreamResponse:
     db = request.app[DB]
     response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "Vary": "Accept",
+        }
     )
     await response.prepare(request)
     loop = asyncio.get_running_loop()
@@ -347,11 +360,7 @@ async def _stream(request: web.Request, job_id: str, slot: StreamSlot | None) ->
                     # second, so a closed stream frees its slot now, not at its next write.
                     if request.transport is None or request.transport.is_closing():
                         raise ConnectionResetError("the client closed the stream")
-                    if slot is not None:
-                        try:
-                            await slot.renew_if_due()
-                        except REDIS_UNAVAILABLE as exc:
-                            log.warning("stream slot of %s not renewed: %s", job_id, exc)
+                    await renew(slot)
                     if loop.time() - wrote_at >= _KEEPALIVE_S:
                         await response.write(b": keep-alive\n\n")
                         wrote_at = loop.time()
@@ -396,6 +405,8 @@ async def cancel_job(request: web.Request) -> web.Response:
             log.warning("cancel of %s not broadcast (%s)", job_id, exc)
     job = await jobs.get(db, principal.tenant_id, job_id)
     assert job is not None
+    if outcome is jobs.CancelOutcome.CANCELLED:  # a running one is counted by its worker
+        metrics.job_finished(job.crew, metrics.JobOutcome.CANCELLED, None)
     # 200: cancelled now (it was pending); 202: its worker is stopping the crew.
     return json_response(job, status=200 if outcome is jobs.CancelOutcome.CANCELLED else 202)
 

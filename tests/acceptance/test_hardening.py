@@ -47,19 +47,6 @@ async def test_a_worker_whose_queue_breaks_hands_its_job_back_and_exits_nonzero(
     assert [a["outcome"] for a in handed_back["attempts"]] == ["released"]
 
 
-async def _login_role(platform: Platform) -> tuple[str, str]:
-    """A Postgres role of its own for a process under test, and the URL that logs in as it."""
-    role = f"role_{uuid.uuid4().hex[:8]}"
-    conn = await platform.db()
-    try:
-        await conn.execute(f"CREATE ROLE {role} LOGIN")
-        await conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
-        await conn.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
-    finally:
-        await conn.close()
-    return role, platform.database_url.replace("postgres@", f"{role}@")
-
-
 async def _revoke_and_drop_listener(platform: Platform, role: str) -> None:
     """The role may no longer log in; its LISTEN connection drops and cannot come back."""
     conn = await platform.db()
@@ -77,7 +64,7 @@ async def _revoke_and_drop_listener(platform: Platform, role: str) -> None:
 async def test_a_dispatcher_whose_listener_cannot_come_back_exits_nonzero(
     own_stack: Platform,
 ) -> None:
-    role, url = await _login_role(own_stack)
+    role, url = await own_stack.login_role()
     dispatcher = await own_stack.start_dispatcher(CREWQ_DATABASE_URL=url)
     await _revoke_and_drop_listener(own_stack, role)
     assert await _exit_code(dispatcher) == 1
@@ -85,7 +72,7 @@ async def test_a_dispatcher_whose_listener_cannot_come_back_exits_nonzero(
 
 
 async def test_an_api_whose_listener_cannot_come_back_exits_nonzero(own_stack: Platform) -> None:
-    role, url = await _login_role(own_stack)
+    role, url = await own_stack.login_role()
     api = await own_stack.start_api(CREWQ_DATABASE_URL=url)
     status, _, _ = await own_stack.request("GET", "/v1/jobs")
     assert status == 200
@@ -183,10 +170,15 @@ async def test_a_jobs_deliveries_are_paged(stack: Platform, receiver: Receiver) 
     assert len(seen) == 4 and seen == sorted(seen, reverse=True)  # 3 to the endpoint, 1 own
 
 
+def _sse_headers(stack: Platform) -> dict[str, str]:
+    """A key's headers asking for server-sent events (JSON is the default)."""
+    return {**stack.headers(), "Accept": "text/event-stream"}
+
+
 async def _sse_types(stack: Platform, job_id: str) -> list[str]:
     assert stack.http is not None
     types = []
-    async with stack.http.get(f"/v1/jobs/{job_id}/events", headers=stack.headers()) as resp:
+    async with stack.http.get(f"/v1/jobs/{job_id}/events", headers=_sse_headers(stack)) as resp:
         assert resp.status == 200
         async for raw in resp.content:
             line = raw.decode().rstrip("\n")
@@ -207,7 +199,7 @@ async def test_a_retried_jobs_stream_runs_to_its_new_outcome(stack: Platform) ->
 async def test_a_client_closing_its_stream_is_not_a_database_outage(stack: Platform) -> None:
     assert stack.http is not None
     job = await stack.submit("echo", {"message": "[[sleep:2]] watched"})
-    async with stack.http.get(f"/v1/jobs/{job['id']}/events", headers=stack.headers()) as resp:
+    async with stack.http.get(f"/v1/jobs/{job['id']}/events", headers=_sse_headers(stack)) as resp:
         await resp.content.readline()  # the stream has begun
     await stack.wait_for_status(job["id"], {"completed"})
     await asyncio.sleep(0.5)  # the stream met the closed connection when it wrote
@@ -277,17 +269,19 @@ async def test_tenant_bounds_on_pending_jobs_endpoints_and_streams(own_stack: Pl
 
     assert own_stack.http is not None
     async with own_stack.http.get(
-        f"/v1/jobs/{first['id']}/events", headers=own_stack.headers()
+        f"/v1/jobs/{first['id']}/events", headers=_sse_headers(own_stack)
     ) as held:
         assert held.status == 200
-        status, body, headers = await own_stack.request("GET", f"/v1/jobs/{first['id']}/events")
+        status, body, headers = await own_stack.request(
+            "GET", f"/v1/jobs/{first['id']}/events", headers={"Accept": "text/event-stream"}
+        )
         assert status == 429 and body["error"]["code"] == "TOO_MANY_STREAMS"
         assert headers["Retry-After"]
     # Closing the stream gives its slot back.
     deadline = time.monotonic() + 10
     while True:
         async with own_stack.http.get(
-            f"/v1/jobs/{first['id']}/events", headers=own_stack.headers()
+            f"/v1/jobs/{first['id']}/events", headers=_sse_headers(own_stack)
         ) as again:
             if again.status == 200 or time.monotonic() > deadline:
                 break

@@ -355,29 +355,24 @@ async def _read_sse(
 ) -> list[dict[str, str]]:
     """Read a job's event stream to its end: one dict of fields per event."""
     assert stack.http is not None
-    headers = stack.headers()
+    headers = {**stack.headers(), "Accept": "text/event-stream"}
     if last_event_id:
         headers["Last-Event-ID"] = last_event_id
-    events: list[dict[str, str]] = []
     async with stack.http.get(f"/v1/jobs/{job_id}/events", headers=headers) as resp:
         assert resp.status == 200 and resp.content_type == "text/event-stream"
-        fields: dict[str, str] = {}
-        async for raw in resp.content:
-            line = raw.decode().rstrip("\n")
-            if not line:
-                if fields:
-                    events.append(fields)
-                fields = {}
-            elif not line.startswith(":"):
-                name, _, value = line.partition(": ")
-                fields[name] = value
-    return events
+        return await stack.read_sse(resp)
 
 
 async def test_job_events_stream_live_and_resume(stack: Platform) -> None:
     job = await stack.submit("echo", {"message": "[[sleep:1]] streamed"})
     live = await asyncio.wait_for(_read_sse(stack, job["id"]), timeout=60)
-    assert [e["event"] for e in live] == ["job.started", "task.completed", "job.completed"]
+    assert [e["event"] for e in live] == [
+        "job.started",
+        "task.started",
+        "llm.completed",
+        "task.completed",
+        "job.completed",
+    ]
     envelope = orjson.loads(live[-1]["data"])
     assert envelope["id"] == live[-1]["id"] and envelope["data"]["status"] == "completed"
     resumed = await asyncio.wait_for(_read_sse(stack, job["id"], live[0]["id"]), timeout=10)

@@ -1,0 +1,228 @@
+"""`/v1/stream`: every event of the tenant's jobs, live, over a WebSocket; and the bound on
+the event streams (this one and a job's server-sent events) a tenant holds open at once.
+
+The socket authenticates as every request does, with `Authorization: Bearer <key>` or
+`X-API-Key` on the upgrade request. Browsers cannot set headers on a WebSocket, so this is
+a stream for servers and scripts; a browser follows one job with server-sent events or
+goes through its own backend.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from api.auth import require
+from api.context import DB, REDIS, SETTINGS
+from api.errors import ApiError, Code, invalid
+from api.notifications import HUB
+from api.openapi import Operation, Param, operation
+from schemas.account import Scope
+from schemas.events import EventType
+from shared import tenants
+from shared.db import is_connection_error
+from shared.events import TENANT_EVENTS_CHANNEL, TenantFilter, TenantTail
+from shared.stream_slots import REDIS_UNAVAILABLE, StreamSlot
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+# aiohttp pings the client this often and closes the socket when no pong comes back within
+# half of it: a peer that vanished without closing frees its slot within 30 s, and the ping
+# keeps idle proxies from closing a quiet socket.
+HEARTBEAT_S = 20.0
+# How often a quiet socket wakes to renew its slot (renewed when due, shared/stream_slots.py).
+_RENEW_CHECK_S = 5.0
+# When a tenant over its bound may try again to open a stream.
+_RETRY_AFTER_S = "30"
+# The types a stream may ask for: every event of a job (`webhook.test` belongs to none).
+_JOB_EVENT_TYPES = [t for t in EventType if t is not EventType.WEBHOOK_TEST]
+
+
+@contextlib.asynccontextmanager
+async def hold_stream_slot(
+    request: web.Request, tenant_id: str
+) -> AsyncIterator[StreamSlot | None]:
+    """Hold one of the tenant's event stream slots (counted across API replicas in Redis)
+    for the block; 429 TOO_MANY_STREAMS when it holds its bound already. Yields None when
+    Redis cannot be reached: the stream is let through uncounted rather than refused."""
+    app = request.app
+    tenant = await tenants.get(app[DB], tenant_id)
+    assert tenant is not None  # its key was just authenticated
+    limit = tenant.max_event_streams or app[SETTINGS].tenant_max_event_streams
+    slot = StreamSlot(app[REDIS], tenant_id)
+    try:
+        held: bool | None = await slot.acquire(limit)
+    except REDIS_UNAVAILABLE as exc:
+        log.warning("open streams not counted, redis unavailable: %s", exc)
+        held = None
+    if held is None:  # yielded here, not in the except: the stream's errors are its own
+        yield None
+        return
+    if not held:
+        raise ApiError(
+            Code.TOO_MANY_STREAMS,
+            f"this tenant already holds {limit} event streams open, as many as it may",
+            {"limit": limit},
+            headers={"Retry-After": _RETRY_AFTER_S},
+        )
+    try:
+        yield slot
+    finally:
+        try:
+            await slot.release()
+        except REDIS_UNAVAILABLE as exc:
+            log.warning("a stream slot of %s not released (it expires): %s", tenant_id, exc)
+
+
+async def renew(slot: StreamSlot | None) -> None:
+    """Keep a stream's slot held while it runs; a Redis outage only lets it expire."""
+    if slot is None:
+        return
+    try:
+        await slot.renew_if_due()
+    except REDIS_UNAVAILABLE as exc:
+        log.warning("stream slot not renewed: %s", exc)
+
+
+def _filter(request: web.Request) -> TenantFilter:
+    """`types=task.completed,job.completed` (or `types` given more than once) and `crew`."""
+    names = [n.strip() for given in request.query.getall("types", []) for n in given.split(",")]
+    types: set[EventType] = set()
+    for name in filter(None, names):
+        if name not in _JOB_EVENT_TYPES:
+            raise invalid(
+                "types", f"{name!r} is not an event type; use: {', '.join(_JOB_EVENT_TYPES)}"
+            )
+        types.add(EventType(name))
+    return TenantFilter(
+        types=frozenset(types) if types else None, crew=request.query.get("crew") or None
+    )
+
+
+@routes.get("/v1/stream")
+@operation(
+    Operation(
+        "Follow every event of the tenant's jobs live (WebSocket)",
+        Scope.JOBS_READ,
+        {101: None},
+        query=[
+            Param(
+                "types",
+                {"type": "string"},
+                "Only these event types, comma-separated: `task.completed,job.completed`.",
+            ),
+            Param("crew", {"type": "string"}, "Only events of this crew's jobs."),
+            Param(
+                "after",
+                {"type": "string"},
+                "Resume after this event id (the last one received) instead of starting now.",
+            ),
+        ],
+        errors=[Code.UPGRADE_REQUIRED, Code.TOO_MANY_STREAMS],
+        tags=["jobs"],
+    )
+)
+async def stream_tenant_events(request: web.Request) -> web.StreamResponse:
+    """A WebSocket that sends each event of the tenant's jobs as a text message (the JSON
+    envelope a webhook carries) as it commits: from now on, or after the event `after`.
+    Events of one job arrive in order. The server pings every 20 s and answers pings;
+    messages from the client are ignored. Counted against the tenant's bound on open event
+    streams; ends with close code 1011 when Postgres cannot be reached (reconnect with
+    `after`), 1001 when the API stops."""
+    principal = require(request, Scope.JOBS_READ)
+    where = _filter(request)  # refused with a 400 before any upgrade
+    after = request.query.get("after") or None
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)
+    if not ws.can_prepare(request).ok:
+        raise ApiError(
+            Code.UPGRADE_REQUIRED,
+            "GET /v1/stream is a WebSocket: connect with a WebSocket client",
+            headers={"Upgrade": "websocket"},
+        )
+    db = request.app[DB]
+    if after is None:
+        tail = await TenantTail.from_now(db, principal.tenant_id, where)
+    else:
+        resumed = await TenantTail.after_event(db, principal.tenant_id, where, after)
+        if resumed is None:
+            raise invalid("after", f"no event {after!r} of this tenant")
+        tail = resumed
+    async with hold_stream_slot(request, principal.tenant_id) as slot:
+        await ws.prepare(request)
+        await _serve(ws, request.app, tail, slot)
+    return ws
+
+
+async def _serve(
+    ws: web.WebSocketResponse, app: web.Application, tail: TenantTail, slot: StreamSlot | None
+) -> None:
+    """Send until the client leaves or sending fails. Reading runs beside sending: only a
+    reader sees the client's close (and its pongs), so a closed socket ends the stream and
+    frees its slot at once, even while a read of Postgres is under way."""
+    reader = asyncio.create_task(_drain(ws))
+    sender = asyncio.create_task(_send(ws, app, tail, slot))
+    try:
+        await asyncio.wait((reader, sender), return_when=asyncio.FIRST_COMPLETED)
+        if sender.done() and (exc := sender.exception()) is not None:
+            await _close_after(ws, tail.tenant_id, exc)
+        elif sender.done() and app[HUB].stopping:
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"the API is stopping")
+    finally:
+        for task in (reader, sender):
+            task.cancel()
+        # Awaited, not left behind: neither outlives the request.
+        await asyncio.gather(reader, sender, return_exceptions=True)
+
+
+async def _close_after(ws: web.WebSocketResponse, tenant_id: str, exc: BaseException) -> None:
+    """End a socket whose sending failed with 1011: the upgrade has been answered, so no
+    error body can follow, and an exception left to aiohttp would only be logged."""
+    if is_connection_error(exc):
+        log.warning("event stream of %s ended: postgres unavailable (%s)", tenant_id, exc)
+        message = b"postgres unavailable; reconnect with after=<last event id>"
+    else:
+        log.error("event stream of %s failed", tenant_id, exc_info=exc)
+        message = b"internal error"
+    try:
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=message)
+    except Exception as closing:  # the client left meanwhile: nobody to tell
+        log.debug("event stream of %s not closed cleanly: %s", tenant_id, closing)
+
+
+async def _drain(ws: web.WebSocketResponse) -> None:
+    """Read until the socket closes. aiohttp answers pings and notes pongs as it reads."""
+    while True:
+        message = await ws.receive()
+        if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            return
+        if message.type is WSMsgType.ERROR:
+            log.debug("event stream socket failed: %s", ws.exception())
+            return
+
+
+async def _send(
+    ws: web.WebSocketResponse, app: web.Application, tail: TenantTail, slot: StreamSlot | None
+) -> None:
+    """Send the tail's events as they commit, until the client has gone or the API stops."""
+    db = app[DB]
+    hub = app[HUB]
+    try:
+        with hub.watch(TENANT_EVENTS_CHANNEL, tail.tenant_id) as wake:
+            while not hub.stopping:
+                wake.clear()
+                more = True
+                while more:
+                    found, more = await tail.read(db)
+                    for event in found:
+                        await ws.send_str(orjson.dumps(event.model_dump(mode="json")).decode())
+                while not wake.is_set():
+                    await renew(slot)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_RENEW_CHECK_S):
+                            await wake.wait()
+    except ConnectionResetError:
+        log.debug("event stream of %s: the client went away", tail.tenant_id)
