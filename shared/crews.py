@@ -16,6 +16,7 @@ import yaml
 
 from schemas.crews import CrewInfo
 from schemas.jobs import MAX_RETRIES, MAX_TIMEOUT_S
+from shared.settings import OFFLINE_MODEL
 
 # CrewAI interpolates `{name}` placeholders in agent and task text with the kickoff inputs.
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_\-]*)\}")
@@ -52,6 +53,20 @@ class CrewSpec:
             default_timeout=self.default_timeout,
             default_max_retries=self.default_max_retries,
         )
+
+    def model_for(self, agent_llm: str | None, default: str) -> str:
+        """The model an agent of this crew runs on: its own, else the crew's, else
+        `default`; with no provider configured (`default` is the offline model) every agent
+        runs offline, whatever its YAML says."""
+        if default == OFFLINE_MODEL:
+            return OFFLINE_MODEL
+        return agent_llm or self.llm or default
+
+    def models(self, default: str) -> list[str]:
+        """Every model this crew's agents (and a manager without a model of its own) use."""
+        named = [self.model_for(None, default)]
+        named += [self.model_for(agent.get("llm"), default) for agent in self.agents.values()]
+        return list(dict.fromkeys(named))
 
     def missing_inputs(self, inputs: dict[str, Any]) -> list[str]:
         return [name for name in self.inputs if name not in inputs]

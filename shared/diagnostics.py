@@ -31,7 +31,7 @@ from schemas.health import (
     ProcessRole,
     Verdict,
 )
-from shared import deliveries, fingerprints, jobs, llm_providers, processes, queue
+from shared import deliveries, fingerprints, jobs, llm_providers, processes, queue, tracing
 from shared.crews import CrewRegistry
 from shared.db import pending_migrations, ping
 from shared.settings import Settings
@@ -338,10 +338,7 @@ def environment(settings: Settings) -> dict[str, Any]:
         "default_model": settings.default_model(),
         "default_plan": settings.default_plan.value,
         "log_format": settings.logs_as.value,
-        "tracing_exported": bool(
-            os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-            or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        ),
+        "tracing_exported": tracing.exporting(),
         "webhook_allow_http": settings.webhook_allow_http,
         "webhook_allow_private": settings.webhook_allow_private,
         "retention_days": settings.retention_days,

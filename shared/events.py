@@ -98,27 +98,47 @@ async def send_test(conn: Conn, tenant_id: str, endpoint_id: str) -> tuple[str, 
     return emitted.event.id, delivery_id
 
 
-async def after(db: Executor, job_id: str, after_id: str | None) -> tuple[list[Event], bool]:
-    """A job's events in the order they happened, after the event `after_id` (all when None
-    or unknown), and whether the job had ended when they were read: read in one statement,
-    so an ended job's events up to its end are all there."""
+@dataclass(frozen=True)
+class _Read:
+    events: list[Event]
+    cursor_known: bool  # `after_id` is an event of the job (or None)
+    ended: bool  # the job had ended when they were read
+
+
+async def _read(db: Executor, job_id: str, after_id: str | None, limit: int | None) -> _Read:
+    """Up to `limit` (None: all) of a job's events in the order they happened, after the
+    event `after_id` (from the first when None or unknown), in one statement with whether
+    that event is the job's and whether the job had ended, so an ended job's events up to
+    its end are all there."""
     rows = await db.fetch(
         """
-        WITH start AS (SELECT created_at, id FROM events WHERE id = $2 AND job_id = $1),
-             job AS (SELECT status IN ('completed', 'failed', 'cancelled') AS ended
-                       FROM jobs WHERE id = $1)
-        SELECT e.payload, (SELECT ended FROM job) AS ended
+        WITH start AS (SELECT created_at, id FROM events WHERE id = $2 AND job_id = $1)
+        SELECT ($2::text IS NULL OR EXISTS (SELECT 1 FROM start)) AS known,
+               (SELECT status IN ('completed', 'failed', 'cancelled') FROM jobs WHERE id = $1)
+                   AS ended,
+               e.payload
           FROM (SELECT 1) one
-          LEFT JOIN events e ON e.job_id = $1
-               AND (NOT EXISTS (SELECT 1 FROM start)
-                    OR (e.created_at, e.id) > (SELECT created_at, id FROM start))
-         ORDER BY e.created_at, e.id
+          LEFT JOIN LATERAL (
+                SELECT payload FROM events
+                 WHERE job_id = $1
+                   AND (NOT EXISTS (SELECT 1 FROM start)
+                        OR (created_at, id) > (SELECT created_at, id FROM start))
+                 ORDER BY created_at, id
+                 LIMIT $3) e ON true
         """,
         job_id,
         after_id,
+        limit,
     )
     events = [Event.model_validate(r["payload"]) for r in rows if r["payload"] is not None]
-    return events, bool(rows and rows[0]["ended"])
+    return _Read(events, rows[0]["known"], bool(rows[0]["ended"]))
+
+
+async def after(db: Executor, job_id: str, after_id: str | None) -> tuple[list[Event], bool]:
+    """A job's events in the order they happened, after the event `after_id` (all when None
+    or unknown), and whether the job had ended when they were read."""
+    read = await _read(db, job_id, after_id, None)
+    return read.events, read.ended
 
 
 async def page(
@@ -127,26 +147,10 @@ async def page(
     """Up to `limit` of a job's events in the order they happened, after the event `after`
     (from the first when None), and whether more follow; None when `after` is no event of
     this job (a cursor that silently started over would hand a client its events twice)."""
-    rows = await db.fetch(
-        """
-        WITH start AS (SELECT created_at, id FROM events WHERE id = $2 AND job_id = $1)
-        SELECT ($2::text IS NULL OR EXISTS (SELECT 1 FROM start)) AS found, e.payload
-          FROM (SELECT 1) one
-          LEFT JOIN LATERAL (
-                SELECT payload FROM events
-                 WHERE job_id = $1
-                   AND ($2::text IS NULL OR (created_at, id) > (SELECT created_at, id FROM start))
-                 ORDER BY created_at, id
-                 LIMIT $3) e ON true
-        """,
-        job_id,
-        after,
-        limit + 1,
-    )
-    if not rows[0]["found"]:
+    read = await _read(db, job_id, after, limit + 1)
+    if not read.cursor_known:
         return None
-    found = [Event.model_validate(r["payload"]) for r in rows if r["payload"] is not None]
-    return found[:limit], len(found) > limit
+    return read.events[:limit], len(read.events) > limit
 
 
 # --- a tenant's events, followed live (GET /v1/stream) ---

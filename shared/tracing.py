@@ -21,11 +21,17 @@ _propagator = TraceContextTextMapPropagator()
 tracer = trace.get_tracer("crewq")
 
 
+def exporting() -> bool:
+    """Whether spans are sent anywhere: an OTLP endpoint is configured."""
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
 def setup_tracing(role: str) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": f"crewq-{role}"}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    ):
+    if exporting():
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

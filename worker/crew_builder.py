@@ -16,7 +16,6 @@ from crewai.llms.base_llm import BaseLLM
 from pydantic import ValidationError
 
 from shared.crews import CrewConfigError, CrewSpec
-from shared.settings import OFFLINE_MODEL
 from worker.llm import make_llm
 
 # Agent YAML keys that name objects a YAML file cannot hold.
@@ -61,12 +60,10 @@ def build_crew(
     llm_retry_attempts: int = 5,
     llm_retry_max_wait: float = 30.0,
 ) -> BuiltCrew:
-    offline = default_model == OFFLINE_MODEL
     models: list[str] = []
 
     def llm_for(model: str | None) -> BaseLLM:
-        # With no provider configured every agent runs offline, whatever its YAML says.
-        chosen = OFFLINE_MODEL if offline else (model or spec.llm or default_model)
+        chosen = spec.model_for(model, default_model)
         if chosen not in models:
             models.append(chosen)
         return make_llm(

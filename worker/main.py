@@ -23,7 +23,7 @@ from shared import fingerprints, llm_providers, metrics, processes, queue
 from shared.crews import CrewRegistry
 from shared.db import create_pool
 from shared.queue import REDIS_UNAVAILABLE
-from shared.settings import OFFLINE_MODEL, Settings
+from shared.settings import Settings
 from shared.supervisor import Supervisor
 from worker.crew_pool import CrewPool
 from worker.recovery import run_recovery, run_retention
@@ -36,12 +36,10 @@ def crew_models(settings: Settings, registry: CrewRegistry) -> list[str]:
     """Every model the registered crews may use here (the offline model alone when no
     provider is configured: every agent then runs on it)."""
     default = settings.default_model()
-    if default == OFFLINE_MODEL:
-        return [OFFLINE_MODEL]
     named = [default]
     for spec in registry.crews.values():
-        named += [spec.llm or ""] + [str(a.get("llm") or "") for a in spec.agents.values()]
-    return list(dict.fromkeys(m for m in named if m))
+        named += spec.models(default)
+    return list(dict.fromkeys(named))
 
 
 async def _run_job(ctx: dict[str, Any], job_id: str) -> str:
