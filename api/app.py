@@ -20,7 +20,7 @@ from api.routes import account, crews, docs, health, jobs, stream, webhooks
 from api.tracing import RequestAccessLogger, tracing_middleware
 from shared import metrics, queue
 from shared.crews import CrewRegistry
-from shared.db import create_pool
+from shared.db import pool_for
 from shared.secret_box import SecretBox
 from shared.settings import Settings
 from shared.supervisor import Supervisor
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 async def _connections(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[DB] = await create_pool(settings.require_database_url, role="api", max_size=20)
+    app[DB] = await pool_for(settings, "api", default_size=20)
     app[REDIS] = await queue.connect(settings.require_redis_url)
     app[URLS] = UrlPolicy.from_settings(settings)
     yield

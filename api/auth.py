@@ -22,7 +22,9 @@ from shared.queue import REDIS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/health", "/healthz", "/metrics", "/openapi.json", "/docs"})
+PUBLIC_PATHS = frozenset(
+    {"/livez", "/health", "/healthz", "/metrics", "/openapi.json", "/docs"}
+)
 HIDDEN_PATHS = frozenset({"/health/debug"})
 PUBLIC_PREFIXES = ("/docs/",)
 PRINCIPAL = "principal"

@@ -69,7 +69,7 @@ HUB = web.AppKey("notification_hub", NotificationHub)
 async def notification_hub(app: web.Application) -> AsyncIterator[None]:
     """aiohttp cleanup context: run the hub, supervised, for the application's lifetime."""
     app[HUB] = NotificationHub(
-        app[SETTINGS].require_database_url,
+        app[SETTINGS].direct_database_url,
         [JOB_EVENTS_CHANNEL, TENANT_EVENTS_CHANNEL, ATTEMPTS_CHANNEL],
     )
     task = app[SUPERVISOR].start("notification listener", app[HUB].listen())

@@ -1,6 +1,7 @@
 """The `crewq` command: `dev` runs everything on one machine; `migrate`, `api`, `worker`,
 `dispatcher` run one role against configured URLs; `keys`, `tenants` and `secrets` manage
-API keys, tenants' plans and bounds, and signing secrets at rest; `doctor` checks them all.
+API keys, tenants' plans and bounds, and signing secrets at rest; `doctor` checks them all;
+`healthcheck` is a container's health check.
 
 This is the one place that imports every package; it only wires them together.
 """
@@ -36,10 +37,18 @@ def _run(main: Coroutine[Any, Any, int]) -> None:
     sys.exit(code)
 
 
+def cmd_healthcheck(settings: Settings) -> None:
+    from crewq.healthcheck import check, health_urls
+
+    verdict = check(health_urls(settings))
+    print(verdict.detail)
+    sys.exit(0 if verdict.healthy else 1)
+
+
 def cmd_migrate(settings: Settings) -> None:
     from shared.db import migrate
 
-    applied = asyncio.run(migrate(settings.require_database_url))
+    applied = asyncio.run(migrate(settings.direct_database_url))
     print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
     if settings.secret_key:  # seal what was stored before sealing (or under an older key)
         cmd_secrets_reseal(settings)
@@ -257,9 +266,16 @@ def main(argv: list[str] | None = None) -> None:
         "doctor", help="check every component, as GET /health/debug does; exit 1 on fail"
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    sub.add_parser(
+        "healthcheck",
+        help="exit 0 when this container's role answers GET /health with 200 (the image's "
+        "HEALTHCHECK)",
+    )
     args = parser.parse_args(argv)
 
     settings = get_settings()
+    if args.command == "healthcheck":  # before logging is set up: it prints one line
+        cmd_healthcheck(settings)
     configure(settings.log_level, role=args.command, fmt=settings.logs_as)
     if args.command in ("api", "worker", "dispatcher"):
         setup_tracing(args.command)

@@ -15,6 +15,12 @@ class Health(BaseModel):
     checks: dict[str, str]
 
 
+class Alive(BaseModel):
+    """`GET /livez`: the process answers; nothing else is checked."""
+
+    status: Literal["alive"]
+
+
 class Liveness(BaseModel):
     """`GET /health`: one database ping, for load balancers and probes."""
 
@@ -26,6 +32,19 @@ class Liveness(BaseModel):
 class ProcessRole(StrEnum):
     WORKER = "worker"
     DISPATCHER = "dispatcher"
+
+
+class ProcessHealth(BaseModel):
+    """`GET /health` on a worker's or dispatcher's metrics port: 200 when `healthy`, else 503."""
+
+    status: Literal["healthy", "starting", "unhealthy"] = Field(
+        description="starting: not registered yet; unhealthy: Postgres has not heard from it "
+        "for longer than CREWQ_PROCESS_DEAD_AFTER."
+    )
+    role: ProcessRole
+    id: str | None
+    version: str
+    seconds_since_heartbeat: float | None
 
 
 class LlmConnection(BaseModel):

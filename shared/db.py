@@ -19,6 +19,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from shared.settings import Settings
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -41,13 +43,23 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    dsn: str, *, role: str, min_size: int = 1, max_size: int = 10
+    dsn: str,
+    *,
+    role: str,
+    min_size: int = 1,
+    max_size: int = 10,
+    statement_cache_size: int = 100,
 ) -> asyncpg.Pool:
-    """A pool whose connections show in `pg_stat_activity` as `crewq-<role>`."""
+    """A pool whose connections show in `pg_stat_activity` as `crewq-<role>`.
+
+    `statement_cache_size=0` makes asyncpg use unnamed prepared statements only, which a
+    pooler in transaction mode can carry (asyncpg #339); PgBouncer 1.21 and later also
+    carries named ones when its `max_prepared_statements` is set."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
+        statement_cache_size=statement_cache_size,
         init=_init_connection,
         server_settings={"application_name": f"crewq-{role}"},
         # Fail fast when Postgres is unreachable, so the API answers 503 instead of hanging.
@@ -56,6 +68,17 @@ async def create_pool(
         command_timeout=30,
     )
     return pool
+
+
+async def pool_for(settings: Settings, role: str, default_size: int) -> asyncpg.Pool:
+    """A role's pool as the settings size it: CREWQ_DATABASE_POOL_SIZE, else the role's own
+    default, with CREWQ_DATABASE_STATEMENT_CACHE."""
+    return await create_pool(
+        settings.require_database_url,
+        role=role,
+        max_size=settings.database_pool_size or default_size,
+        statement_cache_size=settings.database_statement_cache,
+    )
 
 
 def _migration_files() -> list[tuple[int, str, str]]:

@@ -774,6 +774,18 @@ async def pending_jobs(
     )
 
 
+# How many worker slots the jobs want right now: those running and those free to start
+# (queued, not parked behind their tenant's cap, past any retry delay). An autoscaler
+# divides it by CREWQ_WORKER_CONCURRENCY for the workers wanted: KEDA's PostgreSQL scaler
+# runs it as is (deploy/kubernetes/base/worker-autoscaling.yaml; a test keeps the two the
+# same). Parked jobs are left out: more workers would not start them sooner. It reads the
+# `jobs_live` partial index, so a table of finished jobs does not slow it.
+WORKER_DEMAND_SQL = (
+    "SELECT count(*) FROM jobs WHERE status = 'running'"
+    " OR (status = 'pending' AND parked_at IS NULL AND run_after <= now())"
+)
+
+
 @dataclass(frozen=True)
 class PendingSummary:
     pending: int  # every pending job

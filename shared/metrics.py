@@ -1,11 +1,12 @@
 """Every crewq Prometheus metric, defined once on prometheus_client's default registry, and
 the ways a process serves them: the API on its own `GET /metrics` (`api/metrics.py`),
-workers and dispatchers on a port of their own (`metrics_server`, `CREWQ_METRICS_PORT`).
+workers and dispatchers on a port of their own (`shared/ops_server.py`, `CREWQ_METRICS_PORT`).
 
 Each process keeps its own numbers (no multiprocess mode): Prometheus scrapes each one and
 sums. Every process exposes every unlabelled metric, at 0 where it does not own it (the API's
 `crewq_jobs_running` stays 0): sum `crewq_jobs_running` (each worker's own), and take the
-`max` of `crewq_queue_depth` (one queue, sampled by every worker).
+`max` of what every worker samples of the one queue (`crewq_queue_depth`,
+`crewq_jobs_waiting`) and every dispatcher of the one outbox (`crewq_webhook_backlog`).
 Crew processes are not scraped: what they report (LLM calls) is counted by their worker.
 
 Labels are kept to small, fixed sets: crew and model names (what is deployed), outcomes
@@ -13,9 +14,6 @@ Labels are kept to small, fixed sets: crew and model names (what is deployed), o
 value is a series kept forever by the scraping Prometheus.
 """
 
-import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from enum import StrEnum
 
 import asyncpg
@@ -33,8 +31,6 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from schemas.jobs import TERMINAL_STATUSES, ErrorCode, JobError, JobStatus
 from shared.version import VERSION
-
-log = logging.getLogger(__name__)
 
 # No `*_created` series: a timestamp per labelled series doubles what each scrape carries,
 # and Prometheus derives counter resets on its own.
@@ -117,6 +113,26 @@ QUEUE_DEPTH = Gauge(
     "crewq_queue_depth", "Jobs queued and not yet started, as last measured by this process."
 )
 JOBS_RUNNING = Gauge("crewq_jobs_running", "Job attempts this process is running now.")
+JOBS_WAITING = Gauge(
+    "crewq_jobs_waiting",
+    "Pending jobs as last counted in Postgres by this process: `due` (free to start now) or"
+    " `parked` (behind their tenant's running cap).",
+    ["state"],
+)
+JOB_OLDEST_DUE = Gauge(
+    "crewq_job_oldest_due_seconds",
+    "How long the longest-waiting due job has waited (0: none), as last measured here.",
+)
+WEBHOOK_BACKLOG = Gauge(
+    "crewq_webhook_backlog",
+    "Webhook deliveries owed as last counted in Postgres by this process: `due` now, or"
+    " `scheduled` for a later retry.",
+    ["state"],
+)
+WEBHOOK_OLDEST_DUE = Gauge(
+    "crewq_webhook_oldest_due_seconds",
+    "How long the most overdue webhook delivery has been due (0: none), as last measured here.",
+)
 
 LLM_CALLS = Counter(
     "crewq_llm_calls_total", "Calls crews made to LLMs, by model and outcome.", ["model", "outcome"]
@@ -193,6 +209,18 @@ def job_timed_out(crew: str) -> None:
     JOB_TIMEOUTS.labels(crew).inc()
 
 
+def jobs_waiting(due: int, parked: int, oldest_due_s: float | None) -> None:
+    JOBS_WAITING.labels("due").set(due)
+    JOBS_WAITING.labels("parked").set(parked)
+    JOB_OLDEST_DUE.set(oldest_due_s or 0.0)
+
+
+def webhooks_owed(due: int, scheduled: int, oldest_due_s: float | None) -> None:
+    WEBHOOK_BACKLOG.labels("due").set(due)
+    WEBHOOK_BACKLOG.labels("scheduled").set(scheduled)
+    WEBHOOK_OLDEST_DUE.set(oldest_due_s or 0.0)
+
+
 def llm_called(model: str, prompt_tokens: int, completion_tokens: int, *, failed: bool) -> None:
     """One LLM call a crew process reported (counted here, in its worker: crew processes
     are not scraped)."""
@@ -226,32 +254,3 @@ async def metrics_handler(request: web.Request) -> web.Response:
     body, content_type = render()
     # Not `content_type=`: aiohttp refuses one carrying parameters (version, charset).
     return web.Response(body=body, headers={"Content-Type": content_type})
-
-
-@asynccontextmanager
-async def metrics_server(host: str, port: int | None) -> AsyncIterator[int | None]:
-    """Serve `GET /metrics` on `host:port` while the block runs; yields the port bound
-    (port 0 picks a free one), or None, serving nothing, when `port` is None.
-
-    An aiohttp site on the process' own event loop rather than prometheus_client's
-    `start_http_server`: that one is a thread whose shutdown blocks, while this one starts
-    and stops with the `async with` that owns it, and a port already taken fails right there.
-    Workers and dispatchers keep their loops free (crews run in child processes), so scrapes
-    are answered promptly; one that is not says the loop is stuck, which is worth seeing."""
-    if port is None:
-        yield None
-        return
-    app = web.Application()
-    app.router.add_get("/metrics", metrics_handler)
-    # No access log: a scrape every few seconds would drown everything else.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        bound: int = runner.addresses[0][1]
-        for address in runner.addresses:
-            shown = f"[{address[0]}]" if ":" in address[0] else address[0]
-            log.info("metrics served on http://%s:%d/metrics", shown, address[1])
-        yield bound
-    finally:
-        await runner.cleanup()

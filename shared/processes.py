@@ -14,6 +14,7 @@ import asyncpg
 
 from schemas.health import ProcessInfo, ProcessReport, ProcessRole
 from shared.db import Executor, is_connection_error, storable
+from shared.ops_server import Presence
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)
@@ -118,10 +119,12 @@ async def keep_registered(
     me: Registration,
     interval_s: float,
     running: Callable[[], int],
+    presence: Presence,
 ) -> None:
-    """Register, then heartbeat every `interval_s` until cancelled (signing off then). A
-    lost connection is logged and retried at the next beat: being unseen for a while makes
-    the process look dead to `/health/debug`, which is what it then is to Postgres."""
+    """Register, then heartbeat every `interval_s` until cancelled (signing off then),
+    marking each beat recorded on `presence` (what the process' `/health` answers). A lost
+    connection is logged and retried at the next beat: being unseen for a while makes the
+    process look dead to `/health/debug`, which is what it then is to Postgres."""
     registered = False
     try:
         while True:
@@ -129,6 +132,7 @@ async def keep_registered(
                 if not registered or not await beat(pool, me.id, running()):
                     await register(pool, me)
                     registered = True
+                presence.beat(me.id)
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise

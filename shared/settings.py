@@ -45,6 +45,24 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CREWQ_", extra="ignore")
 
     database_url: str | None = None
+    database_direct_url: str | None = Field(
+        default=None,
+        description="A direct (session) connection to the same database, for LISTEN and"
+        " migrations, when CREWQ_DATABASE_URL goes through a pooler in transaction mode;"
+        " unset: CREWQ_DATABASE_URL.",
+    )
+    database_pool_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most connections one process's Postgres pool opens; unset: api 20,"
+        " worker 2 x CREWQ_WORKER_CONCURRENCY + 4, dispatcher 10.",
+    )
+    database_statement_cache: int = Field(
+        default=100,
+        ge=0,
+        description="Prepared statements asyncpg caches per connection; 0 through a"
+        " transaction-mode pooler without prepared-statement support (PgBouncer < 1.21).",
+    )
     redis_url: str | None = None
     data_dir: Path = Path(".crewq")
 
@@ -163,7 +181,7 @@ class Settings(BaseSettings):
         default=None,
         ge=0,
         le=65535,
-        description="Workers and dispatchers serve /metrics on this port; unset: not served.",
+        description="Workers and dispatchers serve /metrics, /health and /livez here; unset: none.",
     )
     metrics_host: str = "0.0.0.0"
     process_heartbeat_interval: float = Field(
@@ -197,6 +215,12 @@ class Settings(BaseSettings):
         if not self.database_url:
             raise RuntimeError("CREWQ_DATABASE_URL is not set (crewq dev sets it for you)")
         return self.database_url
+
+    @property
+    def direct_database_url(self) -> str:
+        """Where LISTEN and migrations connect: they need a session of their own, which a
+        pooler in transaction mode does not keep."""
+        return self.database_direct_url or self.require_database_url
 
     @property
     def require_redis_url(self) -> str:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -55,6 +56,20 @@ FAST_ENV = {
     # limited unless a test puts one on a plan that is.
     "CREWQ_DEFAULT_PLAN": "unlimited",
 }
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float = 30, what: str = "condition"
+) -> Any:
+    """Poll `check` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        if result := await check():
+            return result
+        await asyncio.sleep(0.1)
+        last = result
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 class Services:

@@ -26,9 +26,10 @@ import asyncpg
 from schemas.health import ProcessReport, ProcessRole
 from schemas.webhooks import DeliveryStatus, DisabledReason
 from shared import deliveries, endpoints, fingerprints, metrics, processes
-from shared.db import create_pool, is_connection_error, listen, with_db_retry
+from shared.db import is_connection_error, listen, pool_for, with_db_retry
 from shared.deliveries import DELIVERIES_CHANNEL, AttemptRecord
 from shared.logs import log_context
+from shared.ops_server import Presence, ops_server
 from shared.secret_box import SecretBox
 from shared.settings import Settings
 from shared.supervisor import Supervisor
@@ -113,9 +114,10 @@ def _outcome(answer: Answer) -> metrics.WebhookOutcome:
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, metrics_port: int | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics_port = metrics_port  # where this dispatcher serves /metrics, if it does
+        self.metrics_port: int | None = None  # where it serves /metrics and /health, if it does
+        self.presence = Presence(ProcessRole.DISPATCHER, settings.process_dead_after)
         self.box = SecretBox.from_setting(settings.secret_key)
         self.guard = EndpointGuard(
             settings.webhook_endpoint_concurrency,
@@ -255,6 +257,18 @@ class Dispatcher:
         waits = [self.settings.dispatcher_poll_interval, wait, self.guard.seconds_until_reopen()]
         return max(0.0, min(w for w in waits if w is not None))
 
+    async def _sample_backlog(self, db: asyncpg.Pool) -> None:
+        """Keep the webhook backlog gauges current for scrapes."""
+        while True:
+            try:
+                owed = await deliveries.backlog(db)
+                metrics.webhooks_owed(owed.due, owed.pending - owed.due, owed.oldest_due_s)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                log.debug("webhook backlog not counted: %s", exc)
+            await asyncio.sleep(self.settings.process_heartbeat_interval)
+
     async def _pump(self, db: asyncpg.Pool, session: aiohttp.ClientSession) -> None:
         """Claim and start deliveries until cancelled."""
         while True:
@@ -300,7 +314,7 @@ class Dispatcher:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop)
         settings = self.settings
-        db = await create_pool(settings.require_database_url, role="dispatcher", max_size=10)
+        db = await pool_for(settings, "dispatcher", default_size=10)
         session = make_session(
             timeout_s=settings.webhook_timeout,
             allow_private=settings.webhook_allow_private,
@@ -321,15 +335,20 @@ class Dispatcher:
         supervisor.start(
             "registration",
             processes.keep_registered(
-                db, me, settings.process_heartbeat_interval, lambda: len(self.in_flight)
+                db,
+                me,
+                settings.process_heartbeat_interval,
+                lambda: len(self.in_flight),
+                self.presence,
             ),
         )
         supervisor.start("pump", self._pump(db, session))
+        supervisor.start("backlog gauges", self._sample_backlog(db))
         # Wake on each new delivery, and after a reconnection for those owed meanwhile.
         supervisor.start(
             "listener",
             listen(
-                settings.require_database_url,
+                settings.direct_database_url,
                 {DELIVERIES_CHANNEL: lambda _: self.wake.set()},
                 self.wake.set,
                 role="dispatcher",
@@ -355,5 +374,7 @@ class Dispatcher:
 
 async def serve(settings: Settings) -> int:
     metrics.identify(metrics.Role.DISPATCHER)
-    async with metrics.metrics_server(settings.metrics_host, settings.metrics_port) as port:
-        return await Dispatcher(settings, port).serve()
+    service = Dispatcher(settings)
+    async with ops_server(settings.metrics_host, settings.metrics_port, service.presence) as port:
+        service.metrics_port = port
+        return await service.serve()

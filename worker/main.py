@@ -19,9 +19,10 @@ from arq.worker import Worker, func
 
 from schemas.health import ProcessReport, ProcessRole
 from schemas.jobs import MAX_TIMEOUT_S
-from shared import fingerprints, llm_providers, metrics, processes, queue
+from shared import fingerprints, jobs, llm_providers, metrics, processes, queue
 from shared.crews import CrewRegistry
-from shared.db import create_pool
+from shared.db import is_connection_error, pool_for
+from shared.ops_server import Presence, ops_server
 from shared.queue import REDIS_UNAVAILABLE
 from shared.settings import Settings
 from shared.supervisor import Supervisor
@@ -48,9 +49,10 @@ async def _run_job(ctx: dict[str, Any], job_id: str) -> str:
 
 
 class WorkerService:
-    def __init__(self, settings: Settings, metrics_port: int | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics_port = metrics_port  # where this worker serves /metrics, if it does
+        self.metrics_port: int | None = None  # where it serves /metrics and /health, if it does
+        self.presence = Presence(ProcessRole.WORKER, settings.process_dead_after)
         self.worker_id = processes.new_id(settings.worker_id)
         self.stopping = asyncio.Event()
         self.supervisor = Supervisor()
@@ -120,14 +122,23 @@ class WorkerService:
                 log.warning("cancel listener lost redis (%s); retrying", exc)
                 await asyncio.sleep(1)
 
-    async def _sample_queue_depth(self) -> None:
-        """Keep `crewq_queue_depth` current for scrapes (a gauge cannot ask Redis itself)."""
+    async def _sample_backlog(self) -> None:
+        """Keep the gauges of what waits current for scrapes (a gauge cannot ask Redis or
+        Postgres itself): the queue's depth, and the due and parked jobs."""
+        assert self.db is not None
         redis = await self._connected_redis()
         while True:
             try:
                 metrics.QUEUE_DEPTH.set(await queue.depth(redis))
             except REDIS_UNAVAILABLE as exc:
                 log.debug("queue depth not sampled: %s", exc)
+            try:
+                waiting = await jobs.pending_summary(self.db)
+                metrics.jobs_waiting(waiting.due, waiting.parked, waiting.oldest_due_s)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                log.debug("waiting jobs not counted: %s", exc)
             await asyncio.sleep(self.settings.process_heartbeat_interval)
 
     async def _recovery(self) -> None:
@@ -174,10 +185,9 @@ class WorkerService:
         registry = CrewRegistry.load(self.settings.crew_dirs)
         for name, error in registry.errors.items():
             log.error("crew %s not loaded: %s", name, error)
-        self.db = await create_pool(
-            self.settings.require_database_url,
-            role="worker",
-            max_size=self.settings.worker_concurrency * 2 + 4,
+        # A connection for each running job's moves and heartbeat, and the side tasks'.
+        self.db = await pool_for(
+            self.settings, "worker", default_size=self.settings.worker_concurrency * 2 + 4
         )
         await self.crews.start()
         crew_errors = {**registry.errors, **await self.crews.check(list(registry.crews.values()))}
@@ -214,10 +224,11 @@ class WorkerService:
                 me,
                 self.settings.process_heartbeat_interval,
                 lambda: len(runner.active),
+                self.presence,
             ),
         )
         self.supervisor.start("consume", self._consume())
-        self.supervisor.start("queue depth", self._sample_queue_depth())
+        self.supervisor.start("backlog gauges", self._sample_backlog())
         self.supervisor.start("cancel listener", self._listen_for_cancels())
         self.supervisor.start("recovery", self._recovery())
         if self.settings.retention_days:
@@ -245,5 +256,7 @@ class WorkerService:
 
 async def serve(settings: Settings) -> int:
     metrics.identify(metrics.Role.WORKER)
-    async with metrics.metrics_server(settings.metrics_host, settings.metrics_port) as port:
-        return await WorkerService(settings, port).serve()
+    service = WorkerService(settings)
+    async with ops_server(settings.metrics_host, settings.metrics_port, service.presence) as port:
+        service.metrics_port = port
+        return await service.serve()

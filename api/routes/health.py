@@ -1,5 +1,6 @@
-"""How the deployment is: `/health` (a database ping, for probes and load balancers),
-`/healthz` (the API and both stores) and `/health/debug` (every component, for an operator:
+"""How the deployment is: `/livez` (the process answers: for liveness probes), `/health`
+(a database ping, for readiness probes and load balancers), `/healthz` (the API and both
+stores) and `/health/debug` (every component, for an operator:
 `shared/diagnostics.py`)."""
 
 import hmac
@@ -14,7 +15,7 @@ from api.errors import ApiError, Code
 from api.openapi import Operation, operation
 from api.responses import json_response
 from schemas.account import Scope
-from schemas.health import Health, Liveness, Verdict
+from schemas.health import Alive, Health, Liveness, Verdict
 from shared import diagnostics
 from shared.db import ping
 from shared.keys import Principal
@@ -24,6 +25,22 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 DEBUG_TOKEN_HEADER = "X-Debug-Token"
+
+
+@routes.get("/livez")
+@operation(
+    Operation(
+        "Does the API process answer (no dependency is checked; for liveness probes)",
+        None,
+        {200: Alive},
+        public=True,
+        tags=["operations"],
+    )
+)
+async def alive(request: web.Request) -> web.Response:
+    # Deliberately checks nothing else: a liveness probe that failed with Postgres would
+    # restart every API replica during a database outage, which cures nothing.
+    return json_response(Alive(status="alive"))
 
 
 @routes.get("/health")

@@ -7,9 +7,8 @@ import hashlib
 import secrets
 import socket
 import subprocess
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from crewq.embedded import EmbeddedRedis, free_port
 from shared.secret_box import generate_key
 from shared.version import VERSION
 from tests.fakes import FakeLLM, Receiver, postgres_proxy
-from tests.harness import Platform, Process
+from tests.harness import Platform, Process, eventually
 
 DEBUG = "/health/debug"
 COMPONENTS = {
@@ -65,20 +64,6 @@ async def get(
     async with platform.http.request(method, path, headers=headers or {}) as resp:
         body = await resp.json() if resp.content_type == "application/json" else await resp.text()
         return resp.status, body, CIMultiDict(resp.headers)
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], timeout: float = 30, what: str = "condition"
-) -> Any:
-    """Poll `check` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        if result := await check():
-            return result
-        await asyncio.sleep(0.1)
-        last = result
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 async def report_when(

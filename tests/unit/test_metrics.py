@@ -1,10 +1,8 @@
-"""Prometheus metrics without crewq processes: the helpers move the series they name, a
-worker's metrics server serves and stops, and the API's middleware labels requests by
-route template and final status, errors included."""
+"""Prometheus metrics without crewq processes: the helpers move the series they name, and
+the API's middleware labels requests by route template and final status, errors included."""
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -104,33 +102,6 @@ def test_render_is_parseable_prometheus_text() -> None:
         assert name in families, name
     submitted = families["crewq_jobs_submitted"].samples
     assert any(s.labels == {"crew": "metrics-render"} and s.value >= 1 for s in submitted)
-
-
-async def test_metrics_server_serves_on_a_free_port_and_stops() -> None:
-    metrics.QUEUE_DEPTH.set(17)
-    async with (
-        metrics.metrics_server("127.0.0.1", 0) as port,
-        aiohttp.ClientSession() as session,
-    ):
-        assert port is not None and port > 0
-        url = f"http://127.0.0.1:{port}"
-        async with session.get(f"{url}/metrics") as resp:
-            assert resp.status == 200
-            assert resp.headers["Content-Type"].startswith("text/plain")
-            text = await resp.text()
-        assert "# TYPE crewq_jobs_finished_total counter" in text
-        assert "crewq_queue_depth 17.0" in text
-        async with session.get(f"{url}/elsewhere") as resp:
-            assert resp.status == 404
-    async with aiohttp.ClientSession() as session:
-        with pytest.raises(aiohttp.ClientConnectionError):
-            async with session.get(f"{url}/metrics"):
-                pass
-
-
-async def test_metrics_server_without_a_port_serves_nothing() -> None:
-    async with metrics.metrics_server("127.0.0.1", None) as port:
-        assert port is None
 
 
 async def _ok(request: web.Request) -> web.Response:
