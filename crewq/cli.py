@@ -37,6 +37,14 @@ def _run(main: Coroutine[Any, Any, int]) -> None:
     sys.exit(code)
 
 
+def cmd_bench(argv: list[str]) -> None:
+    try:
+        from benchmarks.suite import main as bench
+    except ImportError as exc:
+        sys.exit(f"crewq bench runs from a checkout of crewq, with its dev dependencies: {exc}")
+    bench(argv)
+
+
 def cmd_healthcheck(settings: Settings) -> None:
     from crewq.healthcheck import check, health_urls
 
@@ -267,11 +275,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     sub.add_parser(
+        "bench",
+        help="measure crewq beside arq, SAQ and Celery on this machine (from a checkout)",
+        add_help=False,
+    )
+    sub.add_parser(
         "healthcheck",
         help="exit 0 when this container's role answers GET /health with 200 (the image's "
         "HEALTHCHECK)",
     )
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":  # its own options; the references it runs live in benchmarks/
+        cmd_bench(rest)
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     settings = get_settings()
     if args.command == "healthcheck":  # before logging is set up: it prints one line

@@ -60,6 +60,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         statement_cache_size=statement_cache_size,
+        reset=_keep_session,
         init=_init_connection,
         server_settings={"application_name": f"crewq-{role}"},
         # Fail fast when Postgres is unreachable, so the API answers 503 instead of hanging.
@@ -68,6 +69,15 @@ async def create_pool(
         command_timeout=30,
     )
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a released connection needs beyond asyncpg's own roll-back of an open
+    transaction: nothing. crewq keeps no session state on pooled connections (its advisory
+    locks are transaction locks; LISTEN and migrations have connections of their own), so
+    asyncpg's default reset (`SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL`) would be one more round trip on every release for nothing; behind a pooler in
+    transaction mode it would run on whichever session the pooler happened to lend."""
 
 
 async def pool_for(settings: Settings, role: str, default_size: int) -> asyncpg.Pool:

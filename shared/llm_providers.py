@@ -21,6 +21,9 @@ class Provider:
     credentials: tuple[tuple[str, ...], ...]  # each needed, as any one of its variables
     base_url_vars: tuple[str, ...]  # a custom endpoint, when one of these is set
     public_url: str | None  # None: tenant-specific endpoints only; checked for credentials
+    # CrewAI's native module for it, which a process imports (with the provider's SDK) when
+    # it builds its first LLM of the provider; None: CrewAI routes it through LiteLLM.
+    crewai_module: str | None = None
 
 
 PROVIDERS = (
@@ -30,6 +33,7 @@ PROVIDERS = (
         (("OPENAI_API_KEY",),),
         ("OPENAI_BASE_URL", "OPENAI_API_BASE"),
         "https://api.openai.com/v1/models",
+        "crewai.llms.providers.openai.completion",
     ),
     Provider(
         "anthropic",
@@ -37,6 +41,7 @@ PROVIDERS = (
         (("ANTHROPIC_API_KEY",),),
         ("ANTHROPIC_BASE_URL",),
         "https://api.anthropic.com/v1/models",
+        "crewai.llms.providers.anthropic.completion",
     ),
     Provider(
         "gemini",
@@ -44,6 +49,7 @@ PROVIDERS = (
         (("GEMINI_API_KEY", "GOOGLE_API_KEY"),),
         (),
         "https://generativelanguage.googleapis.com/v1beta/models",
+        "crewai.llms.providers.gemini.completion",  # ~2.7 s to import
     ),
     Provider(
         "openrouter",
@@ -59,13 +65,21 @@ PROVIDERS = (
         (),
         "https://api.deepseek.com/models",
     ),
-    Provider("azure", ("azure/",), (("AZURE_API_KEY",), ("AZURE_API_BASE",)), (), None),
+    Provider(
+        "azure",
+        ("azure/",),
+        (("AZURE_API_KEY",), ("AZURE_API_BASE",)),
+        (),
+        None,
+        "crewai.llms.providers.azure.completion",
+    ),
     Provider(
         "bedrock",
         ("bedrock/",),
         (("AWS_ACCESS_KEY_ID",), ("AWS_SECRET_ACCESS_KEY",)),
         (),
         None,
+        "crewai.llms.providers.bedrock.completion",
     ),
     Provider("ollama", ("ollama/",), (), ("OLLAMA_HOST",), None),
 )
@@ -92,6 +106,13 @@ def provider_of(model: str) -> Provider | None:
         if model.startswith(provider.prefixes):
             return provider
     return OPENAI if "/" not in model else None
+
+
+def crewai_modules(models: Iterable[str]) -> list[str]:
+    """CrewAI's provider modules these models need: a worker's forkserver imports them once,
+    instead of each crew process on its first job (and none it does not need)."""
+    found = (provider_of(model) for model in models)
+    return list(dict.fromkeys(p.crewai_module for p in found if p and p.crewai_module))
 
 
 def connections(

@@ -92,6 +92,16 @@ class Services:
         parts = urlsplit(self.database_url)
         return urlunsplit(parts._replace(path=f"/{name}"))
 
+    async def create_database(self, name: str, template: str | None = None) -> str:
+        """A new database (a copy of `template`, if given); its URL."""
+        admin = await asyncpg.connect(self.database_url)
+        try:
+            copy = f' TEMPLATE "{template}"' if template else ""
+            await admin.execute(f'CREATE DATABASE "{name}"{copy}')
+        finally:
+            await admin.close()
+        return self.database(name)
+
     def redis_db(self, index: int) -> str:
         parts = urlsplit(self.redis_url)
         return urlunsplit(parts._replace(path=f"/{index}"))
@@ -198,11 +208,7 @@ class Platform:
         return f"http://127.0.0.1:{self.port}"
 
     async def prepare(self) -> None:
-        admin = await asyncpg.connect(self.services.database_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{self.name}"')
-        finally:
-            await admin.close()
+        await self.services.create_database(self.name)
         await migrate(self.database_url)
         import redis.asyncio as aioredis
 

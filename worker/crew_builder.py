@@ -1,7 +1,8 @@
 """Build a fresh CrewAI `Crew` for one job from its registry entry.
 
 A new Crew, agents and LLM clients for every job: CrewAI objects keep state between
-kickoffs and grow (crewAI #3450).
+kickoffs and grow (crewAI #3450). What made that expensive, each client loading the CA
+bundle, is shared per process instead (worker/tls.py).
 """
 
 import importlib

@@ -1,10 +1,15 @@
 """Warm child processes that run crews and can be killed.
 
 An asyncio timeout cannot stop a crew running in a thread; killing its process can. Each
-crew runs in a child started by the forkserver (which has already imported CrewAI); a
-child serves many jobs in turn and is recycled after `max_jobs` jobs or past `max_rss_mb`,
-so a long-lived worker stays flat. Plain fork() of a process that has run a crew can hang
-on CrewAI's threads, so children never come from fork().
+crew runs in a child started by the forkserver (which has already imported CrewAI and its
+providers); a child serves many jobs in turn and is recycled after `max_jobs` jobs or past
+`max_rss_mb`, so a long-lived worker stays flat. Plain fork() of a process that has run a
+crew can hang on CrewAI's threads, so children never come from fork(), and a child's
+warm-up kickoff happens in the child, never in the forkserver.
+
+A child is offered to a job only once it has said it is warm (`Ready`). A child that is
+let go (recycled, killed by a timeout or a cancel, crashed) is replaced at once, in the
+background, so the next job finds a warm one instead of paying for the warm-up itself.
 """
 
 import asyncio
@@ -27,6 +32,7 @@ from worker.crew_protocol import (
     CrewFailed,
     CrewFinished,
     CrewsChecked,
+    Ready,
     RunRequest,
     Step,
     child_entry,
@@ -36,6 +42,12 @@ log = logging.getLogger(__name__)
 
 # Longest one step of a crew may take to record before it is dropped.
 _STEP_BUDGET_S = 2.0
+# Longest a new crew process may take to warm up (on a loaded machine, several at once).
+_WARM_UP_TIMEOUT_S = 120.0
+
+
+class NoCrewProcess(OSError):
+    """A crew process could not be started, or died before it was warm."""
 
 
 @dataclass(frozen=True)
@@ -73,26 +85,50 @@ class _Child:
 class CrewPool:
     def __init__(self, size: int, *, max_jobs: int, max_rss_mb: int) -> None:
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["worker.crew_process"])
         self._size = size
         self._max_jobs = max_jobs
         self._max_rss = max_rss_mb * 1024 * 1024
         self._idle: list[_Child] = []
+        self._warming: set[asyncio.Task[_Child]] = set()  # replacements on their way
         # Held for a job's whole attempt, from before it is claimed in Postgres: a job is
         # never marked running while it waits for a crew process.
         self.slots = asyncio.Semaphore(size)
 
     def _spawn(self) -> _Child:
+        """Start a child and wait until it is warm (blocking: run it in a thread)."""
         parent_conn, child_conn = self._ctx.Pipe()
         process = self._ctx.Process(
             target=child_entry, args=(child_conn,), name="crewq-crew", daemon=True
         )
         process.start()
         child_conn.close()
-        return _Child(process, parent_conn)
+        child = _Child(process, parent_conn)
+        try:
+            if not parent_conn.poll(_WARM_UP_TIMEOUT_S):
+                raise NoCrewProcess(f"crew process not warm after {_WARM_UP_TIMEOUT_S:.0f} s")
+            ready = parent_conn.recv()
+        except (EOFError, OSError) as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+            process.join(5)
+            parent_conn.close()
+            if isinstance(exc, NoCrewProcess):
+                raise
+            raise NoCrewProcess(f"crew process exited with code {process.exitcode}") from exc
+        assert isinstance(ready, Ready), ready
+        if ready.error:
+            log.warning("crew process %d warmed up with an error: %s", child.pid, ready.error)
+        log.debug("crew process %d warm in %.2f s", child.pid, ready.warm_up_s)
+        return child
 
-    async def start(self) -> None:
-        """Start `size` children up front so the first jobs do not wait for them."""
+    def _replace(self) -> None:
+        """Warm a child in the background for the one just let go."""
+        self._warming.add(asyncio.create_task(asyncio.to_thread(self._spawn)))
+
+    async def start(self, preload: list[str] | None = None) -> None:
+        """Start `size` children up front, warm, so the first jobs do not wait for them;
+        the forkserver imports `preload` (modules) besides CrewAI."""
+        self._ctx.set_forkserver_preload(["worker.crew_process", *(preload or [])])
         # The forkserver ignores Ctrl-C only once it has imported CrewAI; a terminal's
         # SIGINT during those seconds would kill it. Start it with SIGINT ignored, a
         # disposition exec keeps (the worker's own handler is put back at once).
@@ -110,7 +146,10 @@ class CrewPool:
         """Build every crew once in a crew process; the ones that fail, with why. A crew
         process that cannot answer in time is replaced, and its answer is an error."""
         async with self.slots:
-            child = await self._take()
+            try:
+                child = await self._take()
+            except NoCrewProcess as exc:
+                return {spec.name: f"not checked: {exc}" for spec in specs}
             try:
                 child.conn.send(CheckCrews(specs))
                 async with asyncio.timeout(timeout):
@@ -118,6 +157,7 @@ class CrewPool:
                 assert isinstance(answer, CrewsChecked)
             except (TimeoutError, EOFError, OSError) as exc:
                 await self._discard(child)
+                self._replace()
                 return {spec.name: f"not checked: {type(exc).__name__} {exc}" for spec in specs}
             except BaseException:
                 await asyncio.shield(self._discard(child))
@@ -126,11 +166,19 @@ class CrewPool:
         return answer.errors
 
     async def _take(self) -> _Child:
+        """A warm child: an idle one, else the replacement warming longest, else a new one.
+        Raises NoCrewProcess when none could be started."""
         while self._idle:
             child = self._idle.pop()
             if child.process.is_alive():
                 return child
             await self._discard(child)
+        if self._warming:
+            # Taken out of the set before it is awaited: no other job can get the same child.
+            done = [t for t in self._warming if t.done()]
+            task = done[0] if done else next(iter(self._warming))
+            self._warming.discard(task)
+            return await task
         return await asyncio.to_thread(self._spawn)
 
     async def _discard(self, child: _Child) -> None:
@@ -161,7 +209,10 @@ class CrewPool:
         reports goes to `on_step`, in order. Ends with the crew's result or error, or with
         `timeout`/`stopped` after killing the child when the deadline passes or `stop` is
         set."""
-        child = await self._take()
+        try:
+            child = await self._take()
+        except NoCrewProcess as exc:
+            return Crashed(str(exc))
         try:
             child.conn.send(request)
             outcome = await self._wait(child, timeout, stop, on_step)
@@ -176,6 +227,7 @@ class CrewPool:
             self._idle.append(child)
         else:
             await self._discard(child)
+            self._replace()
         return outcome
 
     async def _wait(
@@ -239,6 +291,12 @@ class CrewPool:
         return None
 
     async def close(self) -> None:
+        warming, self._warming = self._warming, set()
+        for task in warming:  # wait for them: a child left warming would outlive the worker
+            try:
+                self._idle.append(await task)
+            except NoCrewProcess as exc:
+                log.warning("a crew process being replaced did not start: %s", exc)
         idle, self._idle = self._idle, []
         for child in idle:
             with contextlib.suppress(OSError):

@@ -2,7 +2,12 @@
 
 The worker keeps these children warm and kills one to stop its crew for real (timeout,
 cancel). They are started by the forkserver, which imports this module, and so CrewAI,
-once: a child starts in milliseconds instead of paying CrewAI's multi-second import.
+once, with the provider modules of the models the worker's crews use
+(`llm_providers.crewai_modules`): a child starts in milliseconds instead of paying CrewAI's
+multi-second import. CrewAI still does a second's worth of set-up on the first kickoff of a
+process (lazy imports, prompt templates, its event bus), so a new child runs a throwaway
+offline kickoff, and builds the default model's client, before it tells the worker it is
+ready (`Ready`): the worker offers a child to a job only then.
 """
 
 import os
@@ -20,11 +25,17 @@ for _name, _value in (
 
 import signal  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 import traceback  # noqa: E402
 import warnings  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
 
+from worker.tls import share_default_context  # noqa: E402
+
+share_default_context()
+
 import crewai  # noqa: E402, F401  (the point of the forkserver preload)
+from crewai import Agent, Crew, Task  # noqa: E402
 from crewai.crews.crew_output import CrewOutput  # noqa: E402
 
 from schemas.jobs import ErrorCode, JobResult  # noqa: E402
@@ -39,9 +50,11 @@ from worker.crew_protocol import (  # noqa: E402
     CrewFailed,
     CrewFinished,
     CrewsChecked,
+    Ready,
     RunRequest,
 )
 from worker.errors import is_transient  # noqa: E402
+from worker.llm import make_llm  # noqa: E402
 
 
 def run_one(request: RunRequest, steps: StepReporter) -> CrewFinished | CrewFailed:
@@ -87,13 +100,37 @@ def check_crews(request: CheckCrews) -> CrewsChecked:
     return CrewsChecked(errors)
 
 
+def warm_up(default_model: str) -> Ready:
+    """What a crew process does once before its first job: a kickoff of a one-agent crew on
+    the offline model (CrewAI's first-kickoff set-up, with no network), and the default
+    model's LLM object with its clients (the provider's lazy imports and TLS context)."""
+    started = time.perf_counter()
+    try:
+        agent = Agent(
+            role="Warm-up",
+            goal="Warm up",
+            backstory="-",
+            llm=make_llm(OFFLINE_MODEL),
+            verbose=False,
+        )
+        task = Task(description="Warm up.", expected_output="Anything.", agent=agent)
+        Crew(agents=[agent], tasks=[task], verbose=False).kickoff()
+        llm = make_llm(default_model)
+        client = getattr(llm, "_get_sync_client", None)
+        if client is not None:  # the OpenAI SDK builds its resources on first use
+            _ = client().chat.completions
+    except Exception as exc:  # a cold first job is slower, not wrong: serve anyway
+        return Ready(time.perf_counter() - started, f"{type(exc).__name__}: {exc}"[:500])
+    return Ready(time.perf_counter() - started, None)
+
+
 def child_main(conn: Connection) -> None:
     """Serve run requests until the parent sends None or goes away."""
     # CrewAI warns that a task callback cannot be checkpointed; crewq never checkpoints.
     warnings.filterwarnings("ignore", message="function callbacks cannot be serialized")
     sending = threading.Lock()  # steps are sent from CrewAI's event thread, outcomes from here
 
-    def send(message: ChildMessage | CrewsChecked) -> None:
+    def send(message: ChildMessage | CrewsChecked | Ready) -> None:
         with sending:
             conn.send(message)
 
@@ -104,6 +141,7 @@ def child_main(conn: Connection) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the worker decides when
     # children stop, so they ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    send(warm_up(settings.default_model()))
     while True:
         try:
             request = conn.recv()

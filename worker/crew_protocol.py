@@ -25,6 +25,15 @@ class RunRequest:
 
 
 @dataclass(frozen=True)
+class Ready:
+    """Crew process -> worker, once, when it has warmed up: a throwaway offline kickoff and
+    the default model's client built, so a job's first LLM request is not CrewAI's first."""
+
+    warm_up_s: float
+    error: str | None  # the warm-up failed (the process still serves; its first job is cold)
+
+
+@dataclass(frozen=True)
 class CheckCrews:
     """Worker -> crew process: build each crew once, offline, without running it, and
     answer `CrewsChecked`: a crew that cannot be built is reported before a job needs it."""

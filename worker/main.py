@@ -189,7 +189,7 @@ class WorkerService:
         self.db = await pool_for(
             self.settings, "worker", default_size=self.settings.worker_concurrency * 2 + 4
         )
-        await self.crews.start()
+        await self.crews.start(llm_providers.crewai_modules(crew_models(self.settings, registry)))
         crew_errors = {**registry.errors, **await self.crews.check(list(registry.crews.values()))}
         for name, error in crew_errors.items():
             log.error("crew %s cannot be built: %s", name, error)

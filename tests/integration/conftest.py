@@ -17,24 +17,14 @@ from tests.harness import Services
 @pytest_asyncio.fixture(scope="session")
 async def template(services: Services) -> str:
     name = f"crewq_template_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(services.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    await migrate(services.database(name))
+    await migrate(await services.create_database(name))
     return name
 
 
 @pytest_asyncio.fixture
 async def db_url(services: Services, template: str) -> AsyncIterator[str]:
     name = f"crewq_i_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(services.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    finally:
-        await admin.close()
-    yield services.database(name)
+    yield await services.create_database(name, template=template)
     admin = await asyncpg.connect(services.database_url)
     try:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -36,3 +36,23 @@ def test_listen_and_migrations_use_the_direct_url() -> None:
     direct = "postgresql://crewq@postgres:5432/crewq"
     both = Settings(database_url=pooled, database_direct_url=direct)
     assert both.direct_database_url == direct and both.require_database_url == pooled
+
+
+async def test_a_released_connection_is_not_reset_but_its_transaction_is_ended(
+    db_url: str,
+) -> None:
+    # crewq keeps no session state on pooled connections, so releasing one costs no reset
+    # round trip: a session setting would survive (none is ever made outside this test) ...
+    pool = await pool_for(Settings(database_url=db_url, database_pool_size=1), "test", 1)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("SET statement_timeout = '1234ms'")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW statement_timeout") == "1234ms"
+            # ... while a transaction left open is still rolled back by asyncpg.
+            await conn.execute("BEGIN")
+            await conn.execute("CREATE TABLE left_open (id int)")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT to_regclass('left_open')") is None
+    finally:
+        await pool.close()
