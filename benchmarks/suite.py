@@ -30,6 +30,7 @@ import psutil
 import redis.asyncio as aioredis
 
 from benchmarks import references
+from benchmarks.webhooks import register
 from benchmarks.webhooks import throughput as webhook_throughput
 from tests.fakes import FakeLLM, Receiver
 from tests.harness import Platform, Process, Services
@@ -374,13 +375,42 @@ async def scaling(bench: Bench) -> None:
 
 
 async def webhooks(bench: Bench) -> None:
-    """Deliveries/s one dispatcher sustains, to 16 endpoints."""
-    platform = await bench.platform(offline=True)
+    """Deliveries/s one dispatcher sustains, to 16 endpoints; then, for 40 jobs, how long
+    a healthy endpoint waits for each job.completed while another endpoint of the same
+    tenant hangs for 10 s on every request."""
+    platform = await bench.platform(offline=True, CREWQ_WEBHOOK_TIMEOUT="15")
     try:
         await platform.start_api()
+        await platform.start_worker()
         await platform.start_dispatcher()
         rate = await webhook_throughput(platform, bench.receiver, 1000, 16)
         bench.record("webhooks", "deliveries/s, one dispatcher, 16 endpoints", "deliveries/s", rate)
+        hanging, healthy = f"hang-{uuid.uuid4().hex[:6]}", f"ok-{uuid.uuid4().hex[:6]}"
+        bench.receiver.configure(hanging, sleep=10)
+        bench.receiver.configure(healthy)
+        for name in (hanging, healthy):
+            await register(platform, bench.receiver.url(name), ["job.completed"])
+        ids = []
+        for i in range(40):
+            ids.append((await platform.submit("echo", {"message": f"iso {i}"}))["id"])
+            await asyncio.sleep(0.1)
+        await finished(platform, ids)
+        got = await bench.receiver.wait_for(healthy, len(ids), timeout=60)
+        received = {h.event["data"]["id"]: h.at for h in got}
+        conn = await platform.db()
+        try:
+            rows = await conn.fetch(
+                "SELECT id, extract(epoch FROM finished_at)::float8 AS f FROM jobs"
+                " WHERE id = ANY($1)",
+                ids,
+            )
+        finally:
+            await conn.close()
+        lags = [received[r["id"]] - r["f"] for r in rows]
+        cuts = statistics.quantiles(lags, n=100)
+        for q in (50, 99):
+            what = f"healthy endpoint beside a hanging one: finished -> received p{q}"
+            bench.record("webhooks", what, "ms", cuts[q - 1] * 1000)
     finally:
         await platform.close()
 

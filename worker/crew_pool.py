@@ -173,12 +173,19 @@ class CrewPool:
             if child.process.is_alive():
                 return child
             await self._discard(child)
-        if self._warming:
+        while self._warming:
             # Taken out of the set before it is awaited: no other job can get the same child.
             done = [t for t in self._warming if t.done()]
             task = done[0] if done else next(iter(self._warming))
             self._warming.discard(task)
-            return await task
+            try:
+                child = await task
+            except NoCrewProcess as exc:  # killed while warming, say: try the next one
+                log.warning("a replacement crew process did not start: %s", exc)
+                continue
+            if child.process.is_alive():
+                return child
+            await self._discard(child)
         return await asyncio.to_thread(self._spawn)
 
     async def _discard(self, child: _Child) -> None:

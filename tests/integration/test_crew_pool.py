@@ -65,3 +65,14 @@ async def test_a_child_let_go_is_replaced_warm_before_the_next_job(pool: CrewPoo
     assert "two" in done.result.raw
     # The second job ran in that replacement, not in a child started for it.
     assert replacement.pid not in {p.pid for p in crew_processes()}
+
+
+async def test_children_killed_while_idle_or_warming_never_fail_the_next_job(
+    pool: CrewPool,
+) -> None:
+    await run_echo(pool, "one")  # max_jobs=1: its replacement is warming now
+    await asyncio.sleep(0.2)
+    for child in crew_processes():  # what an OOM killer or an operator might do
+        child.kill()
+    done = await run_echo(pool, "after the kill")
+    assert "after the kill" in done.result.raw
