@@ -124,6 +124,20 @@ async def finished(platform: Platform, ids: list[str], timeout: float = 600) -> 
     raise TimeoutError(f"{len(ids)} jobs not finished in {timeout} s")
 
 
+async def run_times(platform: Platform, ids: list[str]) -> dict[str, tuple[float, float]]:
+    """Each job's start and finish, as epochs."""
+    conn = await platform.db()
+    try:
+        rows = await conn.fetch(
+            "SELECT id, extract(epoch FROM started_at)::float8 AS s,"
+            " extract(epoch FROM finished_at)::float8 AS f FROM jobs WHERE id = ANY($1)",
+            ids,
+        )
+    finally:
+        await conn.close()
+    return {r["id"]: (r["s"], r["f"]) for r in rows}
+
+
 # --- references ----------------------------------------------------------------------------
 
 
@@ -328,19 +342,11 @@ async def latency(bench: Bench) -> None:
             await finished(platform, list(submitted))
             hooks = await bench.receiver.wait_for(name, len(submitted), timeout=120)
             received = {h.event["data"]["id"]: h.at for h in hooks}
-            conn = await platform.db()
-            try:
-                rows = await conn.fetch(
-                    "SELECT id, extract(epoch FROM started_at)::float8 AS s,"
-                    " extract(epoch FROM finished_at)::float8 AS f FROM jobs WHERE id = ANY($1)",
-                    list(submitted),
-                )
-            finally:
-                await conn.close()
+            times = await run_times(platform, list(submitted))
             for what, values in (
-                ("to started", [r["s"] - submitted[r["id"]] for r in rows]),
-                ("to completed", [r["f"] - submitted[r["id"]] for r in rows]),
-                ("to webhook", [received[i] - submitted[i] for i in submitted if i in received]),
+                ("to started", [times[i][0] - at for i, at in submitted.items()]),
+                ("to completed", [times[i][1] - at for i, at in submitted.items()]),
+                ("to webhook", [received[i] - at for i, at in submitted.items() if i in received]),
             ):
                 cuts = statistics.quantiles(values, n=100)
                 for q in (50, 95, 99):
@@ -397,16 +403,8 @@ async def webhooks(bench: Bench) -> None:
         await finished(platform, ids)
         got = await bench.receiver.wait_for(healthy, len(ids), timeout=60)
         received = {h.event["data"]["id"]: h.at for h in got}
-        conn = await platform.db()
-        try:
-            rows = await conn.fetch(
-                "SELECT id, extract(epoch FROM finished_at)::float8 AS f FROM jobs"
-                " WHERE id = ANY($1)",
-                ids,
-            )
-        finally:
-            await conn.close()
-        lags = [received[r["id"]] - r["f"] for r in rows]
+        times = await run_times(platform, ids)
+        lags = [received[i] - times[i][1] for i in ids]
         cuts = statistics.quantiles(lags, n=100)
         for q in (50, 99):
             what = f"healthy endpoint beside a hanging one: finished -> received p{q}"
