@@ -28,6 +28,7 @@ import psutil
 
 from shared.crews import CrewSpec
 from worker.crew_protocol import (
+    Accepted,
     CheckCrews,
     CrewFailed,
     CrewFinished,
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 _STEP_BUDGET_S = 2.0
 # Longest a new crew process may take to warm up (on a loaded machine, several at once).
 _WARM_UP_TIMEOUT_S = 120.0
+# Crew processes a job is offered to, one after another, while each dies before taking it.
+_HANDOVER_TRIES = 3
 
 
 class NoCrewProcess(OSError):
@@ -75,6 +78,7 @@ class _Child:
     process: BaseProcess
     conn: Connection
     jobs_run: int = 0
+    accepted: bool = False  # the job last sent was acknowledged (`Accepted`)
 
     @property
     def pid(self) -> int:
@@ -170,7 +174,7 @@ class CrewPool:
         Raises NoCrewProcess when none could be started."""
         while self._idle:
             child = self._idle.pop()
-            if child.process.is_alive():
+            if self._answering(child):
                 return child
             await self._discard(child)
         while self._warming:
@@ -183,10 +187,20 @@ class CrewPool:
             except NoCrewProcess as exc:  # killed while warming, say: try the next one
                 log.warning("a replacement crew process did not start: %s", exc)
                 continue
-            if child.process.is_alive():
+            if self._answering(child):
                 return child
             await self._discard(child)
         return await asyncio.to_thread(self._spawn)
+
+    @staticmethod
+    def _answering(child: _Child) -> bool:
+        """Whether a warm child can take a job. A warm child says nothing until it is sent
+        one, so anything to read means its end of the pipe closed: it died. That shows the
+        moment it dies, while `is_alive` waits for the forkserver to report its exit."""
+        try:
+            return child.process.is_alive() and not child.conn.poll()
+        except OSError:
+            return False
 
     async def _discard(self, child: _Child) -> None:
         """Kill a child for good and wait until it is gone."""
@@ -216,26 +230,36 @@ class CrewPool:
         reports goes to `on_step`, in order. Ends with the crew's result or error, or with
         `timeout`/`stopped` after killing the child when the deadline passes or `stop` is
         set."""
-        try:
-            child = await self._take()
-        except NoCrewProcess as exc:
-            return Crashed(str(exc))
-        try:
-            child.conn.send(request)
-            outcome = await self._wait(child, timeout, stop, on_step)
-        except (BrokenPipeError, EOFError, OSError) as exc:
-            outcome = Crashed(f"crew process unreachable: {exc}")
-        except BaseException:
-            # Cancelled, or a callback failed: the crew must not run on unowned.
-            await asyncio.shield(self._discard(child))
-            raise
-        child.jobs_run += 1
-        if isinstance(outcome, CrewFinished | CrewFailed) and self._reusable(child):
-            self._idle.append(child)
-        else:
-            await self._discard(child)
-            self._replace()
-        return outcome
+        for _ in range(_HANDOVER_TRIES):
+            try:
+                child = await self._take()
+            except NoCrewProcess as exc:
+                return Crashed(str(exc))
+            child.accepted = False
+            try:
+                child.conn.send(request)
+                outcome = await self._wait(child, timeout, stop, on_step)
+            except (BrokenPipeError, EOFError, OSError) as exc:
+                outcome = Crashed(f"crew process unreachable: {exc}")
+            except BaseException:
+                # Cancelled, or a callback failed: the crew must not run on unowned.
+                await asyncio.shield(self._discard(child))
+                raise
+            if isinstance(outcome, Crashed) and not child.accepted:
+                # It died between being taken and taking the job (killed the moment before,
+                # say): nothing of the job ran there, so another process takes it.
+                log.warning("crew process %d died before taking a job: %s", child.pid, outcome)
+                await self._discard(child)
+                self._replace()
+                continue
+            child.jobs_run += 1
+            if isinstance(outcome, CrewFinished | CrewFailed) and self._reusable(child):
+                self._idle.append(child)
+            else:
+                await self._discard(child)
+                self._replace()
+            return outcome
+        return Crashed(f"{_HANDOVER_TRIES} crew processes in a row died before taking the job")
 
     async def _wait(
         self,
@@ -258,6 +282,9 @@ class CrewPool:
                     except EOFError:
                         await asyncio.to_thread(child.process.join, 5)
                         return Crashed(f"crew process exited with code {child.process.exitcode}")
+                    if isinstance(message, Accepted):
+                        child.accepted = True
+                        continue
                     if isinstance(message, CrewFinished | CrewFailed):
                         return message
                     if stopped := self._stopped(stop, deadline):

@@ -45,6 +45,7 @@ from shared.settings import OFFLINE_MODEL, get_settings  # noqa: E402
 from worker.crew_builder import build_crew  # noqa: E402
 from worker.crew_events import StepReporter, structured_output, task_result  # noqa: E402
 from worker.crew_protocol import (  # noqa: E402
+    Accepted,
     CheckCrews,
     ChildMessage,
     CrewFailed,
@@ -152,5 +153,6 @@ def child_main(conn: Connection) -> None:
         if isinstance(request, CheckCrews):
             send(check_crews(request))
         else:
+            send(Accepted())
             with log_context(job_id=request.job_id, tenant_id=request.tenant_id):
                 send(run_one(request, steps))

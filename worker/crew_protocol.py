@@ -34,6 +34,13 @@ class Ready:
 
 
 @dataclass(frozen=True)
+class Accepted:
+    """Crew process -> worker, first thing on a `RunRequest`: the job is in this process's
+    hands. A process that dies before saying so never started it, and the job goes to
+    another process instead of counting as a crash."""
+
+
+@dataclass(frozen=True)
 class CheckCrews:
     """Worker -> crew process: build each crew once, offline, without running it, and
     answer `CrewsChecked`: a crew that cannot be built is reported before a job needs it."""
@@ -104,7 +111,7 @@ class CrewFailed:
     traceback: str | None = None
 
 
-ChildMessage = Step | CrewFinished | CrewFailed
+ChildMessage = Accepted | Step | CrewFinished | CrewFailed
 
 
 def child_entry(conn: Connection) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 from arq.connections import ArqRedis
-from arq.worker import Worker, func
+from arq.worker import func
 
 from schemas.health import ProcessReport, ProcessRole
 from schemas.jobs import MAX_TIMEOUT_S
@@ -26,6 +26,7 @@ from shared.ops_server import Presence, ops_server
 from shared.queue import REDIS_UNAVAILABLE
 from shared.settings import Settings
 from shared.supervisor import Supervisor
+from worker.consumer import BACKSTOP_POLL_S, PromptWorker, listen
 from worker.crew_pool import CrewPool
 from worker.recovery import run_recovery, run_retention
 from worker.runner import JobRunner, StopReason
@@ -65,11 +66,13 @@ class WorkerService:
             max_rss_mb=settings.child_max_rss_mb,
         )
         self.runner: JobRunner | None = None
-        self.arq: Worker | None = None
+        self.arq: PromptWorker | None = None
+        self.wake = asyncio.Event()  # a job was queued, or a slot freed: poll arq now
 
-    def _arq_worker(self, redis: ArqRedis) -> Worker:
+    def _arq_worker(self, redis: ArqRedis) -> PromptWorker:
         assert self.runner is not None
-        return Worker(
+        return PromptWorker(
+            wake=self.wake,
             functions=[func(_run_job, name=queue.RUN_JOB, keep_result=0, max_tries=10_000)],
             redis_pool=redis,
             queue_name=queue.QUEUE_NAME,
@@ -81,7 +84,7 @@ class WorkerService:
             + self.settings.drain_timeout
             + 60,
             keep_result=0,
-            poll_delay=0.05,  # a free slot takes the next job within 50 ms
+            poll_delay=BACKSTOP_POLL_S,  # wake-ups start jobs at once; this is the backstop
             handle_signals=False,
             health_check_interval=30,
             log_results=False,
@@ -105,21 +108,22 @@ class WorkerService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 
-    async def _listen_for_cancels(self) -> None:
-        """Stop a running crew the moment its job is cancelled (the heartbeat would notice
-        within `heartbeat_interval` anyway, should a message be lost)."""
+    async def _listen(self) -> None:
+        """Poll arq the moment a job is queued, and stop a running crew the moment its job
+        is cancelled (should a message be lost: the backstop poll, and the heartbeat within
+        `heartbeat_interval`, notice anyway)."""
         assert self.runner is not None
+        runner = self.runner
+
+        def cancel(job_id: str) -> None:
+            if runner.stop(job_id, StopReason.CANCEL):
+                log.info("job %s: cancel requested, stopping its crew", job_id)
+
         while True:
             try:
-                async with (await self._connected_redis()).pubsub() as pubsub:
-                    await pubsub.subscribe(queue.CANCEL_CHANNEL)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            job_id = message["data"].decode()
-                            if self.runner.stop(job_id, StopReason.CANCEL):
-                                log.info("job %s: cancel requested, stopping its crew", job_id)
+                await listen(await self._connected_redis(), self.wake, cancel)
             except REDIS_UNAVAILABLE as exc:
-                log.warning("cancel listener lost redis (%s); retrying", exc)
+                log.warning("queue listener lost redis (%s); retrying", exc)
                 await asyncio.sleep(1)
 
     async def _sample_backlog(self) -> None:
@@ -229,7 +233,7 @@ class WorkerService:
         )
         self.supervisor.start("consume", self._consume())
         self.supervisor.start("backlog gauges", self._sample_backlog())
-        self.supervisor.start("cancel listener", self._listen_for_cancels())
+        self.supervisor.start("queue listener", self._listen())
         self.supervisor.start("recovery", self._recovery())
         if self.settings.retention_days:
             self.supervisor.start("retention", run_retention(self.db, self.settings))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import aiodns
 import asyncpg
-import pytest
+import pytest_asyncio
 
 from schemas.jobs import AttemptOutcome, JobCreate, JobResult
 from shared import events, jobs, submissions
@@ -18,8 +18,9 @@ CREWS = CrewRegistry.load([Path(__file__).parent.parent / "crews"])
 RESULT = JobResult(raw="done", tasks=[], models=["m"], offline=True)
 
 
-@pytest.fixture
-def urls() -> UrlPolicy:
+@pytest_asyncio.fixture
+async def urls() -> UrlPolicy:
+    # Made in the test's running loop: aiodns binds to the loop current when it is made.
     return UrlPolicy(
         allow_http=False, allow_private=False, resolver=aiodns.DNSResolver(), dns_timeout_s=1
     )

@@ -1,0 +1,122 @@
+"""worker/consumer.py with real arq and Redis, no crewq process: a worker whose backstop
+poll is a minute away still starts a job the moment it is queued, and the next job the
+moment a slot frees."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest_asyncio
+from arq.connections import ArqRedis
+from arq.worker import func
+
+from shared import queue
+from worker.consumer import PromptWorker, listen
+
+# Far beyond the tests' own waits: a job that starts in time was woken, not polled.
+BACKSTOP_S = 60.0
+IN_TIME_S = 10.0
+
+
+class Fleet:
+    """One PromptWorker and its listener; `release` lets its running jobs finish."""
+
+    def __init__(self, redis: ArqRedis, max_jobs: int) -> None:
+        self.started: asyncio.Queue[str] = asyncio.Queue()
+        self.release = asyncio.Event()
+        self.cancelled: list[str] = []
+        self.wake = asyncio.Event()
+
+        async def run_job(ctx: dict[str, Any], job_id: str) -> None:
+            self.started.put_nowait(job_id)
+            await self.release.wait()
+
+        self.worker = PromptWorker(
+            wake=self.wake,
+            functions=[func(run_job, name=queue.RUN_JOB, keep_result=0)],
+            redis_pool=redis,
+            queue_name=queue.QUEUE_NAME,
+            max_jobs=max_jobs,
+            keep_result=0,
+            poll_delay=BACKSTOP_S,
+            handle_signals=False,
+        )
+        self.tasks = [
+            asyncio.create_task(self.worker.async_run()),
+            asyncio.create_task(listen(redis, self.wake, self.cancelled.append)),
+        ]
+
+    async def next_started(self) -> str:
+        async with asyncio.timeout(IN_TIME_S):
+            return await self.started.get()
+
+    async def close(self) -> None:
+        self.release.set()
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@pytest_asyncio.fixture
+async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
+    client = await queue.connect(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def idle_fleet(redis: ArqRedis, max_jobs: int) -> Fleet:
+    fleet = Fleet(redis, max_jobs)
+    # Its first poll (of an empty queue) is done; the next is a backstop away.
+    await asyncio.sleep(1.0)
+    return fleet
+
+
+async def test_a_queued_job_starts_without_waiting_for_the_poll(redis: ArqRedis) -> None:
+    fleet = await idle_fleet(redis, max_jobs=2)
+    try:
+        assert await queue.enqueue(redis, "job_now")
+        assert await fleet.next_started() == "job_now"
+    finally:
+        await fleet.close()
+
+
+async def test_a_freed_slot_takes_the_next_job_at_once(redis: ArqRedis) -> None:
+    fleet = await idle_fleet(redis, max_jobs=1)
+    try:
+        assert await queue.enqueue(redis, "job_first")
+        assert await fleet.next_started() == "job_first"
+        assert await queue.enqueue(redis, "job_second")  # its wake-up finds no free slot
+        await asyncio.sleep(0.5)
+        assert fleet.started.empty()
+        fleet.release.set()
+        assert await fleet.next_started() == "job_second"
+    finally:
+        await fleet.close()
+
+
+async def test_a_deferred_job_wakes_no_one_and_a_requeue_does(redis: ArqRedis) -> None:
+    fleet = await idle_fleet(redis, max_jobs=2)
+    try:
+        fleet.wake.clear()
+        assert await queue.enqueue(redis, "job_later", datetime.now(UTC) + timedelta(hours=1))
+        await asyncio.sleep(0.5)
+        assert not fleet.wake.is_set() and fleet.started.empty()
+        await queue.requeue_now(redis, "job_later")  # arq still holds it: only its score moves
+        assert await fleet.next_started() == "job_later"
+    finally:
+        await fleet.close()
+
+
+async def test_cancel_requests_reach_the_callback(redis: ArqRedis) -> None:
+    fleet = await idle_fleet(redis, max_jobs=1)
+    try:
+        await queue.publish_cancel(redis, "job_x")
+        async with asyncio.timeout(IN_TIME_S):
+            while not fleet.cancelled:
+                await asyncio.sleep(0.01)
+        assert fleet.cancelled == ["job_x"]
+    finally:
+        await fleet.close()

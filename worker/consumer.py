@@ -1,0 +1,61 @@
+"""Taking jobs off arq's queue the moment they are there.
+
+arq finds new jobs by polling its queue. crewq's enqueue also publishes a wake-up
+(shared/queue.py), and a worker that hears one, or frees one of its own slots, polls at
+once: a job starts a millisecond or two after it is queued instead of after half the poll
+interval on average, and an idle worker polls only as a backstop. Redis pub/sub delivers
+at most once (a worker reconnecting misses what was published meanwhile), so the poll
+stays, to catch a lost wake-up and a deferred job falling due."""
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from arq import Worker
+from arq.connections import ArqRedis
+
+from shared import queue
+
+# How often an idle worker polls arq's queue anyway.
+BACKSTOP_POLL_S = 0.25
+
+
+class PromptWorker(Worker):
+    """arq's worker, polling when `wake` is set rather than only every `poll_delay`.
+
+    It reaches into two of arq 0.28's internals (pinned): `_poll_iteration`, one look at the
+    queue, which it follows with a wait for `wake` in place of arq's fixed sleep; and
+    `_release_sem_dec_counter_on_complete`, where a finished job frees its slot."""
+
+    def __init__(self, *args: Any, wake: asyncio.Event, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake = wake
+        self._backstop_s = self.poll_delay_s
+        self.poll_delay_s = 0  # arq's own sleep between polls: the wait below replaces it
+
+    async def _poll_iteration(self) -> None:
+        self._wake.clear()  # a wake-up arriving during this poll is kept for the next one
+        await super()._poll_iteration()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._backstop_s)
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._wake.set()  # a slot is free: look for the next job now
+
+
+async def listen(redis: ArqRedis, wake: asyncio.Event, cancel: Callable[[str], None]) -> None:
+    """Follow the queue's wake-ups (setting `wake`) and cancel requests (calling `cancel`
+    with the job's id) until cancelled. Redis going away ends it with that error, for the
+    caller to retry."""
+    async with redis.pubsub() as pubsub:
+        await pubsub.subscribe(queue.WAKE_CHANNEL, queue.CANCEL_CHANNEL)
+        wake.set()  # anything queued while this was not subscribed
+        async for message in pubsub.listen():
+            if message.get("type") != "message":
+                continue
+            if message["channel"] == queue.WAKE_CHANNEL.encode():
+                wake.set()
+            else:
+                cancel(message["data"].decode())
