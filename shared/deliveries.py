@@ -94,16 +94,18 @@ async def insert_owed(
     the deliveries' ids, in the order of `targets`."""
     ids = [new_id("dlv") for _ in targets]
     await conn.execute(
-        "INSERT INTO webhook_deliveries (id, event_id, tenant_id, endpoint_id, url)"
+        "WITH d AS (INSERT INTO webhook_deliveries (id, event_id, tenant_id, endpoint_id, url)"
         " SELECT id, $1, $2, endpoint_id, url"
-        " FROM unnest($3::text[], $4::text[], $5::text[]) AS t (id, endpoint_id, url)",
+        " FROM unnest($3::text[], $4::text[], $5::text[]) AS t (id, endpoint_id, url)"
+        " RETURNING 1)"
+        " SELECT pg_notify($6, '') WHERE EXISTS (SELECT FROM d)",  # one round trip, not two
         event_id,
         tenant_id,
         ids,
         [t.endpoint_id for t in targets],
         [t.url for t in targets],
+        DELIVERIES_CHANNEL,
     )
-    await conn.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
     return ids
 
 

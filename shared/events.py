@@ -50,9 +50,12 @@ async def emit(
         created_at=datetime.now(UTC),
         data=storable(data.model_dump(mode="json")),
     )
+    # A job's event tells the API processes streaming it, in the same statement (at
+    # commit): one round trip, not two.
     await conn.execute(
-        "INSERT INTO events (id, tenant_id, job_id, type, payload, created_at, traceparent)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "WITH e AS (INSERT INTO events (id, tenant_id, job_id, type, payload, created_at,"
+        " traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING job_id)"
+        " SELECT pg_notify($8, e.job_id), pg_notify($9, $2) FROM e WHERE e.job_id IS NOT NULL",
         event.id,
         tenant_id,
         job_id,
@@ -60,6 +63,8 @@ async def emit(
         event.model_dump(mode="json"),
         event.created_at,
         current_traceparent(),
+        JOB_EVENTS_CHANNEL,
+        TENANT_EVENTS_CHANNEL,
     )
     if endpoint_id is not None:
         only = await endpoints.target(conn, tenant_id, endpoint_id)
@@ -69,14 +74,6 @@ async def emit(
         if job_webhook_url and type in JOB_URL_EVENTS:
             targets.append(Target(None, job_webhook_url))
     owed = await deliveries.insert_owed(conn, event.id, tenant_id, targets) if targets else []
-    if job_id is not None:
-        await conn.execute(
-            "SELECT pg_notify($1, $2), pg_notify($3, $4)",
-            JOB_EVENTS_CHANNEL,
-            job_id,
-            TENANT_EVENTS_CHANNEL,
-            tenant_id,
-        )
     return Emitted(event, owed)
 
 

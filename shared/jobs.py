@@ -783,6 +783,21 @@ async def pending_summary(db: Executor) -> PendingSummary:
     return PendingSummary(row["pending"], row["due"], row["parked"], row["oldest_due_s"])
 
 
+async def fold_counts(pool: asyncpg.Pool) -> int:
+    """Add every tenant's job count changes into its counts (migration 0005): a tenant that
+    stops submitting stops folding its own, and its changes would pile up. How many
+    tenants were folded."""
+    tenant_ids = [
+        r["tenant_id"]
+        for r in await pool.fetch("SELECT DISTINCT tenant_id FROM tenant_job_count_changes")
+    ]
+    for tenant_id in tenant_ids:  # one transaction each: the tenant's lock, held briefly
+        await pool.execute(
+            "SELECT crewq_fold_job_counts($1, $2)", int(TenantLock.JOBS), tenant_id
+        )
+    return len(tenant_ids)
+
+
 async def unpark_free_slots(pool: asyncpg.Pool, default_cap: int) -> list[str]:
     """Unpark as many parked jobs of each tenant as it has free slots, counting its running
     and queued jobs (its cap was raised, or a hand-over was lost with its worker); returns

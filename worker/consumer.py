@@ -37,8 +37,11 @@ class PromptWorker(Worker):
     async def _poll_iteration(self) -> None:
         self._wake.clear()  # a wake-up arriving during this poll is kept for the next one
         await super()._poll_iteration()
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that
+        # arrives as the wait ends (CPython #86296), and the worker would never stop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._backstop_s)
+            async with asyncio.timeout(self._backstop_s):
+                await self._wake.wait()
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()

@@ -6,7 +6,7 @@
 - The reconciler puts back on the queue every pending job Redis forgot (a restart without
   persistence, FLUSHALL, a queue entry lost while its job key stayed): Postgres is the
   source of truth, Redis only carries wake-ups. It also unparks jobs whose tenant has free
-  slots (its cap was raised).
+  slots (its cap was raised), and folds the tenants' job count changes into their counts.
 - Retention deletes finished jobs older than `retention_days`, in small batches.
 
 A lost connection to Postgres or Redis is logged and the loop goes on; any other error is
@@ -51,6 +51,7 @@ async def reconcile_once(db: asyncpg.Pool, redis: ArqRedis, settings: Settings) 
     died between the Postgres write and arq's own bookkeeping: a pending job is in progress
     for milliseconds, not ten seconds; a second delivery of one about to start is harmless,
     as starting is compare-and-set)."""
+    await jobs.fold_counts(db)
     restored = await jobs.unpark_free_slots(db, settings.tenant_max_running_jobs)
     for job_id in restored:
         await queue.enqueue(redis, job_id)

@@ -120,3 +120,22 @@ async def test_cancel_requests_reach_the_callback(redis: ArqRedis) -> None:
         assert fleet.cancelled == ["job_x"]
     finally:
         await fleet.close()
+
+
+async def test_a_cancel_arriving_with_a_wake_up_still_stops_the_worker(redis: ArqRedis) -> None:
+    """The worker's shutdown cancels arq's main task; one that met a wake-up at that moment
+    was lost, and the worker never stopped (Python 3.11's wait_for, CPython #86296)."""
+    for _ in range(10):
+        fleet = Fleet(redis, max_jobs=1)
+        try:
+            await asyncio.sleep(0.1)
+            main = fleet.worker.main_task
+            assert main is not None and not main.done()
+            fleet.wake.set()
+            await asyncio.sleep(0)  # the wait ends; the poll loop has not resumed yet
+            main.cancel()
+            # async_run ends with its main task.
+            stopped, _ = await asyncio.wait({fleet.tasks[0]}, timeout=IN_TIME_S)
+            assert stopped, "the worker went on polling after it was cancelled"
+        finally:
+            await fleet.close()

@@ -10,7 +10,8 @@ from schemas.events import Event, EventType, TaskStarted
 from schemas.jobs import Job
 from shared import events, jobs
 from shared.db import Executor
-from shared.events import TENANT_EVENTS_CHANNEL, TenantFilter, TenantTail
+from shared.deliveries import DELIVERIES_CHANNEL
+from shared.events import JOB_EVENTS_CHANNEL, TENANT_EVENTS_CHANNEL, TenantFilter, TenantTail
 from tests.integration.factories import endpoint, submit, tenant
 
 
@@ -183,19 +184,35 @@ async def test_a_filtered_tails_window_moves_with_the_events_it_leaves_out(
     assert await _read_all(db, tail) == [wanted.id]
 
 
-async def test_emit_notifies_the_tenant_channel_when_it_commits(db: asyncpg.Pool) -> None:
+async def test_emit_notifies_each_channel_when_it_commits(db: asyncpg.Pool) -> None:
     tenant_id = await tenant(db)
+    hook = await endpoint(db, tenant_id, "https://example.com/hook", [EventType.TASK_STARTED])
     job = await submit(db, tenant_id)
-    heard: asyncio.Queue[str] = asyncio.Queue()
+    heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    channels = [JOB_EVENTS_CHANNEL, TENANT_EVENTS_CHANNEL, DELIVERIES_CHANNEL]
     async with db.acquire() as listener:
 
         def hear(*args: object) -> None:
-            heard.put_nowait(str(args[3]))
+            heard.put_nowait((str(args[2]), str(args[3])))
 
-        await listener.add_listener(TENANT_EVENTS_CHANNEL, hear)
+        for channel in channels:
+            await listener.add_listener(channel, hear)
         async with db.acquire() as conn, conn.transaction():
             await _emit(conn, job)
             await asyncio.sleep(0.2)
             assert heard.empty()  # not before the event can be read
-        assert await asyncio.wait_for(heard.get(), timeout=5) == tenant_id
-        await listener.remove_listener(TENANT_EVENTS_CHANNEL, hear)
+        got = {await asyncio.wait_for(heard.get(), timeout=5) for _ in channels}
+        assert got == {
+            (JOB_EVENTS_CHANNEL, job.id),
+            (TENANT_EVENTS_CHANNEL, tenant_id),
+            (DELIVERIES_CHANNEL, ""),
+        }
+        # An event of no job (a test send) wakes the dispatchers, and no job stream.
+        async with db.acquire() as conn:
+            assert await events.send_test(conn, tenant_id, hook)
+        assert await asyncio.wait_for(heard.get(), timeout=5) == (DELIVERIES_CHANNEL, "")
+        await asyncio.sleep(0.2)
+        assert heard.empty()
+        for channel in channels:
+            await listener.remove_listener(channel, hear)
+
