@@ -17,12 +17,16 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 import psutil
 
@@ -77,8 +81,11 @@ Outcome = CrewFinished | CrewFailed | TimedOut | Stopped | Crashed
 class _Child:
     process: BaseProcess
     conn: Connection
+    storage: Path  # CrewAI's files of this process alone (crew_process.use_private_storage)
     jobs_run: int = 0
     accepted: bool = False  # the job last sent was acknowledged (`Accepted`)
+    # Started when it had run its `max_jobs`: it serves on until this one is warm.
+    successor: "asyncio.Task[_Child] | None" = None
 
     @property
     def pid(self) -> int:
@@ -94,19 +101,22 @@ class CrewPool:
         self._max_rss = max_rss_mb * 1024 * 1024
         self._idle: list[_Child] = []
         self._warming: set[asyncio.Task[_Child]] = set()  # replacements on their way
+        self._storage: Path | None = None  # the children's CrewAI files, from start()
         # Held for a job's whole attempt, from before it is claimed in Postgres: a job is
         # never marked running while it waits for a crew process.
         self.slots = asyncio.Semaphore(size)
 
     def _spawn(self) -> _Child:
         """Start a child and wait until it is warm (blocking: run it in a thread)."""
+        assert self._storage is not None, "start() first"
         parent_conn, child_conn = self._ctx.Pipe()
+        storage = self._storage / uuid.uuid4().hex
         process = self._ctx.Process(
-            target=child_entry, args=(child_conn,), name="crewq-crew", daemon=True
+            target=child_entry, args=(child_conn, str(storage)), name="crewq-crew", daemon=True
         )
         process.start()
         child_conn.close()
-        child = _Child(process, parent_conn)
+        child = _Child(process, parent_conn, storage)
         try:
             if not parent_conn.poll(_WARM_UP_TIMEOUT_S):
                 raise NoCrewProcess(f"crew process not warm after {_WARM_UP_TIMEOUT_S:.0f} s")
@@ -116,6 +126,7 @@ class CrewPool:
                 os.kill(child.pid, signal.SIGKILL)
             process.join(5)
             parent_conn.close()
+            shutil.rmtree(storage, ignore_errors=True)
             if isinstance(exc, NoCrewProcess):
                 raise
             raise NoCrewProcess(f"crew process exited with code {process.exitcode}") from exc
@@ -125,13 +136,21 @@ class CrewPool:
         log.debug("crew process %d warm in %.2f s", child.pid, ready.warm_up_s)
         return child
 
-    def _replace(self) -> None:
-        """Warm a child in the background for the one just let go."""
-        self._warming.add(asyncio.create_task(asyncio.to_thread(self._spawn)))
+    def _replace(self) -> "asyncio.Task[_Child]":
+        """Warm a child in the background for one let go or used up."""
+        task = asyncio.create_task(asyncio.to_thread(self._spawn))
+        self._warming.add(task)
+        return task
+
+    @staticmethod
+    def _superseded(child: _Child) -> bool:
+        """Its successor is warm (or failed to start): time for it to go."""
+        return child.successor is not None and child.successor.done()
 
     async def start(self, preload: list[str] | None = None) -> None:
         """Start `size` children up front, warm, so the first jobs do not wait for them;
         the forkserver imports `preload` (modules) besides CrewAI."""
+        self._storage = Path(tempfile.mkdtemp(prefix="crewq-crews-"))
         self._ctx.set_forkserver_preload(["worker.crew_process", *(preload or [])])
         # The forkserver ignores Ctrl-C only once it has imported CrewAI; a terminal's
         # SIGINT during those seconds would kill it. Start it with SIGINT ignored, a
@@ -161,7 +180,8 @@ class CrewPool:
                 assert isinstance(answer, CrewsChecked)
             except (TimeoutError, EOFError, OSError) as exc:
                 await self._discard(child)
-                self._replace()
+                if child.successor is None:
+                    self._replace()
                 return {spec.name: f"not checked: {type(exc).__name__} {exc}" for spec in specs}
             except BaseException:
                 await asyncio.shield(self._discard(child))
@@ -170,10 +190,15 @@ class CrewPool:
         return answer.errors
 
     async def _take(self) -> _Child:
-        """A warm child: an idle one, else the replacement warming longest, else a new one.
-        Raises NoCrewProcess when none could be started."""
+        """A warm child: an idle one (a used-up one only when no other is idle), else the
+        replacement warming longest, else a new one. Raises NoCrewProcess when none could
+        be started."""
+        for child in [c for c in self._idle if self._superseded(c)]:
+            self._idle.remove(child)
+            await self._discard(child)
         while self._idle:
-            child = self._idle.pop()
+            fresh = [n for n, c in enumerate(self._idle) if c.successor is None]
+            child = self._idle.pop(fresh[-1] if fresh else -1)
             if self._answering(child):
                 return child
             await self._discard(child)
@@ -209,10 +234,9 @@ class CrewPool:
                 os.kill(child.pid, signal.SIGKILL)
         await asyncio.to_thread(child.process.join, 5)
         child.conn.close()
+        shutil.rmtree(child.storage, ignore_errors=True)
 
-    def _reusable(self, child: _Child) -> bool:
-        if child.jobs_run >= self._max_jobs:
-            return False
+    def _within_memory(self, child: _Child) -> bool:
         try:
             return psutil.Process(child.pid).memory_info().rss < self._max_rss
         except psutil.Error:
@@ -250,14 +274,21 @@ class CrewPool:
                 # say): nothing of the job ran there, so another process takes it.
                 log.warning("crew process %d died before taking a job: %s", child.pid, outcome)
                 await self._discard(child)
-                self._replace()
+                if child.successor is None:
+                    self._replace()
                 continue
             child.jobs_run += 1
-            if isinstance(outcome, CrewFinished | CrewFailed) and self._reusable(child):
+            ended = isinstance(outcome, CrewFinished | CrewFailed)
+            if ended and self._within_memory(child) and not self._superseded(child):
+                if child.jobs_run >= self._max_jobs and child.successor is None:
+                    # Used up: its successor warms while it serves on, so no job waits for
+                    # a warm-up (a second or more of CPU) at each recycle.
+                    child.successor = self._replace()
                 self._idle.append(child)
             else:
                 await self._discard(child)
-                self._replace()
+                if child.successor is None:  # else its successor is on its way already
+                    self._replace()
             return outcome
         return Crashed(f"{_HANDOVER_TRIES} crew processes in a row died before taking the job")
 
@@ -339,3 +370,5 @@ class CrewPool:
             await asyncio.to_thread(child.process.join, 2)
             if child.process.is_alive():
                 await self._discard(child)
+        if self._storage is not None:
+            shutil.rmtree(self._storage, ignore_errors=True)

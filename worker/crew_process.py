@@ -28,6 +28,8 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 import warnings  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
 
 from worker.tls import share_default_context  # noqa: E402
@@ -37,6 +39,7 @@ share_default_context()
 import crewai  # noqa: E402, F401  (the point of the forkserver preload)
 from crewai import Agent, Crew, Task  # noqa: E402
 from crewai.crews.crew_output import CrewOutput  # noqa: E402
+from crewai_core import lock_store  # noqa: E402
 
 from schemas.jobs import ErrorCode, JobResult  # noqa: E402
 from shared.crews import CrewConfigError  # noqa: E402
@@ -125,8 +128,36 @@ def warm_up(default_model: str) -> Ready:
     return Ready(time.perf_counter() - started, None)
 
 
-def child_main(conn: Connection) -> None:
+_LOCKS: dict[str, threading.Lock] = {}
+
+
+@contextmanager
+def _thread_lock(name: str, *, timeout: float) -> Iterator[None]:
+    lock = _LOCKS.setdefault(name, threading.Lock())
+    if not lock.acquire(timeout=timeout):
+        raise TimeoutError(f"CrewAI's lock {name!r} not taken in {timeout:.0f} s")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def use_private_storage(directory: str) -> None:
+    """Give this process CrewAI storage of its own, under `directory` (absolute).
+
+    Every kickoff writes its task outputs to a SQLite file (for `crewai replay`, which
+    crewq does not use) under a file lock that a waiter polls every 250 ms. Shared by a
+    worker's crew processes, that file made concurrent kickoffs wait on each other: one
+    job in fifteen took 250-300 ms longer at two crews at a time. With a file of its own,
+    the process needs only a lock among its own threads (CrewAI's `set_lock_backend`)."""
+    # An absolute CREWAI_STORAGE_DIR is used as is: appdirs joins it to its base.
+    os.environ["CREWAI_STORAGE_DIR"] = directory
+    lock_store.set_lock_backend(_thread_lock)
+
+
+def child_main(conn: Connection, storage_dir: str) -> None:
     """Serve run requests until the parent sends None or goes away."""
+    use_private_storage(storage_dir)
     # CrewAI warns that a task callback cannot be checkpointed; crewq never checkpoints.
     warnings.filterwarnings("ignore", message="function callbacks cannot be serialized")
     sending = threading.Lock()  # steps are sent from CrewAI's event thread, outcomes from here

@@ -114,8 +114,8 @@ class CrewFailed:
 ChildMessage = Accepted | Step | CrewFinished | CrewFailed
 
 
-def child_entry(conn: Connection) -> None:
+def child_entry(conn: Connection, storage_dir: str) -> None:
     """A crew process's entry point (the forkserver has already imported the module)."""
     from worker.crew_process import child_main
 
-    child_main(conn)
+    child_main(conn, storage_dir)

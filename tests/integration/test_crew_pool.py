@@ -2,6 +2,7 @@
 only once warm, and one let go is replaced at once, in the background."""
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -52,19 +53,31 @@ async def pool() -> AsyncIterator[CrewPool]:
     await crews.close()
 
 
-async def test_a_child_let_go_is_replaced_warm_before_the_next_job(pool: CrewPool) -> None:
+async def test_a_used_up_child_serves_on_until_its_successor_is_warm(pool: CrewPool) -> None:
     [first] = crew_processes()
     done = await run_echo(pool, "one")
     assert "one" in done.result.raw
-    # max_jobs=1: that child is gone, and its replacement is already starting (and warming
-    # up) though no job has asked for it yet.
-    await asyncio.sleep(0.5)
-    [replacement] = crew_processes()
-    assert replacement.pid != first.pid
-    done = await run_echo(pool, "two")
-    assert "two" in done.result.raw
-    # The second job ran in that replacement, not in a child started for it.
-    assert replacement.pid not in {p.pid for p in crew_processes()}
+    # max_jobs=1: that child is used up, and its successor is starting though no job has
+    # asked for it yet. Held stopped, it cannot finish warming up.
+    async with asyncio.timeout(30):
+        while len(crew_processes()) < 2:
+            await asyncio.sleep(0.01)
+    [successor] = [p for p in crew_processes() if p.pid != first.pid]
+    successor.suspend()
+    try:
+        # The next job does not wait for that warm-up: the used-up child takes it.
+        async with asyncio.timeout(60):
+            done = await run_echo(pool, "two")
+        assert "two" in done.result.raw and first.is_running()
+    finally:
+        successor.resume()
+    # Once the successor is warm, it takes the jobs, and the used-up child is gone.
+    async with asyncio.timeout(120):
+        while not all(t.done() for t in pool._warming):  # the pool's own view of warm-ups
+            await asyncio.sleep(0.1)
+    done = await run_echo(pool, "three")
+    assert "three" in done.result.raw
+    assert [p.pid for p in crew_processes()] == [successor.pid] and not first.is_running()
 
 
 async def test_children_killed_while_idle_or_warming_never_fail_the_next_job(
@@ -76,3 +89,26 @@ async def test_children_killed_while_idle_or_warming_never_fail_the_next_job(
         child.kill()
     done = await run_echo(pool, "after the kill")
     assert "after the kill" in done.result.raw
+
+
+def crewai_lock_files() -> set[Path]:
+    """The file locks CrewAI's default lock backend leaves in the temp folder."""
+    return set(Path(tempfile.gettempdir()).glob("crewai:*.lock"))
+
+
+async def test_each_crew_process_keeps_crewai_files_of_its_own() -> None:
+    """CrewAI writes each kickoff's task outputs to SQLite under a polled file lock; shared
+    by the crew processes, it made concurrent kickoffs wait on each other."""
+    locks_before = crewai_lock_files()
+    crews = CrewPool(2, max_jobs=10, max_rss_mb=2048)
+    await crews.start()
+    try:
+        await asyncio.gather(run_echo(crews, "left"), run_echo(crews, "right"))
+        base = crews._storage
+        assert base is not None
+        files = sorted(base.glob("*/latest_kickoff_task_outputs.db"))
+        assert len(files) == 2 and files[0].parent != files[1].parent
+        assert crewai_lock_files() == locks_before
+    finally:
+        await crews.close()
+    assert not base.exists()
