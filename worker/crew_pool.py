@@ -142,6 +142,16 @@ class CrewPool:
         self._warming.add(task)
         return task
 
+    def _let_go_superseded(self, _: object = None) -> None:
+        """Ask each idle child whose successor is warm to exit (it ends on its own, and the
+        forkserver reaps it); run when a successor is done, so none lingers idle."""
+        for child in [c for c in self._idle if self._superseded(c)]:
+            self._idle.remove(child)
+            with contextlib.suppress(OSError):
+                child.conn.send(None)
+            child.conn.close()
+            shutil.rmtree(child.storage, ignore_errors=True)
+
     @staticmethod
     def _superseded(child: _Child) -> bool:
         """Its successor is warm (or failed to start): time for it to go."""
@@ -193,9 +203,7 @@ class CrewPool:
         """A warm child: an idle one (a used-up one only when no other is idle), else the
         replacement warming longest, else a new one. Raises NoCrewProcess when none could
         be started."""
-        for child in [c for c in self._idle if self._superseded(c)]:
-            self._idle.remove(child)
-            await self._discard(child)
+        self._let_go_superseded()
         while self._idle:
             fresh = [n for n, c in enumerate(self._idle) if c.successor is None]
             child = self._idle.pop(fresh[-1] if fresh else -1)
@@ -284,6 +292,7 @@ class CrewPool:
                     # Used up: its successor warms while it serves on, so no job waits for
                     # a warm-up (a second or more of CPU) at each recycle.
                     child.successor = self._replace()
+                    child.successor.add_done_callback(self._let_go_superseded)
                 self._idle.append(child)
             else:
                 await self._discard(child)
