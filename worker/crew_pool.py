@@ -8,8 +8,9 @@ crew can hang on CrewAI's threads, so children never come from fork(), and a chi
 warm-up kickoff happens in the child, never in the forkserver.
 
 A child is offered to a job only once it has said it is warm (`Ready`). A child that is
-let go (recycled, killed by a timeout or a cancel, crashed) is replaced at once, in the
-background, so the next job finds a warm one instead of paying for the warm-up itself.
+let go (killed by a timeout or a cancel, crashed, past its memory) is replaced at once, in
+the background, so the next job finds a warm one instead of paying for the warm-up itself;
+one that has run its `max_jobs` serves on until its successor is warm.
 """
 
 import asyncio
