@@ -23,12 +23,6 @@ def month_ends(at: datetime) -> datetime:
     return datetime(year, month, 1, tzinfo=UTC)
 
 
-async def now(db: Executor) -> datetime:
-    """The database's clock, which every quota decision reads (not each process's own)."""
-    value: datetime = await db.fetchval("SELECT now()")
-    return value
-
-
 @dataclass(frozen=True)
 class MonthUsage:
     jobs: int

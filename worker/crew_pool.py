@@ -123,11 +123,7 @@ class CrewPool:
                 raise NoCrewProcess(f"crew process not warm after {_WARM_UP_TIMEOUT_S:.0f} s")
             ready = parent_conn.recv()
         except (EOFError, OSError) as exc:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGKILL)
-            process.join(5)
-            parent_conn.close()
-            shutil.rmtree(storage, ignore_errors=True)
+            self._bury(child)
             if isinstance(exc, NoCrewProcess):
                 raise
             raise NoCrewProcess(f"crew process exited with code {process.exitcode}") from exc
@@ -190,9 +186,7 @@ class CrewPool:
                     answer = await asyncio.to_thread(child.conn.recv)
                 assert isinstance(answer, CrewsChecked)
             except (TimeoutError, EOFError, OSError) as exc:
-                await self._discard(child)
-                if child.successor is None:
-                    self._replace()
+                await self._let_go(child)
                 return {spec.name: f"not checked: {type(exc).__name__} {exc}" for spec in specs}
             except BaseException:
                 await asyncio.shield(self._discard(child))
@@ -236,14 +230,25 @@ class CrewPool:
         except OSError:
             return False
 
-    async def _discard(self, child: _Child) -> None:
-        """Kill a child for good and wait until it is gone."""
+    @staticmethod
+    def _bury(child: _Child) -> None:
+        """Kill a child for good, wait until it is gone, and remove its files (blocking)."""
         if child.process.exitcode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGKILL)
-        await asyncio.to_thread(child.process.join, 5)
+        child.process.join(5)
         child.conn.close()
         shutil.rmtree(child.storage, ignore_errors=True)
+
+    async def _discard(self, child: _Child) -> None:
+        await asyncio.to_thread(self._bury, child)
+
+    async def _let_go(self, child: _Child) -> None:
+        """Discard a child that cannot serve on, and warm its replacement unless its
+        successor is on its way already."""
+        await self._discard(child)
+        if child.successor is None:
+            self._replace()
 
     def _within_memory(self, child: _Child) -> bool:
         try:
@@ -282,9 +287,7 @@ class CrewPool:
                 # It died between being taken and taking the job (killed the moment before,
                 # say): nothing of the job ran there, so another process takes it.
                 log.warning("crew process %d died before taking a job: %s", child.pid, outcome)
-                await self._discard(child)
-                if child.successor is None:
-                    self._replace()
+                await self._let_go(child)
                 continue
             child.jobs_run += 1
             ended = isinstance(outcome, CrewFinished | CrewFailed)
@@ -296,9 +299,7 @@ class CrewPool:
                     child.successor.add_done_callback(self._let_go_superseded)
                 self._idle.append(child)
             else:
-                await self._discard(child)
-                if child.successor is None:  # else its successor is on its way already
-                    self._replace()
+                await self._let_go(child)
             return outcome
         return Crashed(f"{_HANDOVER_TRIES} crew processes in a row died before taking the job")
 

@@ -67,25 +67,26 @@ async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
     await client.aclose()
 
 
-async def idle_fleet(redis: ArqRedis, max_jobs: int) -> Fleet:
+@contextlib.asynccontextmanager
+async def fleet_of(redis: ArqRedis, max_jobs: int, settle_s: float = 1.0) -> AsyncIterator[Fleet]:
+    """A fleet, `settle_s` after its start: by default its first poll (of an empty queue) is
+    done and the next is a backstop away."""
     fleet = Fleet(redis, max_jobs)
-    # Its first poll (of an empty queue) is done; the next is a backstop away.
-    await asyncio.sleep(1.0)
-    return fleet
-
-
-async def test_a_queued_job_starts_without_waiting_for_the_poll(redis: ArqRedis) -> None:
-    fleet = await idle_fleet(redis, max_jobs=2)
     try:
-        assert await queue.enqueue(redis, "job_now")
-        assert await fleet.next_started() == "job_now"
+        await asyncio.sleep(settle_s)
+        yield fleet
     finally:
         await fleet.close()
 
 
+async def test_a_queued_job_starts_without_waiting_for_the_poll(redis: ArqRedis) -> None:
+    async with fleet_of(redis, max_jobs=2) as fleet:
+        assert await queue.enqueue(redis, "job_now")
+        assert await fleet.next_started() == "job_now"
+
+
 async def test_a_freed_slot_takes_the_next_job_at_once(redis: ArqRedis) -> None:
-    fleet = await idle_fleet(redis, max_jobs=1)
-    try:
+    async with fleet_of(redis, max_jobs=1) as fleet:
         assert await queue.enqueue(redis, "job_first")
         assert await fleet.next_started() == "job_first"
         assert await queue.enqueue(redis, "job_second")  # its wake-up finds no free slot
@@ -93,42 +94,32 @@ async def test_a_freed_slot_takes_the_next_job_at_once(redis: ArqRedis) -> None:
         assert fleet.started.empty()
         fleet.release.set()
         assert await fleet.next_started() == "job_second"
-    finally:
-        await fleet.close()
 
 
 async def test_a_deferred_job_wakes_no_one_and_a_requeue_does(redis: ArqRedis) -> None:
-    fleet = await idle_fleet(redis, max_jobs=2)
-    try:
+    async with fleet_of(redis, max_jobs=2) as fleet:
         fleet.wake.clear()
         assert await queue.enqueue(redis, "job_later", datetime.now(UTC) + timedelta(hours=1))
         await asyncio.sleep(0.5)
         assert not fleet.wake.is_set() and fleet.started.empty()
         await queue.requeue_now(redis, "job_later")  # arq still holds it: only its score moves
         assert await fleet.next_started() == "job_later"
-    finally:
-        await fleet.close()
 
 
 async def test_cancel_requests_reach_the_callback(redis: ArqRedis) -> None:
-    fleet = await idle_fleet(redis, max_jobs=1)
-    try:
+    async with fleet_of(redis, max_jobs=1) as fleet:
         await queue.publish_cancel(redis, "job_x")
         async with asyncio.timeout(IN_TIME_S):
             while not fleet.cancelled:
                 await asyncio.sleep(0.01)
         assert fleet.cancelled == ["job_x"]
-    finally:
-        await fleet.close()
 
 
 async def test_a_cancel_arriving_with_a_wake_up_still_stops_the_worker(redis: ArqRedis) -> None:
     """The worker's shutdown cancels arq's main task; one that met a wake-up at that moment
     was lost, and the worker never stopped (Python 3.11's wait_for, CPython #86296)."""
     for _ in range(10):
-        fleet = Fleet(redis, max_jobs=1)
-        try:
-            await asyncio.sleep(0.1)
+        async with fleet_of(redis, max_jobs=1, settle_s=0.1) as fleet:
             main = fleet.worker.main_task
             assert main is not None and not main.done()
             fleet.wake.set()
@@ -137,5 +128,3 @@ async def test_a_cancel_arriving_with_a_wake_up_still_stops_the_worker(redis: Ar
             # async_run ends with its main task.
             stopped, _ = await asyncio.wait({fleet.tasks[0]}, timeout=IN_TIME_S)
             assert stopped, "the worker went on polling after it was cancelled"
-        finally:
-            await fleet.close()
