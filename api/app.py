@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from api import metrics as api_metrics
 from api.auth import auth_middleware
 from api.context import BOX, CREWS, DB, REDIS, SETTINGS, SUPERVISOR, URLS
 from api.errors import error_middleware
@@ -17,10 +16,12 @@ from api.metrics import metrics_middleware
 from api.notifications import notification_hub
 from api.ratelimit import rate_limit_middleware
 from api.routes import account, crews, docs, health, jobs, stream, webhooks
+from api.server import GuardedRunner, Limits
 from api.tracing import RequestAccessLogger, tracing_middleware
 from shared import metrics, queue
 from shared.crews import CrewRegistry
 from shared.db import pool_for
+from shared.ops_server import ops_server
 from shared.secret_box import SecretBox
 from shared.settings import Settings
 from shared.supervisor import Supervisor
@@ -65,7 +66,7 @@ def create_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     app.cleanup_ctx.append(_connections)
     app.cleanup_ctx.append(notification_hub)
     app.cleanup_ctx.append(failure_log)
-    for module in (jobs, stream, crews, account, webhooks, health, api_metrics, docs):
+    for module in (jobs, stream, crews, account, webhooks, health, docs):
         app.add_routes(module.routes)
     app.on_startup.append(docs.build_document)
     return app
@@ -78,19 +79,25 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     supervisor = Supervisor()
-    runner = web.AppRunner(
+    runner = GuardedRunner(
         create_app(settings, supervisor),
+        limits=Limits(settings.api_header_timeout, settings.api_max_connections),
         access_log=logging.getLogger("crewq.access"),
         access_log_class=RequestAccessLogger,
         # Open event streams end when the API stops; do not wait a minute for them.
         shutdown_timeout=5,
+        # aiohttp's default (3,630 s) lets idle connections pile up for an hour.
+        keepalive_timeout=settings.api_keepalive_timeout,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.api_host, settings.api_port)
-        await site.start()
-        log.info("API listening on http://%s:%d", settings.api_host, settings.api_port)
-        await supervisor.wait(stopping)
+        # Metrics on their own port (none when CREWQ_METRICS_PORT is unset), never on the
+        # public one.
+        async with ops_server(settings.metrics_host, settings.metrics_port, None):
+            site = web.TCPSite(runner, settings.api_host, settings.api_port)
+            await site.start()
+            log.info("API listening on http://%s:%d", settings.api_host, settings.api_port)
+            await supervisor.wait(stopping)
     finally:
         await runner.cleanup()
         await supervisor.stop()

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ValidationError
 
 from api.responses import json_response
@@ -144,8 +146,7 @@ def ensure_request_id(request: web.Request) -> str:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     ensure_request_id(request)
     try:
-        if "\x00" in request.path or any("\x00" in v for v in request.query.values()):
-            raise ApiError(Code.INVALID_REQUEST, "the URL must not contain NUL characters")
+        _refuse_nul(request)
         response = await handler(request)
     except ApiError as err:
         response = error_response(request, err)
@@ -162,10 +163,34 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = error_response(
             request, ApiError(code, exc.reason, headers=kept, status=exc.status)
         )
+    except (RequestPayloadError, HttpProcessingError) as exc:
+        # A body the client broke off or framed wrongly (bad chunking, short of its
+        # Content-Length): its fault, one line in the log, no traceback.
+        log.info("%s %s: unreadable request body: %s", request.method, request.path, exc)
+        response = error_response(
+            request, ApiError(Code.INVALID_REQUEST, "the request body could not be read")
+        )
     except Exception as exc:
         response = error_response(request, _unexpected(request, exc))
     response.headers["X-Request-Id"] = request_id(request)
     return response
+
+
+def _shown(name: str) -> str:
+    return name.replace("\x00", "\\u0000")
+
+
+def _refuse_nul(request: web.Request) -> None:
+    """Postgres text cannot hold U+0000, and any query parameter (its name too: metadata
+    filters use the name) may end up in a query: refuse NUL anywhere in the URL, naming
+    where, before it can reach the database as a 500."""
+    if "\x00" in request.path:
+        raise ApiError(Code.INVALID_REQUEST, "the URL path must not contain NUL characters")
+    for name, value in request.query.items():
+        if "\x00" in name or "\x00" in value:
+            # INVALID_REQUEST, as NUL in the URL always was; `details` names the parameter.
+            field, problem = _shown(name), "must not contain NUL (\\u0000)"
+            raise ApiError(Code.INVALID_REQUEST, f"{field}: {problem}", {field: [problem]})
 
 
 def _unexpected(request: web.Request, exc: Exception) -> ApiError:

@@ -2,13 +2,19 @@
 request are buffered here and written in batches by one supervised task, so that a burst
 of refusals (a client hammering past its rate limit) costs the database one INSERT a
 batch, not one per request. A full buffer drops new entries (and says so in the log):
-the log serves support, it must never slow or block the API."""
+the log serves support, it must never slow or block the API.
+
+Refusals with 429 (a rate limit, too many pending jobs or streams) cost the client nothing
+to repeat, so they are not kept one row each, or a flood would fill the table for its
+seven days: the first of each tenant and code in a minute is kept, to say it happened,
+and every one is counted in `crewq_http_requests_total{status="429"}`."""
 
 import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from http import HTTPStatus
 
 import asyncpg
 from aiohttp import web
@@ -32,8 +38,25 @@ class FailureLog:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[RequestFailure] = asyncio.Queue(_BUFFER)
         self._dropped = 0
+        # Which (tenant, code) already had a 429 kept in `_minute` (minutes since the epoch).
+        self._minute = 0
+        self._throttled: set[tuple[str, str]] = set()
+
+    def _repeated_refusal(self, failure: RequestFailure) -> bool:
+        if failure.status != HTTPStatus.TOO_MANY_REQUESTS:
+            return False
+        minute = int(failure.at.timestamp() // 60)
+        if minute != self._minute:
+            self._minute, self._throttled = minute, set()
+        seen = (failure.tenant_id, failure.code)
+        if seen in self._throttled:
+            return True
+        self._throttled.add(seen)
+        return False
 
     def note(self, failure: RequestFailure) -> None:
+        if self._repeated_refusal(failure):
+            return
         try:
             self._queue.put_nowait(failure)
         except asyncio.QueueFull:

@@ -2,6 +2,8 @@
 `Server` that names no versions, the rate-limit headers, and CORS for listed origins only.
 Set as the answer is prepared, so no handler or middleware can forget them."""
 
+import hmac
+
 from aiohttp import web
 
 from api.addresses import came_over_tls
@@ -76,3 +78,14 @@ async def cors_preflight_middleware(request: web.Request, handler: Handler) -> w
             },
         )
     return await handler(request)
+
+
+def secret_matches(given: str, secret: str) -> bool:
+    """Whether a header's value is `secret`, compared in constant time. Header values are
+    str, holding surrogates for bytes that are not UTF-8, and `hmac.compare_digest` refuses
+    non-ASCII str while `.encode()` refuses surrogates: both are compared as the bytes sent,
+    so no value a client can send makes the comparison raise (a 500, and for a hidden route
+    a different answer than a route that does not exist)."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), secret.encode("utf-8", "surrogateescape")
+    )

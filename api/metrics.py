@@ -1,5 +1,7 @@
-"""The API's Prometheus side: `GET /metrics`, and a middleware counting and timing every
-request by method, route template and final status (`shared/metrics.py` defines both)."""
+"""The API's Prometheus side: a middleware counting and timing every request by method,
+route template and final status (`shared/metrics.py` defines both). They are served on
+`CREWQ_METRICS_PORT` (`shared/ops_server.py`, started by `api/app.py`), not on the public
+port: a scrape shows every route's traffic and errors, which is for operators only."""
 
 import time
 
@@ -7,10 +9,7 @@ from aiohttp import web
 
 from api.auth import HIDDEN_PATHS
 from api.errors import Handler
-from api.openapi import Operation, operation
-from shared.metrics import HTTP_DURATION, HTTP_REQUESTS, metrics_handler
-
-routes = web.RouteTableDef()
+from shared.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 UNMATCHED = "unmatched"  # the route label of a path no route matches (404, 405)
 OTHER_METHOD = "OTHER"
@@ -21,7 +20,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 def route_label(request: web.Request) -> str:
     """The matched route's template (`/v1/jobs/{job_id}`), never the raw path. A hidden
-    route counts as no route: the public /metrics must not name it."""
+    route counts as no route: /metrics must not name it to whoever may read them."""
     resource = request.match_info.route.resource
     if resource is None or request.path in HIDDEN_PATHS:
         return UNMATCHED
@@ -58,17 +57,3 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     )
     _record(request, response.status, started, streamed=streamed)
     return response
-
-
-@routes.get("/metrics")
-@operation(
-    Operation(
-        "Prometheus metrics of this API process, in the text exposition format (text/plain)",
-        None,
-        {200: None},
-        public=True,
-        tags=["operations"],
-    )
-)
-async def metrics(request: web.Request) -> web.Response:
-    return await metrics_handler(request)

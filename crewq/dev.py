@@ -13,16 +13,17 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 
 from crewq.embedded import EmbeddedPostgres, EmbeddedRedis
+from crewq.private_files import private_dir, read_private, write_private
 from schemas.account import Plan, Scope
 from shared import tenants
 from shared.db import migrate
 from shared.keys import Refusal, authenticate, create_for_tenant
+from shared.owners import Owner
 from shared.secret_box import SecretBox, generate_key
 from shared.settings import Settings
 
@@ -48,17 +49,9 @@ def role_command() -> list[str]:
     return [sys.executable, "-P", "-m", "crewq"]
 
 
-def _private_file(path: Path, make: Callable[[], str]) -> str:
-    """The file's content, written first (readable by its owner only) if it is missing."""
-    if not path.exists():
-        path.write_text(make() + "\n")
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
 def dev_secret_key(data_dir: Path) -> str:
     """The Fernet key sealing signing secrets, made once and kept in the data dir."""
-    return _private_file(data_dir / "secret-key", generate_key)
+    return read_private(data_dir / "secret-key", generate_key)
 
 
 async def dev_credentials(database_url: str, data_dir: Path, box: SecretBox) -> tuple[str, str]:
@@ -67,18 +60,18 @@ async def dev_credentials(database_url: str, data_dir: Path, box: SecretBox) -> 
     key_file = data_dir / "dev-api-key"
     conn = await asyncpg.connect(database_url)
     try:
-        key = key_file.read_text().strip() if key_file.exists() else ""
+        key = read_private(key_file, str) if key_file.exists() else ""
         principal = await authenticate(conn, key) if key else Refusal.UNKNOWN
         if isinstance(principal, Refusal):
             created = await create_for_tenant(
                 conn, "dev", [Scope.ADMIN], plan=Plan.UNLIMITED, box=box, name="crewq dev"
             )
-            key_file.unlink(missing_ok=True)
-            key = _private_file(key_file, lambda: created.key)
+            write_private(key_file, created.key + "\n")
+            key = created.key
             tenant_id = created.info.tenant_id
         else:
             tenant_id = principal.tenant_id
-        secret = await tenants.signing_secret(conn, tenant_id, box)
+        secret = await tenants.signing_secret(conn, Owner(tenant_id), box)
         assert secret is not None
         return key, secret
     finally:
@@ -115,16 +108,17 @@ def _stop(children: list[subprocess.Popen[bytes]], grace: float) -> None:
 
 def _role_env(role: str, settings: Settings) -> dict[str, str]:
     """One machine, one CREWQ_METRICS_PORT: the worker serves /metrics on it, the
-    dispatcher on the next port (the API serves its own on the API port)."""
-    if settings.metrics_port and role == "dispatcher":
-        return {"CREWQ_METRICS_PORT": str(settings.metrics_port + 1)}
+    dispatcher on the next port, the API on the one after."""
+    if settings.metrics_port and role in ("dispatcher", "api"):
+        step = 1 if role == "dispatcher" else 2
+        return {"CREWQ_METRICS_PORT": str(settings.metrics_port + step)}
     return {}
 
 
 def run_dev(settings: Settings) -> None:
     env = {**DEV_DEFAULTS, **os.environ}
-    data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # It holds keys, the Redis password and both databases' files: its owner's alone.
+    data_dir = private_dir(settings.data_dir)
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
     children: list[subprocess.Popen[bytes]] = []
@@ -144,7 +138,8 @@ def run_dev(settings: Settings) -> None:
         if not settings.redis_url:
             redis = EmbeddedRedis(data_dir)
             env["CREWQ_REDIS_URL"] = redis.url
-            print(f"Redis: embedded on {redis.url}", flush=True)
+            # Not the URL itself: it carries the password (kept in the data folder).
+            print(f"Redis: embedded on {redis.address}, password in the data folder", flush=True)
         if not settings.secret_key:
             env["CREWQ_SECRET_KEY"] = dev_secret_key(data_dir)
         box = SecretBox.from_setting(env["CREWQ_SECRET_KEY"])

@@ -40,7 +40,8 @@ class Account(BaseModel):
     tenant_name: str
     plan: Plan
     webhook_signing_secret: str | None = Field(
-        description="Signs the jobs' own webhooks; shown to keys with webhooks:manage."
+        description="Signs the jobs' own webhooks, of the calling key's mode (test jobs'"
+        " webhooks are signed with a test secret); shown to keys with webhooks:manage."
     )
     key_id: str
     scopes: list[Scope]
@@ -95,7 +96,10 @@ class ApiKeyCreate(BaseModel):
 
     name: Annotated[str, Field(strict=True, max_length=100)] = ""
     scopes: Annotated[list[Scope], Field(min_length=1, max_length=len(Scope))]
-    mode: KeyMode = KeyMode.LIVE
+    mode: KeyMode | None = Field(
+        default=None,
+        description="None: the calling key's mode. A test key makes test keys only.",
+    )
     expires_in_days: Annotated[int, Field(strict=True, ge=1, le=MAX_KEY_DAYS)] | None = Field(
         default=None, description="None: the key never expires."
     )

@@ -18,6 +18,7 @@ class ApiErrorCode(StrEnum):
     API_KEY_REVOKED = "API_KEY_REVOKED"
     INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
     IP_NOT_ALLOWED = "IP_NOT_ALLOWED"
+    LIVE_MODE_REQUIRED = "LIVE_MODE_REQUIRED"
     NOT_FOUND = "NOT_FOUND"
     JOB_NOT_FOUND = "JOB_NOT_FOUND"
     CREW_NOT_FOUND = "CREW_NOT_FOUND"
@@ -63,6 +64,7 @@ STATUS: dict[ApiErrorCode, int] = {
     # 403: known, but not allowed this.
     C.INSUFFICIENT_SCOPE: 403,
     C.IP_NOT_ALLOWED: 403,
+    C.LIVE_MODE_REQUIRED: 403,  # a test key asked for something live
     C.NOT_FOUND: 404,
     C.JOB_NOT_FOUND: 404,
     C.CREW_NOT_FOUND: 404,

@@ -36,6 +36,14 @@ class Event(BaseModel):
     livemode: bool = Field(default=True, description="False: caused by a test key's job.")
     created_at: datetime
     data: dict[str, Any]
+    truncated: bool = Field(
+        default=False,
+        description="True: `data` was larger than crewq stores for an event, and its longest"
+        " strings were cut (read the job for its whole stored result).",
+    )
+    original_bytes: int | None = Field(
+        default=None, description="When truncated: the size of the whole `data` as JSON."
+    )
 
 
 # GET /v1/jobs/{id}/events: a job's events oldest first (unlike other pages); the

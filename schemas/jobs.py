@@ -11,23 +11,46 @@ from schemas.pages import Page
 MAX_TIMEOUT_S = 7200
 MAX_RETRIES = 10
 MAX_METADATA_KEYS = 100
+MAX_METADATA_KEY = 100
 MAX_METADATA_STRING = 1000
+# Labels, not documents: an object or array in metadata may hold others this deep.
+MAX_METADATA_DEPTH = 5
 MAX_BATCH_IDS = 100
 
 
-def _metadata_strings(value: dict[str, Any]) -> dict[str, Any]:
-    long = [k for k, v in value.items() if isinstance(v, str) and len(v) > MAX_METADATA_STRING]
-    if long:
-        raise ValueError(
-            f"string values must be at most {MAX_METADATA_STRING} characters ({', '.join(long)})"
-        )
+def _metadata_refusal(value: Any, path: str, depth: int) -> str | None:
+    """What is wrong with a metadata value at `path`, at any depth (issue 19: the bounds
+    held at the top level only, and one nested string could be a megabyte)."""
+    if isinstance(value, str):
+        if len(value) > MAX_METADATA_STRING:
+            return f"{path}: string values must be at most {MAX_METADATA_STRING} characters"
+        return None
+    if isinstance(value, dict | list) and depth > MAX_METADATA_DEPTH:
+        return f"{path}: objects and arrays may be nested at most {MAX_METADATA_DEPTH} deep"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if len(key) > MAX_METADATA_KEY:
+                return f"{path}: keys must be at most {MAX_METADATA_KEY} characters"
+            if found := _metadata_refusal(item, f"{path}.{key}", depth + 1):
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if found := _metadata_refusal(item, f"{path}.{index}", depth + 1):
+                return found
+    return None
+
+
+def _metadata_bounds(value: dict[str, Any]) -> dict[str, Any]:
+    for key, item in value.items():
+        if found := _metadata_refusal(item, key, 1):
+            raise ValueError(found)
     return value
 
 
 Metadata = Annotated[
-    dict[Annotated[str, Field(max_length=100)], Any],
+    dict[Annotated[str, Field(max_length=MAX_METADATA_KEY)], Any],
     Field(max_length=MAX_METADATA_KEYS),
-    AfterValidator(_metadata_strings),
+    AfterValidator(_metadata_bounds),
 ]
 
 
@@ -83,8 +106,10 @@ class JobCreate(BaseModel):
     max_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = None
     metadata: Metadata = Field(
         default_factory=dict,
-        description=f"Up to {MAX_METADATA_KEYS} keys of yours, kept with the job;"
-        f" string values up to {MAX_METADATA_STRING} characters.",
+        description=f"Up to {MAX_METADATA_KEYS} keys of yours, kept with the job; strings"
+        f" up to {MAX_METADATA_STRING} characters and objects nested up to"
+        f" {MAX_METADATA_DEPTH} deep. Inputs and metadata together are bounded too"
+        " (CREWQ_JOB_MAX_INPUT_BYTES).",
     )
 
 
@@ -104,16 +129,27 @@ class JobError(BaseModel):
     message: str
 
 
+_TRUNCATED = (
+    "True: the output was larger than crewq stores (CREWQ_JOB_MAX_OUTPUT_BYTES): `raw` holds"
+    " its start, and `structured` is left out when it alone took more than half the bound."
+)
+_ORIGINAL_BYTES = "When truncated: the size of the whole output (raw text plus structured) as JSON."
+
+
 class TaskResult(BaseModel):
     name: str | None
     agent: str | None
     raw: str
     structured: dict[str, Any] | None = None
+    truncated: bool = Field(default=False, description=_TRUNCATED)
+    original_bytes: int | None = Field(default=None, description=_ORIGINAL_BYTES)
 
 
 class JobResult(BaseModel):
     raw: str
     structured: dict[str, Any] | None = None
+    truncated: bool = Field(default=False, description=_TRUNCATED)
+    original_bytes: int | None = Field(default=None, description=_ORIGINAL_BYTES)
     tasks: list[TaskResult]
     models: list[str]
     offline: bool = Field(
@@ -178,6 +214,11 @@ class JobBatch(BaseModel):
 
     object: Literal["list"] = "list"
     data: list[Job]
+    omitted: list[str] = Field(
+        default=[],
+        description="The caller's jobs among those asked for that did not fit in this answer's"
+        " size bound (CREWQ_API_MAX_PAGE_BYTES), in the order asked: ask for them again.",
+    )
 
 
 JobList = Page[Job]

@@ -26,9 +26,12 @@ from schemas.webhooks import (
     DeliverySummary,
     DisabledReason,
 )
+from shared import tenants
 from shared.db import Conn, Executor, storable
 from shared.ids import new_id
+from shared.owners import Owner
 from shared.secret_box import SecretBox
+from shared.webhook_urls import origin
 
 # Dispatchers LISTEN here; Postgres delivers the NOTIFY only when the transaction commits.
 DELIVERIES_CHANNEL = "crewq_deliveries"
@@ -38,8 +41,14 @@ ATTEMPTS_CHANNEL = "crewq_delivery_attempts"
 # How many more due rows than it may take a claim looks at: those of URLs already at their
 # in-flight limit are locked for the statement only, and passed over.
 _LOOK_AHEAD = 4
+# The receiver a delivery goes to, as per-endpoint limits and the circuit breaker count
+# them (migration 0007); rows owed before that migration count by their URL.
+_ORIGIN = "coalesce(d.origin, d.url)"
 # A delivery row with its event's type and job, as every delivery view needs it.
 _VIEW = "d.*, e.type AS event_type, e.job_id"
+# Its event is of the asking owner's mode (format with the parameter's number): a test key
+# reads and retries the deliveries of test events only.
+_MODE = "coalesce((e.payload->>'livemode')::boolean, true) = ${}"
 
 # Every tenant with a pending delivery and its earliest `next_attempt_at`, found by a loose
 # index scan: one probe of `webhook_deliveries_tenant_due` per tenant, however long its
@@ -73,6 +82,7 @@ class Due:
     tenant_id: str
     endpoint_id: str | None
     url: str
+    origin: str  # the receiver, as per-endpoint limits count them (webhook_urls.origin)
     attempt: int  # the number of the attempt about to be made
     payload: dict[str, Any]
     secrets: list[str]  # newest first; two while a rotated secret is in its grace
@@ -94,9 +104,11 @@ async def insert_owed(
     the deliveries' ids, in the order of `targets`."""
     ids = [new_id("dlv") for _ in targets]
     await conn.execute(
-        "WITH d AS (INSERT INTO webhook_deliveries (id, event_id, tenant_id, endpoint_id, url)"
-        " SELECT id, $1, $2, endpoint_id, url"
-        " FROM unnest($3::text[], $4::text[], $5::text[]) AS t (id, endpoint_id, url)"
+        "WITH d AS (INSERT INTO webhook_deliveries"
+        " (id, event_id, tenant_id, endpoint_id, url, origin)"
+        " SELECT id, $1, $2, endpoint_id, url, origin"
+        " FROM unnest($3::text[], $4::text[], $5::text[], $7::text[])"
+        " AS t (id, endpoint_id, url, origin)"
         " RETURNING 1)"
         " SELECT pg_notify($6, '') WHERE EXISTS (SELECT FROM d)",  # one round trip, not two
         event_id,
@@ -105,6 +117,7 @@ async def insert_owed(
         [t.endpoint_id for t in targets],
         [t.url for t in targets],
         DELIVERIES_CHANNEL,
+        [origin(t.url) for t in targets],
     )
     return ids
 
@@ -120,22 +133,24 @@ async def claim(
     box: SecretBox,
 ) -> list[Due]:
     """Up to `limit` due deliveries, taken round the tenants that have any (each tenant's
-    oldest first, then each one's second, ...), at most `per_url` in flight per URL counting
-    the `busy` ones this dispatcher already has. A delivery whose endpoint was disabled while
-    it was owed is failed here instead (a test event still goes: it is how to see a receiver
-    is back)."""
+    oldest first, then each one's second, ...), at most `per_url` in flight per receiver
+    counting the `busy` ones this dispatcher already has. Receivers are origins (`skip_urls`
+    and `busy` are keyed by origin, not URL: no query string makes a receiver new). A
+    delivery whose endpoint was disabled while it was owed is failed here instead (a test
+    event still goes: it is how to see a receiver is back)."""
     rows = await pool.fetch(
         f"""
         WITH RECURSIVE {_OWNERS},
         candidates AS (
             SELECT c.* FROM owners o, LATERAL (
-                SELECT d.id, d.tenant_id, d.url, d.next_attempt_at, w.disabled_reason,
+                SELECT d.id, d.tenant_id, {_ORIGIN} AS origin, d.next_attempt_at,
+                       w.disabled_reason,
                        w.disabled_at IS NOT NULL AND e.type <> 'webhook.test' AS refused
                   FROM webhook_deliveries d
                   JOIN events e ON e.id = d.event_id
                   LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
                  WHERE d.tenant_id = o.tenant_id AND d.status = 'pending'
-                   AND d.next_attempt_at <= now() AND d.url <> ALL($3::text[])
+                   AND d.next_attempt_at <= now() AND {_ORIGIN} <> ALL($3::text[])
                  ORDER BY d.tenant_id, d.next_attempt_at
                  -- A fair share each, looking {_LOOK_AHEAD} times as far as it needs, so
                  -- rows of URLs already at their limit can be passed over.
@@ -154,10 +169,12 @@ async def claim(
                        row_number() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at)
                            AS turn
                   FROM (SELECT c.id, c.tenant_id, c.next_attempt_at,
-                               row_number() OVER (PARTITION BY c.url ORDER BY c.next_attempt_at)
+                               row_number() OVER (PARTITION BY c.origin
+                                                  ORDER BY c.next_attempt_at)
                                + coalesce(b.n, 0) AS slot
                           FROM candidates c
-                          LEFT JOIN unnest($5::text[], $6::int[]) AS b (url, n) ON b.url = c.url
+                          LEFT JOIN unnest($5::text[], $6::int[]) AS b (origin, n)
+                                 ON b.origin = c.origin
                          WHERE NOT c.refused) by_url
                  WHERE slot <= $4) by_tenant
              ORDER BY turn, next_attempt_at
@@ -169,8 +186,17 @@ async def claim(
           FROM due, events e
          WHERE d.id = due.id AND e.id = d.event_id
         RETURNING d.id, d.event_id, e.type AS event_type, d.tenant_id, d.endpoint_id, d.url,
+                  {_ORIGIN} AS origin,
                   d.attempt_count, e.payload, e.traceparent,
-                  CASE WHEN d.endpoint_id IS NULL
+                  -- A job's own URL: its tenant's secret of the job's mode (a test secret
+                  -- not made yet is made below, by tenants.signing_secret).
+                  CASE WHEN d.endpoint_id IS NULL AND e.payload->>'livemode' = 'false'
+                  THEN (SELECT array_remove(ARRAY[t.test_signing_secret]
+                               || CASE WHEN t.previous_test_signing_secret_expires_at > now()
+                                       THEN ARRAY[t.previous_test_signing_secret]
+                                       ELSE ARRAY[]::text[] END, NULL)
+                          FROM tenants t WHERE t.id = d.tenant_id)
+                  WHEN d.endpoint_id IS NULL
                   THEN (SELECT ARRAY[t.signing_secret]
                                || CASE WHEN t.previous_signing_secret_expires_at > now()
                                        THEN ARRAY[t.previous_signing_secret]
@@ -190,25 +216,32 @@ async def claim(
         list(busy),
         list(busy.values()),
     )
-    return [
-        Due(
-            id=r["id"],
-            event_id=r["event_id"],
-            event_type=EventType(r["event_type"]),
-            tenant_id=r["tenant_id"],
-            endpoint_id=r["endpoint_id"],
-            url=r["url"],
-            attempt=r["attempt_count"],
-            payload=r["payload"],
-            secrets=[box.open(sealed) for sealed in r["secrets"]],
-            traceparent=r["traceparent"],
+    due = []
+    for r in rows:
+        secrets = [box.open(sealed) for sealed in r["secrets"]]
+        if not secrets:  # a test job's own URL, before any test key asked for its secret
+            made = await tenants.signing_secret(pool, Owner(r["tenant_id"], False), box)
+            secrets = [made] if made is not None else []
+        due.append(
+            Due(
+                id=r["id"],
+                event_id=r["event_id"],
+                event_type=EventType(r["event_type"]),
+                tenant_id=r["tenant_id"],
+                endpoint_id=r["endpoint_id"],
+                url=r["url"],
+                origin=r["origin"],
+                attempt=r["attempt_count"],
+                payload=r["payload"],
+                secrets=secrets,
+                traceparent=r["traceparent"],
+            )
         )
-        for r in rows
-    ]
+    return due
 
 
 async def seconds_until_due(db: Executor, skip_urls: list[str]) -> float | None:
-    """Until the earliest pending delivery not to one of `skip_urls` is due (negative: it
+    """Until the earliest pending delivery not to one of `skip_urls` (origins) is due (negative: it
     is overdue); None when there is none."""
     wait: float | None = await db.fetchval(
         f"""
@@ -217,7 +250,7 @@ async def seconds_until_due(db: Executor, skip_urls: list[str]) -> float | None:
           FROM owners o, LATERAL (
                SELECT next_attempt_at FROM webhook_deliveries d
                 WHERE d.tenant_id = o.tenant_id AND d.status = 'pending'
-                  AND d.url <> ALL($1::text[])
+                  AND {_ORIGIN} <> ALL($1::text[])
                 ORDER BY d.tenant_id, d.next_attempt_at LIMIT 1) first
         """,
         skip_urls,
@@ -316,9 +349,11 @@ async def fail_pending(conn: Conn, endpoint_id: str, reason: DisabledReason) -> 
 async def follow_url(conn: Conn, endpoint_id: str, url: str) -> None:
     """What an endpoint is still owed goes to its new URL."""
     await conn.execute(
-        "UPDATE webhook_deliveries SET url = $2 WHERE endpoint_id = $1 AND status = 'pending'",
+        "UPDATE webhook_deliveries SET url = $2, origin = $3"
+        " WHERE endpoint_id = $1 AND status = 'pending'",
         endpoint_id,
         url,
+        origin(url),
     )
 
 
@@ -392,7 +427,7 @@ async def recent(db: Executor, endpoint_ids: list[str], n: int) -> dict[str, lis
 
 async def endpoint_page(
     db: Executor,
-    tenant_id: str,
+    owner: Owner,
     endpoint_id: str,
     *,
     status: DeliveryStatus | None,
@@ -404,47 +439,51 @@ async def endpoint_page(
     rows = await db.fetch(
         f"""
         SELECT {_VIEW} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.endpoint_id = $1 AND d.tenant_id = $2
+         WHERE d.endpoint_id = $1 AND d.tenant_id = $2 AND {_MODE.format(6)}
            AND ($3::text IS NULL OR d.status = $3)
            AND ($4::text IS NULL OR d.id < $4)
          ORDER BY d.id DESC
          LIMIT $5
         """,
         endpoint_id,
-        tenant_id,
+        owner.tenant_id,
         status,
         before,
         limit + 1,
+        owner.livemode,
     )
     return await _with_attempts(db, list(rows[:limit])), len(rows) > limit
 
 
 async def job_page(
-    db: Executor, tenant_id: str, job_id: str, *, before: str | None, limit: int
+    db: Executor, owner: Owner, job_id: str, *, before: str | None, limit: int
 ) -> tuple[list[Delivery], bool]:
     """Every delivery a job's events owed (its own `webhook_url` and registered endpoints),
     newest first, each with every attempt."""
     rows = await db.fetch(
         f"""
         SELECT {_VIEW} FROM events e JOIN webhook_deliveries d ON d.event_id = e.id
-         WHERE e.job_id = $1 AND e.tenant_id = $2 AND ($3::text IS NULL OR d.id < $3)
+         WHERE e.job_id = $1 AND e.tenant_id = $2 AND {_MODE.format(5)}
+           AND ($3::text IS NULL OR d.id < $3)
          ORDER BY d.id DESC
          LIMIT $4
         """,
         job_id,
-        tenant_id,
+        owner.tenant_id,
         before,
         limit + 1,
+        owner.livemode,
     )
     return await _with_attempts(db, list(rows[:limit])), len(rows) > limit
 
 
-async def get(db: Executor, tenant_id: str, delivery_id: str) -> Delivery | None:
+async def get(db: Executor, owner: Owner, delivery_id: str) -> Delivery | None:
     row = await db.fetchrow(
         f"SELECT {_VIEW} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id"
-        " WHERE d.id = $1 AND d.tenant_id = $2",
+        f" WHERE d.id = $1 AND d.tenant_id = $2 AND {_MODE.format(3)}",
         delivery_id,
-        tenant_id,
+        owner.tenant_id,
+        owner.livemode,
     )
     if row is None:
         return None
@@ -467,24 +506,26 @@ class RetryOutcome(StrEnum):
     IN_FLIGHT = "in_flight"  # an attempt is under way right now
 
 
-async def retry(pool: asyncpg.Pool, tenant_id: str, delivery_id: str) -> RetryOutcome:
+async def retry(pool: asyncpg.Pool, owner: Owner, delivery_id: str) -> RetryOutcome:
     """Make a delivery due now, whatever its state (a succeeded one is sent again with the
     same webhook-id), to its endpoint's current URL. An attempt under way (claimed, not
     yet recorded) is left alone, so no two attempts of one row ever overlap."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            """
+            f"""
             SELECT w.disabled_at, w.url AS endpoint_url,
                    -- claimed (the lease runs) but the attempt not recorded yet
                    d.attempt_count > 0 AND d.next_attempt_at > now() AND NOT EXISTS (
                        SELECT 1 FROM delivery_attempts a
                         WHERE a.delivery_id = d.id AND a.number = d.attempt_count) AS in_flight
-              FROM webhook_deliveries d LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
-             WHERE d.id = $1 AND d.tenant_id = $2
+              FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
+              LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
+             WHERE d.id = $1 AND d.tenant_id = $2 AND {_MODE.format(3)}
                FOR UPDATE OF d
             """,
             delivery_id,
-            tenant_id,
+            owner.tenant_id,
+            owner.livemode,
         )
         if row is None:
             return RetryOutcome.NOT_FOUND
@@ -494,9 +535,10 @@ async def retry(pool: asyncpg.Pool, tenant_id: str, delivery_id: str) -> RetryOu
             return RetryOutcome.IN_FLIGHT
         await conn.execute(
             "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(),"
-            " url = coalesce($2, url) WHERE id = $1",
+            " url = coalesce($2, url), origin = coalesce($3, origin) WHERE id = $1",
             delivery_id,
             row["endpoint_url"],
+            origin(row["endpoint_url"]) if row["endpoint_url"] is not None else None,
         )
         await conn.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
     return RetryOutcome.QUEUED

@@ -1,7 +1,8 @@
 """Webhook endpoints a tenant registers, in Postgres: every statement on `webhook_endpoints`,
 and the health an endpoint's delivery attempts give it.
 
-Every query is scoped by tenant: an id of another tenant reads as unknown. The API only
+Every query is scoped by owner (tenant and mode): an id of another tenant, or of the
+other mode, reads as unknown. The API only
 writes rows; the dispatcher is the one that speaks to receivers.
 """
 
@@ -22,9 +23,17 @@ from shared import deliveries
 from shared.db import Conn, Executor, TenantLock, lock_tenant
 from shared.deliveries import AttemptRecord, Due, Target
 from shared.ids import new_id, new_signing_secret
+from shared.owners import Owner
 from shared.secret_box import SecretBox
 
 RECENT_DELIVERIES = 5
+
+# An endpoint is its owner's when it is of the owner's tenant and mode ($2, $3: `_of`).
+_OWNED = "tenant_id = $2 AND livemode = $3"
+
+
+def _of(owner: Owner) -> tuple[str, bool]:
+    return owner.tenant_id, owner.livemode
 
 
 def _endpoint(row: asyncpg.Record, recent: list[DeliverySummary]) -> WebhookEndpoint:
@@ -65,7 +74,7 @@ class TooMany:
 
 async def create(
     pool: asyncpg.Pool,
-    tenant_id: str,
+    owner: Owner,
     *,
     url: str,
     events: list[str],
@@ -76,6 +85,7 @@ async def create(
     """A new enabled endpoint and its signing secret, unless the tenant already has as many
     as it may (its own bound, or `default_limit`)."""
     secret = new_signing_secret()
+    tenant_id = owner.tenant_id
     async with pool.acquire() as conn, conn.transaction():
         await lock_tenant(conn, TenantLock.ENDPOINTS, tenant_id)
         limit = await conn.fetchval(
@@ -89,29 +99,32 @@ async def create(
         if count >= limit:
             return TooMany(limit)
         row = await conn.fetchrow(
-            "INSERT INTO webhook_endpoints (id, tenant_id, url, description, events, secret)"
-            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            "INSERT INTO webhook_endpoints"
+            " (id, tenant_id, url, description, events, secret, livemode)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
             new_id("we"),
             tenant_id,
             url,
             description,
             events,
             box.seal(secret),
+            owner.livemode,
         )
     assert row is not None
     return Created(_endpoint(row, []), secret)
 
 
 async def page(
-    db: Executor, tenant_id: str, *, before: str | None, limit: int
+    db: Executor, owner: Owner, *, before: str | None, limit: int
 ) -> tuple[list[WebhookEndpoint], bool]:
     """Newest first (ids are time-ordered); `before` is the last id of the previous page."""
     rows = await db.fetch(
-        "SELECT * FROM webhook_endpoints WHERE tenant_id = $1 AND ($2::text IS NULL OR id < $2)"
-        " ORDER BY id DESC LIMIT $3",
-        tenant_id,
+        "SELECT * FROM webhook_endpoints WHERE tenant_id = $1 AND livemode = $4"
+        " AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+        owner.tenant_id,
         before,
         limit + 1,
+        owner.livemode,
     )
     has_more = len(rows) > limit
     rows = rows[:limit]
@@ -119,47 +132,49 @@ async def page(
     return [_endpoint(r, recent[r["id"]]) for r in rows], has_more
 
 
-async def get(db: Executor, tenant_id: str, endpoint_id: str) -> WebhookEndpoint | None:
+async def get(db: Executor, owner: Owner, endpoint_id: str) -> WebhookEndpoint | None:
     row = await db.fetchrow(
-        "SELECT * FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2", endpoint_id, tenant_id
+        f"SELECT * FROM webhook_endpoints WHERE id = $1 AND {_OWNED}", endpoint_id, *_of(owner)
     )
     return await _view(db, row) if row else None
 
 
-async def exists(db: Executor, tenant_id: str, endpoint_id: str) -> bool:
+async def exists(db: Executor, owner: Owner, endpoint_id: str) -> bool:
     found = await db.fetchval(
-        "SELECT 1 FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2", endpoint_id, tenant_id
+        f"SELECT 1 FROM webhook_endpoints WHERE id = $1 AND {_OWNED}", endpoint_id, *_of(owner)
     )
     return found is not None
 
 
-async def subscribed(conn: Conn, tenant_id: str, event_type: EventType) -> list[Target]:
-    """The tenant's enabled endpoints that take `event_type`: those naming it, and for all
-    but the steps of a running crew, those subscribed to `*`."""
+async def subscribed(conn: Conn, owner: Owner, event_type: EventType) -> list[Target]:
+    """The owner's enabled endpoints that take `event_type`: those naming it, and for all
+    but the steps of a running crew, those subscribed to `*`. A test job's events go to
+    test endpoints only, a live job's to live ones."""
     rows = await conn.fetch(
         "SELECT id, url FROM webhook_endpoints"
-        " WHERE tenant_id = $1 AND disabled_at IS NULL"
+        " WHERE tenant_id = $1 AND livemode = $4 AND disabled_at IS NULL"
         " AND (events @> ARRAY[$2] OR ($3 AND events @> ARRAY['*']))",
-        tenant_id,
+        owner.tenant_id,
         event_type,
         event_type not in STEP_EVENTS,
+        owner.livemode,
     )
     return [Target(r["id"], r["url"]) for r in rows]
 
 
-async def target(conn: Conn, tenant_id: str, endpoint_id: str) -> Target | None:
+async def target(conn: Conn, owner: Owner, endpoint_id: str) -> Target | None:
     """One endpoint, enabled or not (a test send goes to a disabled one too)."""
     url = await conn.fetchval(
-        "SELECT url FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2",
+        f"SELECT url FROM webhook_endpoints WHERE id = $1 AND {_OWNED}",
         endpoint_id,
-        tenant_id,
+        *_of(owner),
     )
     return Target(endpoint_id, url) if url is not None else None
 
 
 async def update(
     pool: asyncpg.Pool,
-    tenant_id: str,
+    owner: Owner,
     endpoint_id: str,
     *,
     url: str | None,
@@ -171,10 +186,10 @@ async def update(
     disabling fails what it is still owed. Owed deliveries follow a URL change."""
     async with pool.acquire() as conn, conn.transaction():
         before = await conn.fetchrow(
-            "SELECT url, disabled_at FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2"
+            f"SELECT url, disabled_at FROM webhook_endpoints WHERE id = $1 AND {_OWNED}"
             " FOR UPDATE",
             endpoint_id,
-            tenant_id,
+            *_of(owner),
         )
         if before is None:
             return None
@@ -196,7 +211,7 @@ async def update(
             RETURNING *
             """,
             endpoint_id,
-            tenant_id,
+            owner.tenant_id,
             url,
             events,
             description,
@@ -211,18 +226,18 @@ async def update(
         return await _view(conn, row)
 
 
-async def delete(db: Executor, tenant_id: str, endpoint_id: str) -> bool:
+async def delete(db: Executor, owner: Owner, endpoint_id: str) -> bool:
     """Remove the endpoint; its deliveries and their attempts go with it."""
     deleted = await db.fetchval(
-        "DELETE FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2 RETURNING id",
+        f"DELETE FROM webhook_endpoints WHERE id = $1 AND {_OWNED} RETURNING id",
         endpoint_id,
-        tenant_id,
+        *_of(owner),
     )
     return deleted is not None
 
 
 async def rotate_secret(
-    db: Executor, tenant_id: str, endpoint_id: str, grace_s: int, box: SecretBox
+    db: Executor, owner: Owner, endpoint_id: str, grace_s: int, box: SecretBox
 ) -> WebhookSecret | None:
     """A new secret; the one it replaces keeps signing alongside it for `grace_s` (the
     dispatcher signs with both while `previous_secret_expires_at` is ahead), or is
@@ -235,13 +250,14 @@ async def rotate_secret(
                previous_secret_expires_at = CASE WHEN $4 > 0
                                                  THEN now() + make_interval(secs => $4) END,
                updated_at = now()
-         WHERE id = $1 AND tenant_id = $2
+         WHERE id = $1 AND tenant_id = $2 AND livemode = $5
         RETURNING previous_secret_expires_at
         """,
         endpoint_id,
-        tenant_id,
+        owner.tenant_id,
         box.seal(secret),
         float(grace_s),
+        owner.livemode,
     )
     if row is None:
         return None

@@ -14,6 +14,13 @@ from shared import deliveries, endpoints
 from shared.db import Conn, Executor, storable
 from shared.deliveries import Target
 from shared.ids import new_id
+from shared.limits import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_PAGE_BYTES,
+    EVENT_SLACK_BYTES,
+    bound_json,
+)
+from shared.owners import Owner
 from shared.tracing import current_traceparent
 
 # API processes LISTEN here (payload: the job id) to stream a job's events as they commit.
@@ -38,17 +45,26 @@ async def emit(
     job_webhook_url: str | None = None,
     endpoint_id: str | None = None,
     livemode: bool = True,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
 ) -> Emitted:
     """Record `type` and owe a delivery of it to the job's own URL (outcome events only) and
     to every enabled endpoint of the tenant subscribed to it; or, with `endpoint_id`, to that
     endpoint alone, enabled or not (a test send). Every string is made storable first: a
-    crew's output may hold what Postgres cannot."""
+    crew's output may hold what Postgres cannot. Data larger than one output
+    (`max_output_bytes`) and the fields around it is stored cut, and marked so: an event is
+    written to Postgres, sent to every receiver and listed in pages, and a crew echoing
+    its input must not make each of those unbounded."""
+    payload, original = bound_json(
+        storable(data.model_dump(mode="json")), max_output_bytes + EVENT_SLACK_BYTES
+    )
     event = Event(
         id=new_id("evt"),
         type=type,
         livemode=livemode,
         created_at=datetime.now(UTC),
-        data=storable(data.model_dump(mode="json")),
+        data=payload,
+        truncated=original is not None,
+        original_bytes=original,
     )
     # A job's event tells the API processes streaming it, in the same statement (at
     # commit): one round trip, not two.
@@ -66,30 +82,32 @@ async def emit(
         JOB_EVENTS_CHANNEL,
         TENANT_EVENTS_CHANNEL,
     )
+    owner = Owner(tenant_id, livemode)
     if endpoint_id is not None:
-        only = await endpoints.target(conn, tenant_id, endpoint_id)
+        only = await endpoints.target(conn, owner, endpoint_id)
         targets = [only] if only else []
     else:
-        targets = await endpoints.subscribed(conn, tenant_id, type)
+        targets = await endpoints.subscribed(conn, owner, type)
         if job_webhook_url and type in JOB_URL_EVENTS:
             targets.append(Target(None, job_webhook_url))
     owed = await deliveries.insert_owed(conn, event.id, tenant_id, targets) if targets else []
     return Emitted(event, owed)
 
 
-async def send_test(conn: Conn, tenant_id: str, endpoint_id: str) -> tuple[str, str] | None:
+async def send_test(conn: Conn, owner: Owner, endpoint_id: str) -> tuple[str, str] | None:
     """Owe a `webhook.test` event to one endpoint, even a disabled one (a test is how to see
     a receiver is back before enabling it again). Returns (event id, delivery id); None when
     the tenant has no such endpoint."""
     async with conn.transaction():
-        if not await endpoints.exists(conn, tenant_id, endpoint_id):
+        if not await endpoints.exists(conn, owner, endpoint_id):
             return None
         emitted = await emit(
             conn,
-            tenant_id=tenant_id,
+            tenant_id=owner.tenant_id,
             type=EventType.WEBHOOK_TEST,
             data=WebhookTest(endpoint_id=endpoint_id),
             endpoint_id=endpoint_id,
+            livemode=owner.livemode,
         )
     [delivery_id] = emitted.deliveries
     return emitted.event.id, delivery_id
@@ -100,35 +118,53 @@ class _Read:
     events: list[Event]
     cursor_known: bool  # `after_id` is an event of the job (or None)
     ended: bool  # the job had ended when they were read
+    seen: int  # events within the limit, read or left out for the byte budget
 
 
-async def _read(db: Executor, job_id: str, after_id: str | None, limit: int | None) -> _Read:
+async def _read(
+    db: Executor,
+    job_id: str,
+    after_id: str | None,
+    limit: int | None,
+    max_bytes: int | None = None,
+) -> _Read:
     """Up to `limit` (None: all) of a job's events in the order they happened, after the
     event `after_id` (from the first when None or unknown), in one statement with whether
     that event is the job's and whether the job had ended, so an ended job's events up to
-    its end are all there."""
+    its end are all there. With `max_bytes`, only the first events whose payloads add up
+    to it (the first always) are loaded: the running sum is taken in Postgres, so a page of
+    large events never reaches this process whole."""
     rows = await db.fetch(
         """
         WITH start AS (SELECT created_at, id FROM events WHERE id = $2 AND job_id = $1)
         SELECT ($2::text IS NULL OR EXISTS (SELECT 1 FROM start)) AS known,
                (SELECT status IN ('completed', 'failed', 'cancelled') FROM jobs WHERE id = $1)
                    AS ended,
-               e.payload
+               e.n, e.payload
           FROM (SELECT 1) one
           LEFT JOIN LATERAL (
-                SELECT payload FROM events
-                 WHERE job_id = $1
-                   AND (NOT EXISTS (SELECT 1 FROM start)
-                        OR (created_at, id) > (SELECT created_at, id FROM start))
-                 ORDER BY created_at, id
-                 LIMIT $3) e ON true
+                SELECT s.n, ev.payload
+                  FROM (SELECT id, row_number() OVER w AS n,
+                               sum(octet_length(payload::text)) OVER w AS upto
+                          FROM events
+                         WHERE job_id = $1
+                           AND (NOT EXISTS (SELECT 1 FROM start)
+                                OR (created_at, id) > (SELECT created_at, id FROM start))
+                        WINDOW w AS (ORDER BY created_at, id)
+                         ORDER BY created_at, id
+                         LIMIT $3) s
+                  LEFT JOIN events ev
+                    ON ev.id = s.id AND ($4::bigint IS NULL OR s.n = 1 OR s.upto <= $4)
+                 ORDER BY s.n) e ON true
         """,
         job_id,
         after_id,
         limit,
+        max_bytes,
     )
     events = [Event.model_validate(r["payload"]) for r in rows if r["payload"] is not None]
-    return _Read(events, rows[0]["known"], bool(rows[0]["ended"]))
+    seen = sum(1 for r in rows if r["n"] is not None)
+    return _Read(events, rows[0]["known"], bool(rows[0]["ended"]), seen)
 
 
 async def after(db: Executor, job_id: str, after_id: str | None) -> tuple[list[Event], bool]:
@@ -139,15 +175,23 @@ async def after(db: Executor, job_id: str, after_id: str | None) -> tuple[list[E
 
 
 async def page(
-    db: Executor, job_id: str, *, after: str | None, limit: int
+    db: Executor,
+    job_id: str,
+    *,
+    after: str | None,
+    limit: int,
+    max_bytes: int = DEFAULT_MAX_PAGE_BYTES,
 ) -> tuple[list[Event], bool] | None:
     """Up to `limit` of a job's events in the order they happened, after the event `after`
     (from the first when None), and whether more follow; None when `after` is no event of
-    this job (a cursor that silently started over would hand a client its events twice)."""
-    read = await _read(db, job_id, after, limit + 1)
+    this job (a cursor that silently started over would hand a client its events twice).
+    The page stops early, with more to follow, once its events' payloads add up to
+    `max_bytes` (it always holds one)."""
+    read = await _read(db, job_id, after, limit + 1, max_bytes)
     if not read.cursor_known:
         return None
-    return read.events[:limit], len(read.events) > limit
+    events = read.events[:limit]
+    return events, read.seen > len(events)
 
 
 # --- a tenant's events, followed live (GET /v1/stream) ---
@@ -192,7 +236,7 @@ class TenantTail:
 
     def __init__(
         self,
-        tenant_id: str,
+        owner: Owner,
         where: TenantFilter,
         floor: Key | None,
         sent: Sequence[Key] = (),
@@ -200,7 +244,8 @@ class TenantTail:
         overlap: timedelta = OVERLAP,
         max_remembered: int = MAX_REMEMBERED,
     ) -> None:
-        self.tenant_id = tenant_id
+        self.owner = owner
+        self.tenant_id = owner.tenant_id
         self.where = where
         self.floor: Key = floor or _BEGINNING
         self._sent: dict[str, Key] = {key[1]: key for key in sent}
@@ -212,7 +257,7 @@ class TenantTail:
     async def from_now(
         cls,
         db: Executor,
-        tenant_id: str,
+        owner: Owner,
         where: TenantFilter,
         *,
         overlap: timedelta = OVERLAP,
@@ -229,7 +274,7 @@ class TenantTail:
              ORDER BY created_at DESC, id DESC
              LIMIT $3
             """,
-            tenant_id,
+            owner.tenant_id,
             overlap,
             max_remembered,
         )
@@ -238,21 +283,24 @@ class TenantTail:
         # floor itself (a floor excludes its own key), so nothing older slips in. A tenant
         # with no events yet has no floor: every event to come is new.
         floor, sent = (keys[0], keys[1:]) if keys else (None, [])
-        return cls(tenant_id, where, floor, sent, overlap=overlap, max_remembered=max_remembered)
+        return cls(owner, where, floor, sent, overlap=overlap, max_remembered=max_remembered)
 
     @classmethod
     async def after_event(
-        cls, db: Executor, tenant_id: str, where: TenantFilter, event_id: str
+        cls, db: Executor, owner: Owner, where: TenantFilter, event_id: str
     ) -> "TenantTail | None":
         """A tail that resumes after the event `event_id`; None when it is no event of the
-        tenant. Events that committed late behind it (within `OVERLAP`) while the client was
-        away are not sent: the client cannot say which of those it had."""
+        owner (its tenant's, of its mode). Events that committed late behind it (within
+        `OVERLAP`) while the client was away are not sent: the client cannot say which of
+        those it had."""
         row = await db.fetchrow(
-            "SELECT created_at, id FROM events WHERE id = $1 AND tenant_id = $2",
+            "SELECT created_at, id FROM events WHERE id = $1 AND tenant_id = $2"
+            " AND coalesce((payload->>'livemode')::boolean, true) = $3",
             event_id,
-            tenant_id,
+            owner.tenant_id,
+            owner.livemode,
         )
-        return None if row is None else cls(tenant_id, where, (row["created_at"], row["id"]))
+        return None if row is None else cls(owner, where, (row["created_at"], row["id"]))
 
     async def read(self, db: Executor, limit: int = 100) -> tuple[list[Event], bool]:
         """Up to `limit` events not sent yet, oldest first, and whether more may be waiting
@@ -268,6 +316,7 @@ class TenantTail:
                AND NOT (e.id = ANY($4::text[]))
                AND ($5::text[] IS NULL OR e.type = ANY($5::text[]))
                AND ($6::text IS NULL OR j.crew = $6)
+               AND j.livemode = $8
              ORDER BY e.created_at, e.id
              LIMIT $7
             """,
@@ -278,6 +327,7 @@ class TenantTail:
             types,
             self.where.crew,
             limit,
+            self.owner.livemode,
         )
         newest = [row["created_at"] for row in rows]
         for row in rows:

@@ -42,6 +42,12 @@ from shared import usage
 from shared.db import Conn, Executor, TenantLock, lock_tenant, storable
 from shared.events import emit
 from shared.ids import new_id
+from shared.limits import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_PAGE_BYTES,
+    bound_result,
+)
+from shared.owners import Owner
 
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
@@ -71,7 +77,7 @@ class Move:
                            $7::jsonb AS token_usage, $8::float8 AS delay_s) given
              WHERE j.id = $1 AND j.status IN ({sources})
                AND ($2::int IS NULL OR j.attempt = $2)
-               AND ($3::text IS NULL OR j.tenant_id = $3)
+               AND ($3::text IS NULL OR (j.tenant_id = $3 AND j.livemode = $9))
             RETURNING j.*"""
 
 
@@ -136,6 +142,8 @@ class Given:
     result: JobResult | None = None
     token_usage: dict[str, Any] | None = None
     delay_s: float = 0.0
+    # How much of each of the result's outputs is stored, and of the event's data.
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
 
 @dataclass(frozen=True)
@@ -154,24 +162,25 @@ async def _move(
     job_id: str,
     *,
     attempt: int | None = None,
-    tenant_id: str | None = None,
+    owner: Owner | None = None,
     given: Given = Given(),
     outcome: AttemptOutcome | None = None,
 ) -> Moved | None:
     """Make `move` on the job if it is in one of the move's sources (and at `attempt`, and
-    the tenant's, when given): open or close the attempt, hand a freed slot on, owe the
+    the owner's, when given): open or close the attempt, hand a freed slot on, owe the
     event. None: the job was not there to move, and nothing changed."""
     error = _json(given.error)
     row = await conn.fetchrow(
         move.sql,
         job_id,
         attempt,
-        tenant_id,
+        owner.tenant_id if owner else None,
         error,
         given.worker_id,
-        _json(given.result),
+        _json(bound_result(given.result, given.max_output_bytes) if given.result else None),
         storable(given.token_usage),
         given.delay_s,
+        owner.livemode if owner else None,
     )
     if row is None:
         return None
@@ -202,6 +211,7 @@ async def _move(
             job_id=job_id,
             job_webhook_url=row["webhook_url"],
             livemode=row["livemode"],
+            max_output_bytes=given.max_output_bytes,
         )
     return Moved(row, unparked)
 
@@ -276,29 +286,59 @@ async def _attempts(db: Executor, job_ids: list[str]) -> dict[str, list[asyncpg.
     return found
 
 
-async def exists(db: Executor, tenant_id: str, job_id: str) -> bool:
-    found = await db.fetchval(
-        "SELECT 1 FROM jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant_id
-    )
+# A job is its owner's when it is of the owner's tenant and mode ($2, $3: `_of`): a test
+# key's id of a live job reads as unknown, as another tenant's does.
+_OWNED = "tenant_id = $2 AND livemode = $3"
+
+
+def _of(owner: Owner) -> tuple[str, bool]:
+    return owner.tenant_id, owner.livemode
+
+
+async def exists(db: Executor, owner: Owner, job_id: str) -> bool:
+    found = await db.fetchval(f"SELECT 1 FROM jobs WHERE id = $1 AND {_OWNED}", job_id, *_of(owner))
     return found is not None
 
 
-async def get(db: Executor, tenant_id: str, job_id: str) -> Job | None:
-    row = await db.fetchrow(
-        "SELECT * FROM jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant_id
-    )
+async def get(db: Executor, owner: Owner, job_id: str) -> Job | None:
+    row = await db.fetchrow(f"SELECT * FROM jobs WHERE id = $1 AND {_OWNED}", job_id, *_of(owner))
     return to_job(row, (await _attempts(db, [job_id]))[job_id]) if row else None
 
 
-async def many(db: Executor, tenant_id: str, job_ids: list[str]) -> list[Job]:
-    """The tenant's jobs among `job_ids`, in the order asked (each once); the rest are
-    silently absent, whether they do not exist or belong to another tenant."""
+# Roughly how many bytes a job takes in an answer: its JSON columns as Postgres writes them
+# (what grows), and a kilobyte for the rest (ids, times, its attempts' short errors).
+_WIRE_BYTES = (
+    "octet_length(inputs::text) + octet_length(metadata::text)"
+    " + coalesce(octet_length(result::text), 0) + 1024"
+)
+
+
+async def many(
+    db: Executor, owner: Owner, job_ids: list[str], *, max_bytes: int = DEFAULT_MAX_PAGE_BYTES
+) -> tuple[list[Job], list[str]]:
+    """The owner's jobs among `job_ids`, in the order asked (each once), as many as add up
+    to `max_bytes` (one at least), and the ids of the owner's jobs left out past that; the
+    rest are silently absent, whether they do not exist or are another tenant's or mode's.
+    The running sum is taken in Postgres: the jobs left out are never loaded here."""
     rows = await db.fetch(
-        "SELECT * FROM jobs WHERE tenant_id = $1 AND id = ANY ($2::text[])", tenant_id, job_ids
+        f"""
+        WITH sized AS (
+            SELECT id, row_number() OVER w AS n, sum({_WIRE_BYTES}) OVER w AS upto
+              FROM jobs WHERE id = ANY ($1::text[]) AND {_OWNED}
+            WINDOW w AS (ORDER BY array_position($1::text[], id))
+        )
+        SELECT s.id AS asked, j.*
+          FROM sized s LEFT JOIN jobs j ON j.id = s.id AND (s.n = 1 OR s.upto <= $4)
+         ORDER BY s.n
+        """,
+        job_ids,
+        *_of(owner),
+        max_bytes,
     )
-    by_id = {r["id"]: r for r in rows}
-    attempts = await _attempts(db, list(by_id))
-    return [to_job(by_id[i], attempts[i]) for i in dict.fromkeys(job_ids) if i in by_id]
+    found = [r for r in rows if r["id"] is not None]
+    attempts = await _attempts(db, [r["id"] for r in found])
+    omitted = [r["asked"] for r in rows if r["id"] is None]
+    return [to_job(r, attempts[r["id"]]) for r in found], omitted
 
 
 @dataclass(frozen=True)
@@ -314,27 +354,38 @@ class JobFilter:
 
 async def page(
     db: Executor,
-    tenant_id: str,
+    owner: Owner,
     where: JobFilter,
     *,
     before: str | None,
     limit: int,
+    max_bytes: int = DEFAULT_MAX_PAGE_BYTES,
 ) -> tuple[list[Job], bool]:
-    """Newest first; `before` is the last id of the previous page."""
+    """Newest first; `before` is the last id of the previous page. The page stops early,
+    with more to follow, once its jobs add up to `max_bytes` (it always holds one): the
+    running sum is taken in Postgres, so the jobs past it are never loaded here (issue 19:
+    a hundred large jobs made one answer 60 MB)."""
     rows = await db.fetch(
-        """
-        SELECT * FROM jobs
-         WHERE tenant_id = $1
+        f"""
+        WITH page AS (
+        SELECT id, row_number() OVER w AS n, sum({_WIRE_BYTES}) OVER w AS upto FROM jobs
+         WHERE tenant_id = $1 AND livemode = $9
            AND ($2::text IS NULL OR status = $2)
            AND ($3::text IS NULL OR crew = $3)
            AND ($4::text IS NULL OR id < $4)
            AND ($6::timestamptz IS NULL OR created_at > $6)
            AND ($7::timestamptz IS NULL OR created_at < $7)
            AND ($8::jsonb IS NULL OR metadata @> $8)
+        WINDOW w AS (ORDER BY id DESC)
          ORDER BY id DESC
          LIMIT $5
+        )
+        SELECT j.*, (SELECT count(*) FROM page) AS seen
+          FROM page p JOIN jobs j ON j.id = p.id
+         WHERE p.n = 1 OR p.upto <= $10
+         ORDER BY j.id DESC
         """,
-        tenant_id,
+        owner.tenant_id,
         where.status,
         where.crew,
         before,
@@ -342,9 +393,11 @@ async def page(
         where.created_after,
         where.created_before,
         where.metadata or None,
+        owner.livemode,
+        max_bytes,
     )
-    has_more = len(rows) > limit
     rows = rows[:limit]
+    has_more = bool(rows) and rows[0]["seen"] > len(rows)
     attempts = await _attempts(db, [r["id"] for r in rows])
     return [to_job(r, attempts[r["id"]]) for r in rows], has_more
 
@@ -555,13 +608,21 @@ async def end_attempt(
     result: JobResult | None = None,
     token_usage: dict[str, Any] | None = None,
     retry_in: float | None = None,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
 ) -> Moved | None:
     """End this attempt: the job completes, fails or is cancelled, or (with `retry_in`) goes
     back to pending to start again after that many seconds, or (`RELEASED`) is handed back
     without spending an attempt. None: someone else moved the job first (a reaper, a
-    duplicate delivery), and this outcome is discarded."""
+    duplicate delivery), and this outcome is discarded. Each output of `result` is stored
+    up to `max_output_bytes`, the rest cut off and marked (`truncated`)."""
     move = _ending(outcome, retry_in is not None)
-    given = Given(error=error, result=result, token_usage=token_usage, delay_s=retry_in or 0.0)
+    given = Given(
+        error=error,
+        result=result,
+        token_usage=token_usage,
+        delay_s=retry_in or 0.0,
+        max_output_bytes=max_output_bytes,
+    )
     async with pool.acquire() as conn, conn.transaction():
         return await _move(
             conn, move, claim.job_id, attempt=claim.attempt, given=given, outcome=outcome
@@ -590,10 +651,12 @@ async def record_step(
     *,
     progress: Progress | None = None,
     token_usage: dict[str, Any] | None = None,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
 ) -> bool:
     """One step of a running attempt (a task started or finished, a tool or model called):
-    owe its event and, when given, write the attempt's progress and running token usage.
-    Nothing happens once the attempt is no longer the job's current one (False)."""
+    owe its event (its data bounded by `max_output_bytes`, see `emit`) and, when given,
+    write the attempt's progress and running token usage. Nothing happens once the attempt
+    is no longer the job's current one (False)."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "UPDATE jobs SET last_activity_at = now(),"
@@ -616,6 +679,7 @@ async def record_step(
             job_id=claim.job_id,
             job_webhook_url=row["webhook_url"],
             livemode=row["livemode"],
+            max_output_bytes=max_output_bytes,
         )
     return True
 
@@ -630,29 +694,47 @@ class CancelOutcome(StrEnum):
     NOT_FOUND = "not_found"
 
 
-async def request_cancel(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> CancelOutcome:
+async def request_cancel(pool: asyncpg.Pool, owner: Owner, job_id: str) -> CancelOutcome:
     async with pool.acquire() as conn, conn.transaction():
-        if await _move(conn, WITHDRAW, job_id, tenant_id=tenant_id):
+        if await _move(conn, WITHDRAW, job_id, owner=owner):
             return CancelOutcome.CANCELLED
         requested = await conn.fetchval(
             "UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())"
-            " WHERE id = $1 AND tenant_id = $2 AND status = 'running' RETURNING id",
+            f" WHERE id = $1 AND {_OWNED} AND status = 'running' RETURNING id",
             job_id,
-            tenant_id,
+            *_of(owner),
         )
         if requested is not None:
             return CancelOutcome.REQUESTED
-        found = await exists(conn, tenant_id, job_id)
+        found = await exists(conn, owner, job_id)
         return CancelOutcome.ALREADY_FINISHED if found else CancelOutcome.NOT_FOUND
 
 
-async def restart(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> Job | None:
-    """failed/cancelled -> pending as a fresh run with a full retry budget."""
-    async with pool.acquire() as conn, conn.transaction():
-        moved = await _move(conn, RESTART, job_id, tenant_id=tenant_id)
-        if moved is None:
-            return None
-        return to_job(moved.row, (await _attempts(conn, [job_id]))[job_id])
+class _QuotaUsedUp(Exception):
+    """Rolls a restart back: its live job would exceed the tenant's monthly quota."""
+
+
+async def restart(
+    pool: asyncpg.Pool, owner: Owner, job_id: str, monthly_limit: int | None = None
+) -> Job | QuotaExceeded | None:
+    """failed/cancelled -> pending as a fresh run with a full retry budget. A live job's
+    run counts against the tenant's monthly quota (`monthly_limit`; None: no quota) as a
+    submission does, so retrying cannot run more jobs than the plan pays for. None: the
+    owner has no such job in a state that may be restarted."""
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            moved = await _move(conn, RESTART, job_id, owner=owner)
+            if moved is None:
+                return None
+            if owner.livemode and not await conn.fetchval(
+                "SELECT crewq_count_job_v1($1, $2)", owner.tenant_id, monthly_limit
+            ):
+                raise _QuotaUsedUp
+            return to_job(moved.row, (await _attempts(conn, [job_id]))[job_id])
+    except _QuotaUsedUp:
+        now = await pool.fetchval("SELECT now()")
+        assert monthly_limit is not None  # no quota is never used up
+        return QuotaExceeded(monthly_limit, usage.month_ends(now))
 
 
 # --- recovery ---

@@ -15,12 +15,16 @@ from schemas.account import KeyMode, Plan, Scope
 from shared import tenants
 from shared.db import Conn, Executor
 from shared.ids import new_api_key, new_id
+from shared.owners import Owner
 from shared.plans import Allowance, allowance
 from shared.secret_box import SecretBox
 from shared.tenants import IpNetwork
 
 SCOPES = frozenset(Scope)
-DEFAULT_SCOPES = tuple(s for s in Scope if s is not Scope.ADMIN)
+# A key made without naming scopes (`crewq keys create`) runs and reads jobs and its
+# account: it cannot see the signing secret or manage webhooks (`webhooks:manage`: whoever
+# holds it can forge webhooks), nor the tenant's keys (`admin`). Those are asked for by name.
+DEFAULT_SCOPES = tuple(s for s in Scope if s not in (Scope.ADMIN, Scope.WEBHOOKS_MANAGE))
 
 _PREFIX_LENGTH = 16  # `crq_live_` and 7 characters of the secret part
 
@@ -42,6 +46,11 @@ class Principal:
     @property
     def livemode(self) -> bool:
         return self.mode is KeyMode.LIVE
+
+    @property
+    def owner(self) -> Owner:
+        """Whose data this key reads and writes: its tenant's, in its own mode only."""
+        return Owner(self.tenant_id, self.livemode)
 
     def may(self, scope: Scope) -> bool:
         return scope in self.scopes or Scope.ADMIN in self.scopes
@@ -188,42 +197,54 @@ async def authenticate(conn: Executor, key: str) -> Principal | Refusal:
     )
 
 
-async def get(db: Executor, tenant_id: str, key_id: str) -> ApiKey | None:
+def _mode(livemode: bool) -> KeyMode:
+    return KeyMode.LIVE if livemode else KeyMode.TEST
+
+
+async def get(db: Executor, owner: Owner, key_id: str) -> ApiKey | None:
     row = await db.fetchrow(
-        f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1 AND tenant_id = $2",
+        f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1 AND tenant_id = $2 AND mode = $3",
         key_id,
-        tenant_id,
+        owner.tenant_id,
+        _mode(owner.livemode),
     )
     return _key(row) if row else None
 
 
 async def page(
-    db: Executor, tenant_id: str, *, before: str | None, limit: int
+    db: Executor, owner: Owner | str, *, before: str | None, limit: int
 ) -> tuple[list[ApiKey], bool]:
-    """The tenant's keys, newest first (revoked ones too: they say when)."""
+    """The owner's keys of its mode (a tenant's of both, given its id: the CLI), newest
+    first, revoked ones too: they say when."""
+    tenant_id, mode = (
+        (owner.tenant_id, _mode(owner.livemode)) if isinstance(owner, Owner) else (owner, None)
+    )
     rows = await db.fetch(
         f"""
         SELECT {_KEY_COLUMNS} FROM api_keys
          WHERE tenant_id = $1 AND ($2::text IS NULL OR id < $2)
+           AND ($4::text IS NULL OR mode = $4)
          ORDER BY id DESC LIMIT $3
         """,
         tenant_id,
         before,
         limit + 1,
+        mode,
     )
     return [_key(r) for r in rows[:limit]], len(rows) > limit
 
 
-async def revoke(db: Executor, tenant_id: str | None, key_id: str) -> ApiKey | None:
-    """Revoke a key (of `tenant_id`'s, when given; any, from the CLI). Revoking a revoked
-    key changes nothing and answers it as it is. None: no such key."""
+async def revoke(db: Executor, owner: Owner | None, key_id: str) -> ApiKey | None:
+    """Revoke a key (the owner's, of its mode, when given; any, from the CLI). Revoking a
+    revoked key changes nothing and answers it as it is. None: no such key."""
     row = await db.fetchrow(
         f"""
         UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
-         WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)
+         WHERE id = $1 AND ($2::text IS NULL OR (tenant_id = $2 AND mode = $3))
         RETURNING {_KEY_COLUMNS}
         """,
         key_id,
-        tenant_id,
+        owner.tenant_id if owner else None,
+        _mode(owner.livemode) if owner else None,
     )
     return _key(row) if row else None

@@ -1,7 +1,8 @@
 """The port workers and dispatchers answer operators and orchestrators on
 (`CREWQ_METRICS_PORT`): `GET /metrics` for Prometheus, `GET /health` for readiness and
-container health checks, `GET /livez` for liveness. The API answers the same questions on
-its own port.
+container health checks, `GET /livez` for liveness. The API serves `/metrics` and `/livez`
+here too (`API_PATHS`), and only here: what Prometheus reads (route names, counts) is for
+operators, not for whoever can reach the public port. It answers health on its own port.
 
 An aiohttp site on the process' own event loop rather than prometheus_client's
 `start_http_server`: that one is a thread whose shutdown blocks, while this one starts and
@@ -25,6 +26,7 @@ from shared.version import VERSION
 log = logging.getLogger(__name__)
 
 PATHS = ("/metrics", "/health", "/livez")
+API_PATHS = ("/metrics", "/livez")  # no Presence: the API's own port answers /health
 
 
 class Presence:
@@ -61,8 +63,9 @@ class Presence:
         )
 
 
-def _app(presence: Presence) -> web.Application:
+def _app(presence: Presence | None) -> web.Application:
     async def health(request: web.Request) -> web.Response:
+        assert presence is not None
         report = presence.health()
         return web.json_response(
             report.model_dump(mode="json"), status=200 if report.status == "healthy" else 503
@@ -73,15 +76,19 @@ def _app(presence: Presence) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/health", health)
+    if presence is not None:
+        app.router.add_get("/health", health)
     app.router.add_get("/livez", livez)
     return app
 
 
 @asynccontextmanager
-async def ops_server(host: str, port: int | None, presence: Presence) -> AsyncIterator[int | None]:
-    """Serve `PATHS` on `host:port` while the block runs; yields the port bound (port 0
-    picks a free one), or None, serving nothing, when `port` is None."""
+async def ops_server(
+    host: str, port: int | None, presence: Presence | None
+) -> AsyncIterator[int | None]:
+    """Serve `PATHS` (`API_PATHS` without a `presence`) on `host:port` while the block
+    runs; yields the port bound (port 0 picks a free one), or None, serving nothing, when
+    `port` is None."""
     if port is None:
         yield None
         return

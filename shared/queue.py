@@ -1,14 +1,21 @@
 """The arq queue on Redis: transport only. Postgres decides what runs; Redis carries the
-wake-ups. arq's job id is always the crewq job id, so a job is on the queue at most once."""
+wake-ups. arq's job id is always the crewq job id, so a job is on the queue at most once.
+
+What crewq puts in Redis carries no code: arq's job record is JSON holding the job id and
+nothing else a worker acts on, where arq's default is pickle, which runs whatever code the
+payload names as it is read, so anyone able to write to Redis would run code in every
+worker (with its database credentials, provider keys and secret key). `load_job` refuses
+anything but the record `job_record` writes."""
 
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlparse
+from typing import Any
+from urllib.parse import parse_qs, urlparse
 
+import orjson
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job
 from arq.utils import timestamp_ms, to_unix_ms
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -23,35 +30,109 @@ WAKE_CHANNEL = "crewq:wake"
 REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-def redis_settings(url: str) -> RedisSettings:
+# The TLS options a `rediss://` URL may carry in its query string, as redis-py reads them.
+_TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+
+
+def _tls_options(url: str) -> dict[str, Any]:
+    """For a `rediss://` URL: its TLS options, checking the server's name against its
+    certificate unless `ssl_check_hostname=false` says not to (arq and redis-py 5 do not
+    check it by default, and arq ignores every option in the URL)."""
     parsed = urlparse(url)
+    if parsed.scheme != "rediss":
+        return {}
+    query = {name: values[-1] for name, values in parse_qs(parsed.query).items()}
+    options: dict[str, Any] = {name: query[name] for name in _TLS_OPTIONS if name in query}
+    check = query.get("ssl_check_hostname", "true").lower()
+    options["ssl_check_hostname"] = check not in ("0", "f", "false", "n", "no", "off")
+    return options
+
+
+def redis_settings(url: str) -> RedisSettings:
     settings: RedisSettings = RedisSettings.from_dsn(url)
     settings.conn_timeout = 5
     settings.conn_retries = 5
     settings.conn_retry_delay = 1
     # Keep arq's per-connection retries modest; crewq's loops reconnect on their own.
     settings.retry_on_timeout = True
-    if parsed.scheme == "rediss":
-        settings.ssl = True
+    for name, value in _tls_options(url).items():
+        setattr(settings, name, value)
     return settings
 
 
+class RefusedPayload(ValueError):
+    """A payload in arq's queue that crewq did not write: never run."""
+
+
+# arq's job record: t (try), f (function), a (args), k (kwargs), et (enqueued at, ms).
+_RECORD_KEYS = frozenset({"t", "f", "a", "k", "et"})
+# crewq's job ids are `job_` + 26 characters; a record holding more is not crewq's.
+_MAX_ID_LENGTH = 64
+
+
+def job_record(job_id: str, enqueued_ms: int) -> bytes:
+    """arq's job record for running `job_id`, as JSON."""
+    return orjson.dumps({"t": None, "f": RUN_JOB, "a": [job_id], "k": {}, "et": enqueued_ms})
+
+
+def load_job(payload: bytes, job_id: str | None = None) -> dict[str, Any]:
+    """arq's job record, if `payload` is one `job_record` writes (for `job_id`, when
+    given: the id under which arq found it); RefusedPayload otherwise. It only parses JSON,
+    so no payload, whatever it holds, runs code as it is read."""
+    try:
+        record = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise RefusedPayload("not JSON (a pickle, perhaps)") from None
+    if not isinstance(record, dict) or record.keys() != _RECORD_KEYS:
+        raise RefusedPayload("not arq's job record")
+    args, tried, enqueued = record["a"], record["t"], record["et"]
+    if record["f"] != RUN_JOB or record["k"] != {}:
+        raise RefusedPayload(f"not a call of {RUN_JOB}(job_id)")
+    if not (
+        isinstance(args, list)
+        and len(args) == 1
+        and isinstance(args[0], str)
+        and 0 < len(args[0]) <= _MAX_ID_LENGTH
+    ):
+        raise RefusedPayload("its argument is not a job id")
+    if job_id is not None and args[0] != job_id:
+        raise RefusedPayload(f"it names another job ({args[0]!r})")
+    # type(), not isinstance: JSON's true and false would pass as ints.
+    if type(enqueued) is not int or not (tried is None or type(tried) is int):
+        raise RefusedPayload("its try count or enqueue time is not a number")
+    return record
+
+
+def dump_record(record: dict[str, Any]) -> bytes:
+    """arq's serializer: JSON. arq also serializes results with it, a failed job's being an
+    exception; that is kept as its text (crewq keeps no results in Redis anyway)."""
+    return orjson.dumps(record, default=str)
+
+
 async def connect(url: str) -> ArqRedis:
-    pool: ArqRedis = await create_pool(redis_settings(url), default_queue_name=QUEUE_NAME)
+    # The pool's serializers serve arq's own reads and writes (enqueue_job, Job.info).
+    pool: ArqRedis = await create_pool(
+        redis_settings(url),
+        default_queue_name=QUEUE_NAME,
+        job_serializer=dump_record,
+        job_deserializer=load_job,
+    )
     return pool
 
 
 def client(url: str) -> ArqRedis:
     """A client that connects on first use, without arq's connect-and-retry: for a probe
     that must report a Redis that is down, not wait for it."""
-    redis: ArqRedis = ArqRedis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    redis: ArqRedis = ArqRedis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=2, **_tls_options(url)
+    )
     return redis
 
 
 # arq's `enqueue_job` as one round trip instead of three (WATCH and EXISTS, then MULTI with
 # the two writes): a script runs atomically, so the check and the writes need no WATCH.
-# It writes exactly what arq writes, so arq's worker reads it as its own, and wakes the
-# workers when the job is due now.
+# It writes exactly what arq writes (with crewq's serializer), so arq's worker reads it as
+# its own, and wakes the workers when the job is due now.
 _ENQUEUE = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[4])
@@ -66,7 +147,7 @@ async def enqueue(redis: ArqRedis, job_id: str, run_after: datetime | None = Non
     still keeps its result."""
     enqueued_ms = timestamp_ms()
     score = to_unix_ms(run_after) if run_after is not None else enqueued_ms
-    payload = serialize_job(RUN_JOB, (job_id,), {}, None, enqueued_ms)
+    payload = job_record(job_id, enqueued_ms)
     done = await redis.register_script(_ENQUEUE)(
         keys=[job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME],
         args=[

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.db import Executor
+from shared.owners import Owner
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,18 @@ async def insert_many(db: Executor, failures: list[RequestFailure]) -> None:
     )
 
 
-async def recent(db: Executor, tenant_id: str, limit: int) -> list[RequestFailure]:
+async def recent(db: Executor, owner: Owner, limit: int) -> list[RequestFailure]:
+    """The owner's failures, newest first: a test owner's are those of test keys (so a
+    test key's log names no live job), a live owner's all the others."""
     rows = await db.fetch(
-        f"SELECT {', '.join(_COLUMNS)} FROM request_failures"
-        " WHERE tenant_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
-        tenant_id,
+        f"SELECT {', '.join(_COLUMNS)} FROM request_failures f"
+        " WHERE f.tenant_id = $1"
+        "   AND EXISTS (SELECT FROM api_keys k WHERE k.id = f.key_id AND k.mode = 'test')"
+        "       = NOT $3"
+        " ORDER BY f.at DESC, f.id DESC LIMIT $2",
+        owner.tenant_id,
         limit,
+        owner.livemode,
     )
     return [RequestFailure(**dict(r)) for r in rows]
 

@@ -10,6 +10,7 @@ from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.account import Plan
+from shared.limits import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PAGE_BYTES
 
 REPO_CREWS = Path(__file__).resolve().parent.parent / "crews"
 
@@ -69,6 +70,24 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_max_body_bytes: int = 1_000_000
+    api_keepalive_timeout: float = Field(
+        default=15.0, gt=0, description="Seconds an idle API connection is kept open."
+    )
+    api_header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a whole request head, then its connection"
+        " is closed.",
+    )
+    api_max_connections: int = Field(
+        default=1000, ge=1, description="Connections the API keeps open at once; more get 503."
+    )
+    api_max_page_bytes: int = Field(
+        default=DEFAULT_MAX_PAGE_BYTES,
+        ge=1024,
+        description="Most bytes of jobs or events one list answer carries (one item at"
+        " least); a page stops early at it, with has_more, and the client pages on.",
+    )
     default_plan: Plan = Field(
         default=Plan.PRO, description="The plan of a tenant `crewq keys create` makes."
     )
@@ -108,6 +127,17 @@ class Settings(BaseSettings):
 
     job_default_timeout: int = Field(default=3600, ge=1, le=7200)
     job_default_max_retries: int = Field(default=2, ge=0, le=10)
+    job_max_input_bytes: int = Field(
+        default=DEFAULT_MAX_INPUT_BYTES,
+        ge=1024,
+        description="Most bytes a job's inputs and metadata may take together, as JSON; more: 400.",
+    )
+    job_max_output_bytes: int = Field(
+        default=DEFAULT_MAX_OUTPUT_BYTES,
+        ge=1024,
+        description="Most bytes stored of each output of a job (a task's, the crew's final one)"
+        " and of each event's data; the rest is cut off and marked `truncated`.",
+    )
     retry_base_delay: float = Field(default=5.0, ge=0, description="Seconds before a job retry.")
     retry_max_delay: float = Field(default=300.0, ge=0)
 
@@ -181,7 +211,8 @@ class Settings(BaseSettings):
         default=None,
         ge=0,
         le=65535,
-        description="Workers and dispatchers serve /metrics, /health and /livez here; unset: none.",
+        description="Workers and dispatchers serve /metrics, /health and /livez here, the API"
+        " /metrics and /livez; unset: none.",
     )
     metrics_host: str = "0.0.0.0"
     process_heartbeat_interval: float = Field(

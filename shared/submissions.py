@@ -11,6 +11,7 @@ from shared import jobs
 from shared.crews import CrewRegistry
 from shared.jobs import QuotaExceeded, TooManyPending
 from shared.keys import Principal
+from shared.limits import json_size
 from shared.settings import Settings
 from shared.webhook_urls import UrlPolicy, UrlRefused
 
@@ -36,6 +37,15 @@ class MissingInputs:
 
 
 @dataclass(frozen=True)
+class TooLarge:
+    """Inputs and metadata together take more than a job may hold."""
+
+    field: str  # the larger of the two: the one to shrink
+    size: int  # bytes of both, as JSON
+    limit: int
+
+
+@dataclass(frozen=True)
 class InvalidWebhookUrl:
     reason: str
 
@@ -48,7 +58,8 @@ class IdempotencyKeyReused:
 
 
 Refused = (
-    UnknownCrew
+    TooLarge
+    | UnknownCrew
     | MissingInputs
     | InvalidWebhookUrl
     | IdempotencyKeyReused
@@ -73,7 +84,13 @@ async def submit(
     committed, unless it is parked behind its tenant's cap). A request without `timeout`
     or `max_retries` takes the crew's own, then the platform's. A repeated idempotency key
     answers the earlier job when the body is the same byte for byte, and is refused
-    otherwise. A test key's job is a sandbox job: offline, outside the monthly quota."""
+    otherwise. A test key's job is a sandbox job: offline, outside the monthly quota.
+    Inputs and metadata together (at any depth) are bounded by `job_max_input_bytes`: a
+    job is stored, listed and sent to its crew whole, many times over."""
+    inputs_size, metadata_size = json_size(body.inputs), json_size(body.metadata)
+    if inputs_size + metadata_size > settings.job_max_input_bytes:
+        field = "inputs" if inputs_size >= metadata_size else "metadata"
+        return TooLarge(field, inputs_size + metadata_size, settings.job_max_input_bytes)
     spec = registry.get(body.crew)
     if spec is None:
         return UnknownCrew(body.crew, sorted(registry.crews))

@@ -13,6 +13,7 @@ from datetime import datetime
 from schemas.account import Plan
 from shared.db import Conn, Executor
 from shared.ids import new_id, new_signing_secret
+from shared.owners import Owner
 from shared.plans import Allowance, allowance
 from shared.secret_box import SecretBox
 
@@ -116,8 +117,42 @@ async def update(conn: Conn, name: str, changes: Changes) -> Tenant | None:
     return _tenant(row) if row else None
 
 
-async def signing_secret(db: Executor, tenant_id: str, box: SecretBox) -> str | None:
-    sealed = await db.fetchval("SELECT signing_secret FROM tenants WHERE id = $1", tenant_id)
+@dataclass(frozen=True)
+class _SecretColumns:
+    """Where a mode's signing secret lives on `tenants`: live and test jobs' webhooks are
+    signed with secrets of their own, so a test key never sees the live one."""
+
+    secret: str
+    previous: str
+    expires: str
+
+
+_LIVE = _SecretColumns(
+    "signing_secret", "previous_signing_secret", "previous_signing_secret_expires_at"
+)
+_TEST = _SecretColumns(
+    "test_signing_secret", "previous_test_signing_secret", "previous_test_signing_secret_expires_at"
+)
+_MODES = (_LIVE, _TEST)
+
+
+def _columns(owner: Owner) -> _SecretColumns:
+    return _LIVE if owner.livemode else _TEST
+
+
+async def signing_secret(db: Executor, owner: Owner, box: SecretBox) -> str | None:
+    """The secret that signs the owner's jobs' own webhooks; None: no such tenant. A test
+    secret is made the first time it is asked for (one statement, so two callers at once
+    agree on one)."""
+    c = _columns(owner)
+    sealed = await db.fetchval(f"SELECT {c.secret} FROM tenants WHERE id = $1", owner.tenant_id)
+    if sealed is None and not owner.livemode:
+        sealed = await db.fetchval(
+            f"UPDATE tenants SET {c.secret} = coalesce({c.secret}, $2) WHERE id = $1"
+            f" RETURNING {c.secret}",
+            owner.tenant_id,
+            box.seal(new_signing_secret()),
+        )
     return box.open(sealed) if sealed is not None else None
 
 
@@ -128,23 +163,22 @@ class Rotated:
 
 
 async def rotate_signing_secret(
-    db: Executor, tenant_id: str, grace_s: int, box: SecretBox
+    db: Executor, owner: Owner, grace_s: int, box: SecretBox
 ) -> Rotated:
-    """A new signing secret for the tenant's jobs' own webhooks; the old one keeps signing
+    """A new signing secret for the owner's jobs' own webhooks; the old one keeps signing
     alongside it for `grace_s` (none: forgotten at once), as an endpoint's does."""
     secret = new_signing_secret()
+    c = _columns(owner)
     expires = await db.fetchval(
-        """
+        f"""
         UPDATE tenants
-           SET previous_signing_secret = CASE WHEN $3 > 0 THEN signing_secret END,
-               signing_secret = $2,
-               previous_signing_secret_expires_at = CASE WHEN $3 > 0
-                                                         THEN now() + make_interval(secs => $3)
-                                                    END
+           SET {c.previous} = CASE WHEN $3 > 0 THEN {c.secret} END,
+               {c.secret} = $2,
+               {c.expires} = CASE WHEN $3 > 0 THEN now() + make_interval(secs => $3) END
          WHERE id = $1
-        RETURNING previous_signing_secret_expires_at
+        RETURNING {c.expires}
         """,
-        tenant_id,
+        owner.tenant_id,
         box.seal(secret),
         float(grace_s),
     )
@@ -153,33 +187,30 @@ async def rotate_signing_secret(
 
 async def forget_expired_secrets(db: Executor) -> int:
     """Clear rotated-out signing secrets whose grace has passed; how many were cleared."""
-    cleared = await db.fetchval(
-        """
-        WITH cleared AS (
-            UPDATE tenants
-               SET previous_signing_secret = NULL, previous_signing_secret_expires_at = NULL
-             WHERE previous_signing_secret_expires_at <= now()
-            RETURNING 1)
-        SELECT count(*) FROM cleared
-        """
-    )
-    return int(cleared)
+    cleared = 0
+    for c in _MODES:
+        cleared += await db.fetchval(
+            f"""
+            WITH cleared AS (
+                UPDATE tenants SET {c.previous} = NULL, {c.expires} = NULL
+                 WHERE {c.expires} <= now()
+                RETURNING 1)
+            SELECT count(*) FROM cleared
+            """
+        )
+    return cleared
 
 
 async def reseal(conn: Conn, box: SecretBox) -> int:
     """Seal every tenant's signing secrets with the newest key (`crewq secrets reseal`)."""
     rows = await conn.fetch(
-        "SELECT id, signing_secret, previous_signing_secret FROM tenants FOR UPDATE"
-    )
+        "SELECT id, signing_secret, previous_signing_secret, test_signing_secret,"
+        " previous_test_signing_secret FROM tenants FOR UPDATE"
+    )  # the columns of _MODES
+    sealed = [column for c in _MODES for column in (c.secret, c.previous)]
     await conn.executemany(
-        "UPDATE tenants SET signing_secret = $2, previous_signing_secret = $3 WHERE id = $1",
-        [
-            (
-                r["id"],
-                box.reseal(r["signing_secret"]),
-                r["previous_signing_secret"] and box.reseal(r["previous_signing_secret"]),
-            )
-            for r in rows
-        ],
+        "UPDATE tenants SET signing_secret = $2, previous_signing_secret = $3,"
+        " test_signing_secret = $4, previous_test_signing_secret = $5 WHERE id = $1",
+        [(r["id"], *(r[c] and box.reseal(r[c]) for c in sealed)) for r in rows],
     )
     return len(rows)

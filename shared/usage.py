@@ -1,9 +1,10 @@
 """What each tenant used, per calendar month (UTC): every statement on `tenant_usage`.
 
-The count is a counter bumped where the job is inserted, under the tenant's submission
-lock (`crewq_submit_job`, migration 0005, which shared/jobs.py `insert` calls): concurrent
-submissions can neither both take the last job of a quota nor lose a count, and retention
-deleting old jobs gives nothing back.
+The count is a counter bumped by one SQL function, `crewq_count_job_v1` (migration 0006),
+where a live job is inserted (`crewq_submit_job`, which shared/jobs.py `insert` calls) or run
+again by a manual retry (shared/jobs.py `restart`): an upsert evaluated under the row's
+lock, so concurrent requests can neither both take the last job of a quota nor lose a
+count, and retention deleting old jobs gives nothing back. This module reads it.
 """
 
 from dataclasses import dataclass

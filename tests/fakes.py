@@ -2,6 +2,7 @@
 LLM provider and webhook receivers that verify signatures with `standardwebhooks`."""
 
 import asyncio
+import hashlib
 import re
 import time
 from collections import defaultdict
@@ -170,7 +171,11 @@ class Receiver:
         self._runner: web.AppRunner | None = None
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/{name}"
+        """A host of its own for each name: dispatchers limit and break circuits per
+        receiver (scheme, host, port), so receivers sharing one origin would share them
+        too. Every `*.localhost` name resolves to loopback (RFC 6761), here too."""
+        host = hashlib.sha256(name.encode()).hexdigest()[:16]
+        return f"http://r{host}.localhost:{self.port}/hooks/{name}"
 
     def configure(self, name: str, **kwargs: Any) -> Behaviour:
         self.behaviours[name] = Behaviour(**kwargs)

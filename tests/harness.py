@@ -25,6 +25,7 @@ from schemas.account import KeyMode, Plan, Scope
 from shared import tenants
 from shared.db import migrate
 from shared.keys import create_for_tenant, parse_scopes
+from shared.owners import Owner
 from shared.secret_box import SecretBox, generate_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +88,11 @@ class Services:
         if not self.redis_url:
             self._redis = EmbeddedRedis(workdir, persist=False)
             self.redis_url = self._redis.url
+
+    @property
+    def started_redis(self) -> bool:
+        """Whether the Redis is the embedded one started here (which wants a password)."""
+        return self._redis is not None
 
     def database(self, name: str) -> str:
         parts = urlsplit(self.database_url)
@@ -242,7 +248,8 @@ class Platform:
                 box=self.box,
                 mode=mode,
             )
-            secret = await tenants.signing_secret(conn, created.info.tenant_id, self.box)
+            owner = Owner(created.info.tenant_id, mode is KeyMode.LIVE)
+            secret = await tenants.signing_secret(conn, owner, self.box)
         finally:
             await conn.close()
         assert secret is not None

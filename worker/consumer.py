@@ -5,31 +5,59 @@ arq finds new jobs by polling its queue. crewq's enqueue also publishes a wake-u
 once: a job starts a millisecond or two after it is queued instead of after half the poll
 interval on average, and an idle worker polls only as a backstop. Redis pub/sub delivers
 at most once (a worker reconnecting misses what was published meanwhile), so the poll
-stays, to catch a lost wake-up and a deferred job falling due."""
+stays, to catch a lost wake-up and a deferred job falling due.
+
+A payload in the queue that crewq did not write (a pickle, above all, which would run
+code as arq read it) is refused: logged with its arq job id, dropped, and nothing run."""
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from arq import Worker
 from arq.connections import ArqRedis
 
 from shared import queue
+from shared.logs import log_context
+
+log = logging.getLogger(__name__)
 
 # How often an idle worker polls arq's queue anyway.
 BACKSTOP_POLL_S = 0.25
+
+# The arq job id of the job `run_job` is taking up: arq hands its deserializer the payload
+# alone, and the refusal should say which one, and check the payload names that job.
+_arq_job_id: ContextVar[str | None] = ContextVar("arq_job_id", default=None)
+
+
+def _load_job(payload: bytes) -> dict[str, Any]:
+    job_id = _arq_job_id.get()
+    try:
+        return queue.load_job(payload, job_id)
+    except queue.RefusedPayload as exc:
+        # arq then drops the job key and its queue entry and goes on with the next job.
+        log.error("job %s: refused its queue payload, %s; nothing was run", job_id, exc)
+        raise
 
 
 class PromptWorker(Worker):
     """arq's worker, polling when `wake` is set rather than only every `poll_delay`.
 
-    It reaches into two of arq 0.28's internals (pinned): `_poll_iteration`, one look at the
-    queue, which it follows with a wait for `wake` in place of arq's fixed sleep; and
-    `_release_sem_dec_counter_on_complete`, where a finished job frees its slot."""
+    It always reads and writes crewq's JSON records (shared/queue.py), never arq's default
+    pickle, and refuses any other payload.
+
+    It reaches into three of arq 0.28's internals (pinned): `_poll_iteration`, one look at
+    the queue, which it follows with a wait for `wake` in place of arq's fixed sleep;
+    `_release_sem_dec_counter_on_complete`, where a finished job frees its slot; and
+    `run_job`, a task of its own per job, which tells the deserializer the job's id."""
 
     def __init__(self, *args: Any, wake: asyncio.Event, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(
+            *args, job_serializer=queue.dump_record, job_deserializer=_load_job, **kwargs
+        )
         self._wake = wake
         self._backstop_s = self.poll_delay_s
         self.poll_delay_s = 0  # arq's own sleep between polls: the wait below replaces it
@@ -42,6 +70,11 @@ class PromptWorker(Worker):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._backstop_s):
                 await self._wake.wait()
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        _arq_job_id.set(job_id)  # run_job is a task of its own: this stays with this job
+        with log_context(job_id=job_id):
+            await super().run_job(job_id, score)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()

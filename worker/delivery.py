@@ -28,8 +28,8 @@ from shared.webhook_urls import (
     UrlRefused,
     check_url_syntax,
     literal_address,
+    public_addresses,
     refuse,
-    refuse_address,
     resolve,
 )
 
@@ -56,10 +56,12 @@ class BoundedResolver(AbstractResolver):
         except UrlRefused as exc:
             raise _refused(str(exc)) from exc
         if self._public_only:
-            reasons = [refuse_address(a) for a in addresses]
-            addresses = [a for a, reason in zip(addresses, reasons, strict=True) if not reason]
-            if not addresses:
-                raise _refused(f"{host} resolves only to refused addresses: {reasons[0]}")
+            # The tenant reads the attempt's error: it must not learn what an internal name
+            # resolves to (`public_addresses` logs that here instead).
+            try:
+                addresses = public_addresses(host, addresses)
+            except UrlRefused as exc:
+                raise _refused(str(exc)) from exc
         wanted = {socket.AF_INET: 4, socket.AF_INET6: 6}.get(family)
         return [
             ResolveResult(

@@ -2,9 +2,10 @@
 
 It wakes on Postgres NOTIFY (a new event leaves within milliseconds), on the next
 scheduled retry, or on a slow poll as a fallback. One slow or dead receiver cannot delay
-the others: each URL gets at most `per_endpoint` requests in flight, and a circuit breaker
-stops claiming a URL's deliveries for a while after repeated failures; claims skip such
-URLs, so their rows stay queued in Postgres instead of occupying the dispatcher. Claims go
+the others: each receiver (a URL's origin: scheme, host, port; so no path or query string
+makes a new one) gets at most `per_endpoint` requests in flight, and a circuit breaker
+stops claiming its deliveries for a while after repeated failures; claims skip such
+receivers, so their rows stay queued in Postgres instead of occupying the dispatcher. Claims go
 round the tenants, so one tenant's backlog cannot delay another's. Its pump and listener
 are supervised: should one end, the dispatcher finishes what it has in flight and exits
 non-zero, to be restarted.
@@ -46,7 +47,9 @@ _RECORD_MARGIN_S = 5.0
 
 
 class EndpointGuard:
-    """Per-URL concurrency limit and circuit breaker, in this dispatcher's memory."""
+    """Per-receiver concurrency limit and circuit breaker, in this dispatcher's memory.
+    Keyed by origin (`shared.webhook_urls.origin`), never by the URL itself: URLs that differ
+    only in path or query string reach the same server and share one limit and one breaker."""
 
     def __init__(self, per_endpoint: int, threshold: int, cooldown_s: float) -> None:
         self.per_endpoint = per_endpoint
@@ -58,8 +61,8 @@ class EndpointGuard:
 
     def blocked(self) -> list[str]:
         now = time.monotonic()
-        full = [url for url, n in self.in_flight.items() if n >= self.per_endpoint]
-        tripped = [url for url, until in self.open_until.items() if until > now]
+        full = [origin for origin, n in self.in_flight.items() if n >= self.per_endpoint]
+        tripped = [origin for origin, until in self.open_until.items() if until > now]
         return full + tripped
 
     def seconds_until_reopen(self) -> float | None:
@@ -68,27 +71,27 @@ class EndpointGuard:
         waits = [until - now for until in self.open_until.values() if until > now]
         return min(waits) if waits else None
 
-    def admit(self, url: str) -> bool:
+    def admit(self, origin: str) -> bool:
         if (
-            self.in_flight[url] >= self.per_endpoint
-            or self.open_until.get(url, 0) > time.monotonic()
+            self.in_flight[origin] >= self.per_endpoint
+            or self.open_until.get(origin, 0) > time.monotonic()
         ):
             return False
-        self.in_flight[url] += 1
+        self.in_flight[origin] += 1
         return True
 
-    def done(self, url: str, succeeded: bool) -> None:
-        self.in_flight[url] -= 1
-        if self.in_flight[url] <= 0:
-            del self.in_flight[url]
+    def done(self, origin: str, succeeded: bool) -> None:
+        self.in_flight[origin] -= 1
+        if self.in_flight[origin] <= 0:
+            del self.in_flight[origin]
         if succeeded:
-            self.failures.pop(url, None)
-            self.open_until.pop(url, None)
+            self.failures.pop(origin, None)
+            self.open_until.pop(origin, None)
             return
-        self.failures[url] += 1
-        if self.failures[url] >= self.threshold:
-            self.open_until[url] = time.monotonic() + self.cooldown_s
-            log.warning("circuit open for %s after %d failures", redact(url), self.failures[url])
+        self.failures[origin] += 1
+        if self.failures[origin] >= self.threshold:
+            self.open_until[origin] = time.monotonic() + self.cooldown_s
+            log.warning("circuit open for %s after %d failures", origin, self.failures[origin])
 
 
 def next_attempt_delay(settings: Settings, attempt: int, answer: Answer) -> float | None:
@@ -155,8 +158,8 @@ class Dispatcher:
             succeeded = answer.succeeded
             metrics.webhook_attempt(_outcome(answer), answer.record.duration_ms / 1000)
         finally:
-            # Whatever happened, the URL's slot is free again.
-            self.guard.done(due.url, succeeded)
+            # Whatever happened, the receiver's slot is free again.
+            self.guard.done(due.origin, succeeded)
         await self._record(db, due, answer, claimed_at)
         if answer.succeeded:
             self.delivered += 1
@@ -288,7 +291,7 @@ class Dispatcher:
                         box=self.box,
                     )
                     for due in batch:
-                        if self.guard.admit(due.url):
+                        if self.guard.admit(due.origin):
                             self._start(db, session, due, claimed_at)
                         else:  # its circuit opened while we claimed; put it back untouched
                             await deliveries.defer(

@@ -119,7 +119,7 @@ class JobRunner:
             return "failed"
 
         self.active[claim.job_id] = active
-        steps = StepRecorder(self.db, claim)
+        steps = StepRecorder(self.db, claim, self.settings.job_max_output_bytes)
         heartbeat = asyncio.create_task(self._heartbeat(active), name=f"heartbeat {claim.job_id}")
         log.info("job %s attempt %d: running crew %s", claim.job_id, claim.attempt, claim.crew)
         try:
@@ -186,7 +186,10 @@ class JobRunner:
     async def _end(
         self, claim: jobs.Claim, outcome: AttemptOutcome, **fields: Any
     ) -> jobs.Moved | None:
-        moved = await with_db_retry(lambda: jobs.end_attempt(self.db, claim, outcome, **fields))
+        bound = self.settings.job_max_output_bytes
+        moved = await with_db_retry(
+            lambda: jobs.end_attempt(self.db, claim, outcome, max_output_bytes=bound, **fields)
+        )
         if moved is not None:
             metrics.job_ended_attempt(moved.row, fields.get("error"))
         if moved is None:

@@ -13,6 +13,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from schemas.events import EventType, LlmCompleted, TaskCompleted, TaskStarted, ToolCompleted
 from schemas.jobs import Progress
 from shared import jobs, metrics
+from shared.limits import DEFAULT_MAX_OUTPUT_BYTES, bound_task
 from shared.tracing import tracer
 from worker.crew_protocol import LlmCalled, Step, TaskBegan, TaskFinished, ToolCalled
 
@@ -27,9 +28,12 @@ class StepRecorder:
     """Records one attempt's steps in the order its crew made them. The caller runs it in
     the job's span (the parent of the spans it makes) and closes it when the attempt ends."""
 
-    def __init__(self, db: asyncpg.Pool, claim: jobs.Claim) -> None:
+    def __init__(
+        self, db: asyncpg.Pool, claim: jobs.Claim, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    ) -> None:
         self.db = db
         self.claim = claim
+        self.max_output_bytes = max_output_bytes  # of a task's output in its event
         self.progress = Progress(completed_tasks=0, total_tasks=0, current_task=None)
         self.tokens = {
             "prompt_tokens": 0,
@@ -75,7 +79,12 @@ class StepRecorder:
                 )
                 await self._write(
                     EventType.TASK_COMPLETED,
-                    TaskCompleted(job_id=job_id, attempt=attempt, task=step.task),
+                    TaskCompleted(
+                        job_id=job_id,
+                        attempt=attempt,
+                        # Cut as the job's stored result will be, and marked the same way.
+                        task=bound_task(step.task, self.max_output_bytes),
+                    ),
                     progress=self.progress,
                 )
             case ToolCalled():
@@ -168,7 +177,13 @@ class StepRecorder:
     ) -> None:
         try:
             await jobs.record_step(
-                self.db, self.claim, type, data, progress=progress, token_usage=token_usage
+                self.db,
+                self.claim,
+                type,
+                data,
+                progress=progress,
+                token_usage=token_usage,
+                max_output_bytes=self.max_output_bytes,
             )
         except Exception as exc:
             # Steps are best effort; the job's outcome is not.

@@ -22,6 +22,7 @@ from schemas.account import (
     ApiKeyInfo,
     ApiKeyList,
     CurrentKey,
+    KeyMode,
     RateLimit,
     RequestFilter,
     RequestLog,
@@ -53,7 +54,7 @@ async def account(request: web.Request) -> web.Response:
     assert tenant is not None  # the key was just authenticated against this tenant
     # The secret lets its holder forge webhooks: only keys that manage them see it.
     secret = (
-        await tenants.signing_secret(db, tenant.id, request.app[BOX])
+        await tenants.signing_secret(db, principal.owner, request.app[BOX])
         if principal.may(Scope.WEBHOOKS_MANAGE)
         else None
     )
@@ -107,7 +108,7 @@ async def list_keys(request: web.Request) -> web.Response:
     principal = require(request, Scope.ADMIN)
     page, has_more = await keys.page(
         request.app[DB],
-        principal.tenant_id,
+        principal.owner,
         before=request.query.get("cursor") or None,
         limit=query_int(request, "limit", 20, 1, 100),
     )
@@ -121,18 +122,24 @@ async def list_keys(request: web.Request) -> web.Response:
         Scope.ADMIN,
         {201: ApiKeyCreated},
         body=ApiKeyCreate,
+        errors=[Code.LIVE_MODE_REQUIRED],
         tags=["account"],
     )
 )
 async def create_key(request: web.Request) -> web.Response:
     principal = require(request, Scope.ADMIN)
     body = parse(ApiKeyCreate, (await read_json(request))[0])
+    mode = body.mode or principal.mode
+    if mode is KeyMode.LIVE and not principal.livemode:
+        raise ApiError(
+            Code.LIVE_MODE_REQUIRED, "a test key makes test keys only; use a live admin key"
+        )
     async with request.app[DB].acquire() as conn:
         created = await keys.create_key(
             conn,
             principal.tenant_id,
             body.scopes,
-            mode=body.mode,
+            mode=mode,
             name=body.name,
             expires_in=timedelta(days=body.expires_in_days) if body.expires_in_days else None,
         )
@@ -156,7 +163,7 @@ async def create_key(request: web.Request) -> web.Response:
 async def revoke_key(request: web.Request) -> web.Response:
     principal = require(request, Scope.ADMIN)
     key_id = request.match_info["key_id"]
-    revoked = await keys.revoke(request.app[DB], principal.tenant_id, key_id)
+    revoked = await keys.revoke(request.app[DB], principal.owner, key_id)
     if revoked is None:
         raise ApiError(Code.API_KEY_NOT_FOUND, f"no API key {key_id!r} for this tenant")
     return json_response(_key_info(revoked))
@@ -211,7 +218,7 @@ async def account_logs(request: web.Request) -> web.Response:
     query_enum(request, "filter", RequestFilter)  # only failures are kept: "error" is all
     found = await request_failures.recent(
         request.app[DB],
-        principal.tenant_id,
+        principal.owner,
         query_int(request, "limit", 100, 1, MAX_LOG_LIMIT),
     )
     return json_response(
@@ -234,7 +241,7 @@ async def rotate_signing_secret(request: web.Request) -> web.Response:
     principal = require(request, Scope.WEBHOOKS_MANAGE)
     body = await parse_optional(request, SigningSecretRotate)
     rotated = await tenants.rotate_signing_secret(
-        request.app[DB], principal.tenant_id, body.grace_seconds, request.app[BOX]
+        request.app[DB], principal.owner, body.grace_seconds, request.app[BOX]
     )
     return json_response(
         SigningSecret(

@@ -73,6 +73,12 @@ def _refusal(refused: submissions.Refused) -> ApiError:
                 f"crew {crew!r} needs inputs: {', '.join(missing)}",
                 {"missing": missing, "required": required},
             )
+        case submissions.TooLarge(field=field, size=size, limit=limit):
+            return invalid(
+                field,
+                f"inputs and metadata take {size} bytes as JSON; a job may hold at most"
+                f" {limit} (CREWQ_JOB_MAX_INPUT_BYTES)",
+            )
         case submissions.InvalidWebhookUrl(reason=reason):
             return ApiError(
                 Code.INVALID_WEBHOOK_URL, f"webhook_url refused: {reason}", {"reason": reason}
@@ -179,7 +185,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 20, 1, 100)
     page, has_more = await jobs.page(
         request.app[DB],
-        principal.tenant_id,
+        principal.owner,
         jobs.JobFilter(
             status=query_enum(request, "status", JobStatus),
             crew=request.query.get("crew") or None,
@@ -189,6 +195,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         ),
         before=request.query.get("cursor") or None,
         limit=limit,
+        max_bytes=request.app[SETTINGS].api_max_page_bytes,
     )
     return json_response(JobList.of(page, has_more))
 
@@ -222,8 +229,13 @@ async def batch_jobs(request: web.Request) -> web.Response:
     are not the caller's jobs are simply absent."""
     principal = require(request, Scope.JOBS_READ)
     body = parse(JobBatchRead, (await read_json(request))[0])
-    found = await jobs.many(request.app[DB], principal.tenant_id, body.ids)
-    return json_response(JobBatch(data=found))
+    found, omitted = await jobs.many(
+        request.app[DB],
+        principal.owner,
+        body.ids,
+        max_bytes=request.app[SETTINGS].api_max_page_bytes,
+    )
+    return json_response(JobBatch(data=found, omitted=omitted))
 
 
 @routes.get("/v1/jobs/{job_id}")
@@ -233,7 +245,7 @@ async def batch_jobs(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     principal = require(request, Scope.JOBS_READ)
     job_id = request.match_info["job_id"]
-    job = await jobs.get(request.app[DB], principal.tenant_id, job_id)
+    job = await jobs.get(request.app[DB], principal.owner, job_id)
     if job is None:
         raise _not_found(job_id)
     return json_response(job)
@@ -257,11 +269,11 @@ async def job_deliveries(request: web.Request) -> web.Response:
     principal = require(request, Scope.JOBS_READ)
     job_id = request.match_info["job_id"]
     db = request.app[DB]
-    if not await jobs.exists(db, principal.tenant_id, job_id):
+    if not await jobs.exists(db, principal.owner, job_id):
         raise _not_found(job_id)
     page, has_more = await deliveries.job_page(
         db,
-        principal.tenant_id,
+        principal.owner,
         job_id,
         before=request.query.get("cursor") or None,
         limit=query_int(request, "limit", 20, 1, 100),
@@ -317,14 +329,16 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     db = request.app[DB]
     if not _wants_stream(request):
         limit = query_int(request, "limit", 20, 1, 100)
-        if not await jobs.exists(db, principal.tenant_id, job_id):
+        if not await jobs.exists(db, principal.owner, job_id):
             raise _not_found(job_id)
-        found = await events.page(db, job_id, after=after, limit=limit)
+        found = await events.page(
+            db, job_id, after=after, limit=limit, max_bytes=request.app[SETTINGS].api_max_page_bytes
+        )
         if found is None:
             raise invalid("after", f"no event {after!r} of job {job_id!r}")
         # One URL, two representations: caches must key on Accept.
         return json_response(EventList.of(*found), headers={"Vary": "Accept"})
-    if not await jobs.exists(db, principal.tenant_id, job_id):
+    if not await jobs.exists(db, principal.owner, job_id):
         raise _not_found(job_id)
     async with hold_stream_slot(request, principal.tenant_id) as slot:
         return await _stream(request, job_id, last_event_id or after, slot)
@@ -392,7 +406,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     principal = require(request, Scope.JOBS_CANCEL)
     job_id = request.match_info["job_id"]
     db = request.app[DB]
-    outcome = await jobs.request_cancel(db, principal.tenant_id, job_id)
+    outcome = await jobs.request_cancel(db, principal.owner, job_id)
     if outcome is jobs.CancelOutcome.NOT_FOUND:
         raise _not_found(job_id)
     if outcome is jobs.CancelOutcome.ALREADY_FINISHED:
@@ -403,7 +417,7 @@ async def cancel_job(request: web.Request) -> web.Response:
         except Exception as exc:
             # The worker's heartbeat sees the request in Postgres within seconds anyway.
             log.warning("cancel of %s not broadcast (%s)", job_id, exc)
-    job = await jobs.get(db, principal.tenant_id, job_id)
+    job = await jobs.get(db, principal.owner, job_id)
     assert job is not None
     if outcome is jobs.CancelOutcome.CANCELLED:  # a running one is counted by its worker
         metrics.job_finished(job.crew, metrics.JobOutcome.CANCELLED, None)
@@ -417,17 +431,21 @@ async def cancel_job(request: web.Request) -> web.Response:
         "Run a failed or cancelled job again",
         Scope.JOBS_CANCEL,
         {202: Job},
-        errors=[Code.JOB_NOT_FOUND, Code.JOB_NOT_RETRYABLE],
+        errors=[Code.JOB_NOT_FOUND, Code.JOB_NOT_RETRYABLE, Code.QUOTA_EXCEEDED],
         tags=["jobs"],
     )
 )
 async def retry_job(request: web.Request) -> web.Response:
     principal = require(request, Scope.JOBS_CANCEL)
     job_id = request.match_info["job_id"]
-    job = await jobs.restart(request.app[DB], principal.tenant_id, job_id)
+    job = await jobs.restart(
+        request.app[DB], principal.owner, job_id, principal.allowance.jobs_per_month
+    )
     if job is None:
-        if not await jobs.exists(request.app[DB], principal.tenant_id, job_id):
+        if not await jobs.exists(request.app[DB], principal.owner, job_id):
             raise _not_found(job_id)
         raise ApiError(Code.JOB_NOT_RETRYABLE, "only failed or cancelled jobs can be retried")
+    if isinstance(job, jobs.QuotaExceeded):
+        raise _refusal(job)
     await _enqueue(request, job_id, now=True)
     return json_response(job, status=202, headers={"Location": f"/v1/jobs/{job_id}"})

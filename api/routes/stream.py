@@ -145,9 +145,9 @@ async def stream_tenant_events(request: web.Request) -> web.StreamResponse:
         )
     db = request.app[DB]
     if after is None:
-        tail = await TenantTail.from_now(db, principal.tenant_id, where)
+        tail = await TenantTail.from_now(db, principal.owner, where)
     else:
-        resumed = await TenantTail.after_event(db, principal.tenant_id, where, after)
+        resumed = await TenantTail.after_event(db, principal.owner, where, after)
         if resumed is None:
             raise invalid("after", f"no event {after!r} of this tenant")
         tail = resumed

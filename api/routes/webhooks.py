@@ -74,7 +74,7 @@ async def create_webhook(request: web.Request) -> web.Response:
     await _check_url(request, body.url)
     created = await endpoints.create(
         request.app[DB],
-        principal.tenant_id,
+        principal.owner,
         url=body.url,
         events=body.events,
         description=body.description,
@@ -110,7 +110,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 20, 1, 100)
     page, has_more = await endpoints.page(
         request.app[DB],
-        principal.tenant_id,
+        principal.owner,
         before=request.query.get("cursor") or None,
         limit=limit,
     )
@@ -130,7 +130,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
 async def get_webhook(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     endpoint_id = request.match_info["endpoint_id"]
-    endpoint = await endpoints.get(request.app[DB], principal.tenant_id, endpoint_id)
+    endpoint = await endpoints.get(request.app[DB], principal.owner, endpoint_id)
     if endpoint is None:
         raise _not_found(endpoint_id)
     return json_response(endpoint)
@@ -156,7 +156,7 @@ async def update_webhook(request: web.Request) -> web.Response:
         await _check_url(request, body.url)
     endpoint = await endpoints.update(
         request.app[DB],
-        principal.tenant_id,
+        principal.owner,
         endpoint_id,
         url=body.url,
         events=body.events,
@@ -181,7 +181,7 @@ async def update_webhook(request: web.Request) -> web.Response:
 async def delete_webhook(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     endpoint_id = request.match_info["endpoint_id"]
-    if not await endpoints.delete(request.app[DB], principal.tenant_id, endpoint_id):
+    if not await endpoints.delete(request.app[DB], principal.owner, endpoint_id):
         raise _not_found(endpoint_id)
     return web.Response(status=204)
 
@@ -204,7 +204,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
     # The body is optional: none means the default grace.
     body = await parse_optional(request, SecretRotate)
     rotated = await endpoints.rotate_secret(
-        request.app[DB], principal.tenant_id, endpoint_id, body.grace_seconds, request.app[BOX]
+        request.app[DB], principal.owner, endpoint_id, body.grace_seconds, request.app[BOX]
     )
     if rotated is None:
         raise _not_found(endpoint_id)
@@ -228,7 +228,7 @@ async def test_webhook(request: web.Request) -> web.Response:
     endpoint_id = request.match_info["endpoint_id"]
     db = request.app[DB]
     async with db.acquire() as conn:
-        sent = await events.send_test(conn, principal.tenant_id, endpoint_id)
+        sent = await events.send_test(conn, principal.owner, endpoint_id)
     if sent is None:
         raise _not_found(endpoint_id)
     event_id, delivery_id = sent
@@ -283,11 +283,11 @@ async def list_deliveries(request: web.Request) -> web.Response:
     endpoint_id = request.match_info["endpoint_id"]
     status = query_enum(request, "status", DeliveryStatus)
     db = request.app[DB]
-    if not await endpoints.exists(db, principal.tenant_id, endpoint_id):
+    if not await endpoints.exists(db, principal.owner, endpoint_id):
         raise _not_found(endpoint_id)
     page, has_more = await deliveries.endpoint_page(
         db,
-        principal.tenant_id,
+        principal.owner,
         endpoint_id,
         status=status,
         before=request.query.get("cursor") or None,
@@ -309,7 +309,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 async def get_delivery(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     delivery_id = request.match_info["delivery_id"]
-    delivery = await deliveries.get(request.app[DB], principal.tenant_id, delivery_id)
+    delivery = await deliveries.get(request.app[DB], principal.owner, delivery_id)
     if delivery is None:
         raise _delivery_not_found(delivery_id)
     return json_response(delivery)
@@ -329,7 +329,7 @@ async def retry_delivery(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     delivery_id = request.match_info["delivery_id"]
     db = request.app[DB]
-    outcome = await deliveries.retry(db, principal.tenant_id, delivery_id)
+    outcome = await deliveries.retry(db, principal.owner, delivery_id)
     if outcome is RetryOutcome.NOT_FOUND:
         raise _delivery_not_found(delivery_id)
     if outcome is RetryOutcome.ENDPOINT_DISABLED:
@@ -341,6 +341,6 @@ async def retry_delivery(request: web.Request) -> web.Response:
         raise ApiError(
             Code.DELIVERY_IN_FLIGHT, "an attempt of this delivery is under way; try again shortly"
         )
-    delivery = await deliveries.get(db, principal.tenant_id, delivery_id)
+    delivery = await deliveries.get(db, principal.owner, delivery_id)
     assert delivery is not None
     return json_response(delivery, status=202)

@@ -4,6 +4,7 @@ lines scripts read, and a clean stop on Ctrl-C."""
 import asyncio
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -78,3 +79,18 @@ async def test_crewq_dev_runs_a_job_offline_and_stops_cleanly(tmp_path: Path) ->
     assert not alive, f"left running after Ctrl-C: {[c.name() for c in alive]}"
     assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
     assert (tmp_path / "data" / "dev-api-key").read_text().strip() == lines["API key:"]
+    _assert_private(tmp_path / "data")
+
+
+def _assert_private(data: Path) -> None:
+    """The data folder holds keys, the Redis password and both databases: no one but its
+    owner reads any of it (the folder is 0711 under root, where the embedded Postgres runs
+    as a user of its own that must pass through it; 0700 otherwise)."""
+    mode = stat.S_IMODE(data.stat().st_mode)
+    assert mode == (0o711 if os.geteuid() == 0 else 0o700), oct(mode)
+    for name in ("secret-key", "dev-api-key", "redis-password"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE((data / "redis").stat().st_mode) == 0o700
+    redis_files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (data / "redis").iterdir()}
+    assert "appendonly.aof" in redis_files
+    assert redis_files == dict.fromkeys(redis_files, 0o600), redis_files

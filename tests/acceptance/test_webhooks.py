@@ -504,7 +504,7 @@ async def test_urls_refused_at_registration(own_stack: Platform) -> None:
         "https://10.0.0.1/x": "private",
         "https://169.254.169.254/latest/meta-data/": "link-local",
         "https://[::1]/x": "loopback",
-        "https://localhost/x": "loopback",
+        "https://localhost/x": "localhost is not a public address",  # not where it leads
         "https://metadata.google.internal/x": "internal",
         "https://user:pw@hooks.example.com/x": "credentials",
         "ftp://hooks.example.com/x": "https://",

@@ -9,6 +9,7 @@ from schemas.account import KeyMode, Plan, Scope
 from schemas.jobs import Job
 from shared import endpoints, jobs, tenants
 from shared.keys import Principal
+from shared.owners import Owner
 from shared.plans import allowance
 from shared.secret_box import SecretBox, generate_key
 
@@ -68,6 +69,8 @@ async def submit(
             max_retries=max_retries,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            livemode=fields.pop("livemode", True),
+            monthly_limit=fields.pop("monthly_limit", None),
         ),
         default_max_pending=fields.pop("max_pending", 10_000),
         default_cap=fields.pop("cap", 10),
@@ -83,11 +86,16 @@ async def start(db: asyncpg.Pool, job_id: str, worker: str = "w1", cap: int = 10
 
 
 async def endpoint(
-    db: asyncpg.Pool, tenant_id: str, url: str, events: list[str] | None = None
+    db: asyncpg.Pool,
+    tenant_id: str,
+    url: str,
+    events: list[str] | None = None,
+    *,
+    livemode: bool = True,
 ) -> str:
     created = await endpoints.create(
         db,
-        tenant_id,
+        Owner(tenant_id, livemode),
         url=url,
         events=events or ["*"],
         description="",

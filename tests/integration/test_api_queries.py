@@ -11,6 +11,7 @@ from schemas.events import EventType
 from schemas.jobs import JobStatus
 from shared import deliveries, endpoints, events, jobs, keys, request_failures, tenants, usage
 from shared.keys import Principal, Refusal
+from shared.owners import Owner
 from shared.request_failures import RequestFailure
 from shared.secret_box import SecretBox, generate_key
 from tests.integration.factories import BOX, BOX_KEY, submit, tenant
@@ -47,15 +48,15 @@ async def test_keys_authenticate_until_revoked_or_expired(db: asyncpg.Pool) -> N
     assert found.allowance.jobs_per_month == 100 and found.allowance.requests_per_second == 10
     admin = await keys.authenticate(db, short.key)
     assert isinstance(admin, Principal) and admin.may(Scope.WEBHOOKS_MANAGE)  # admin: all
-    used = await keys.get(db, made.info.tenant_id, made.info.id)
+    used = await keys.get(db, found.owner, made.info.id)
     assert used is not None and used.last_used_at is not None
     await asyncio.sleep(1.1)
     assert await keys.authenticate(db, short.key) is Refusal.EXPIRED
     assert await keys.authenticate(db, "crq_live_nothing") is Refusal.UNKNOWN
     # Revoking is scoped to the tenant, and idempotent.
     other = await tenant(db)
-    assert await keys.revoke(db, other, made.info.id) is None
-    revoked = await keys.revoke(db, made.info.tenant_id, made.info.id)
+    assert await keys.revoke(db, Owner(other), made.info.id) is None
+    revoked = await keys.revoke(db, found.owner, made.info.id)
     assert revoked is not None and revoked.revoked_at is not None
     again = await keys.revoke(db, None, made.info.id)
     assert again is not None and again.revoked_at == revoked.revoked_at
@@ -92,19 +93,19 @@ async def test_batch_reads_and_filters_see_only_the_tenants_jobs(db: asyncpg.Poo
     a = await submit(db, mine, metadata={"team": "red", "n": 1})
     b = await submit(db, mine, metadata={"team": "blue"})
     foreign = await submit(db, theirs, metadata={"team": "red"})
-    found = await jobs.many(db, mine, [b.id, foreign.id, "job_missing", a.id, b.id])
-    assert [j.id for j in found] == [b.id, a.id]
+    found, omitted = await jobs.many(db, Owner(mine), [b.id, foreign.id, "job_missing", a.id, b.id])
+    assert [j.id for j in found] == [b.id, a.id] and omitted == []
     red, _ = await jobs.page(
-        db, mine, jobs.JobFilter(metadata={"team": "red"}), before=None, limit=10
+        db, Owner(mine), jobs.JobFilter(metadata={"team": "red"}), before=None, limit=10
     )
     assert [j.id for j in red] == [a.id]
     after_a, _ = await jobs.page(
-        db, mine, jobs.JobFilter(created_after=a.created_at), before=None, limit=10
+        db, Owner(mine), jobs.JobFilter(created_after=a.created_at), before=None, limit=10
     )
     assert [j.id for j in after_a] == [b.id]
     before_b, _ = await jobs.page(
         db,
-        mine,
+        Owner(mine),
         jobs.JobFilter(created_before=b.created_at, status=JobStatus.PENDING),
         before=None,
         limit=10,
@@ -130,18 +131,18 @@ async def test_failed_requests_are_listed_newest_first_and_purged(db: asyncpg.Po
             failure(theirs, now, "foreign"),
         ],
     )
-    listed = await request_failures.recent(db, mine, 10)
+    listed = await request_failures.recent(db, Owner(mine), 10)
     assert [f.request_id for f in listed] == ["latest", "earlier", "old"]
     assert await request_failures.purge(db, 7) == 1
-    assert [f.request_id for f in await request_failures.recent(db, mine, 1)] == ["latest"]
+    assert [f.request_id for f in await request_failures.recent(db, Owner(mine), 1)] == ["latest"]
 
 
 async def test_tenant_secrets_are_sealed_rotate_with_grace_and_expire(db: asyncpg.Pool) -> None:
     tenant_id = await tenant(db)
-    first = await tenants.signing_secret(db, tenant_id, BOX)
+    first = await tenants.signing_secret(db, Owner(tenant_id), BOX)
     stored = await db.fetchval("SELECT signing_secret FROM tenants WHERE id = $1", tenant_id)
     assert first is not None and first.startswith("whsec_") and first not in stored
-    rotated = await tenants.rotate_signing_secret(db, tenant_id, 60, BOX)
+    rotated = await tenants.rotate_signing_secret(db, Owner(tenant_id), 60, BOX)
     assert rotated.secret != first and rotated.previous_secret_expires_at is not None
     # A job's own webhook is signed with both while the old secret is in its grace.
     job = await submit(db, tenant_id, webhook_url="https://hooks.example/x")
@@ -166,7 +167,7 @@ async def test_tenant_secrets_are_sealed_rotate_with_grace_and_expire(db: asyncp
     )
     assert previous is None
     # No grace: the old secret is forgotten at once.
-    instant = await tenants.rotate_signing_secret(db, tenant_id, 0, BOX)
+    instant = await tenants.rotate_signing_secret(db, Owner(tenant_id), 0, BOX)
     assert instant.previous_secret_expires_at is None
 
 
@@ -174,7 +175,7 @@ async def test_reseal_moves_every_secret_to_the_newest_key(db: asyncpg.Pool) -> 
     tenant_id = await tenant(db)
     created = await endpoints.create(
         db,
-        tenant_id,
+        Owner(tenant_id),
         url="https://h.example/",
         events=["*"],
         description="",
@@ -182,7 +183,7 @@ async def test_reseal_moves_every_secret_to_the_newest_key(db: asyncpg.Pool) -> 
         box=BOX,
     )
     assert isinstance(created, endpoints.Created)
-    await endpoints.rotate_secret(db, tenant_id, created.endpoint.id, 60, BOX)
+    await endpoints.rotate_secret(db, Owner(tenant_id), created.endpoint.id, 60, BOX)
     # A secret written before sealing existed, in plaintext.
     legacy = await tenant(db)
     await db.execute("UPDATE tenants SET signing_secret = 'whsec_legacy' WHERE id = $1", legacy)
@@ -192,7 +193,7 @@ async def test_reseal_moves_every_secret_to_the_newest_key(db: asyncpg.Pool) -> 
         count = await tenants.reseal(conn, newer) + await endpoints.reseal(conn, newer)
     assert count >= 3
     only_new = SecretBox([new_key])
-    assert await tenants.signing_secret(db, legacy, only_new) == "whsec_legacy"
+    assert await tenants.signing_secret(db, Owner(legacy), only_new) == "whsec_legacy"
     stored = await db.fetchval("SELECT signing_secret FROM tenants WHERE id = $1", legacy)
     assert not stored.startswith("whsec_")
     row = await db.fetchrow(

@@ -4,12 +4,15 @@ moment a slot frees."""
 
 import asyncio
 import contextlib
+import pickle
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix
 from arq.worker import func
 
 from shared import queue
@@ -104,6 +107,32 @@ async def test_a_deferred_job_wakes_no_one_and_a_requeue_does(redis: ArqRedis) -
         assert not fleet.wake.is_set() and fleet.started.empty()
         await queue.requeue_now(redis, "job_later")  # arq still holds it: only its score moves
         assert await fleet.next_started() == "job_later"
+
+
+async def test_a_payload_crewq_did_not_write_is_refused_and_the_next_job_runs(
+    redis: ArqRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only crewq's JSON record is taken up: anything else (here a pickle of arq's own
+    record, and a JSON record naming another job) is logged, dropped and never run."""
+    pickled = pickle.dumps({"t": None, "f": queue.RUN_JOB, "a": ("job_p",), "k": {}, "et": 1})
+    elsewhere = queue.job_record("job_other", 1)
+    async with fleet_of(redis, max_jobs=1) as fleet:
+        for job_id, payload in (("job_p", pickled), ("job_x", elsewhere)):
+            await redis.set(job_key_prefix + job_id, payload)
+            await redis.zadd(queue.QUEUE_NAME, {job_id: 1})
+        assert await queue.enqueue(redis, "job_ok")
+        assert await fleet.next_started() == "job_ok"
+        fleet.release.set()
+        async with asyncio.timeout(IN_TIME_S):
+            while await queue.depth(redis):
+                await asyncio.sleep(0.05)
+    assert fleet.started.empty()  # neither refused payload ran
+    refusals = [r.getMessage() for r in caplog.records if r.name == "worker.consumer"]
+    assert sorted(refusals) == [
+        "job job_p: refused its queue payload, not JSON (a pickle, perhaps); nothing was run",
+        "job job_x: refused its queue payload, it names another job ('job_other'); nothing was run",
+    ]
+    assert not any([await redis.exists(job_key_prefix + j) for j in ("job_p", "job_x")])
 
 
 async def test_cancel_requests_reach_the_callback(redis: ArqRedis) -> None:

@@ -11,7 +11,7 @@ import pytest_asyncio
 from schemas.events import EventType
 from shared.deliveries import Due
 from shared.ids import new_signing_secret
-from shared.webhook_urls import make_resolver
+from shared.webhook_urls import make_resolver, origin
 from tests.fakes import Receiver
 from worker.delivery import make_session, send
 
@@ -33,6 +33,7 @@ def _due(url: str) -> Due:
         tenant_id="ten_1",
         endpoint_id=None,
         url=url,
+        origin=origin(url),
         attempt=1,
         payload=event,
         secrets=[new_signing_secret()],
@@ -60,9 +61,12 @@ async def _send(url: str, *, allow_private: bool) -> tuple[bool, str | None]:
         ("127.1", "127.0.0.1 is a loopback address"),
         ("2130706433", "127.0.0.1 is a loopback address"),
         ("0177.0.0.1", "127.0.0.1 is a loopback address"),
-        ("0", "0.0.0.0 is a private or reserved address"),
-        ("0.0.0.0", "0.0.0.0 is a private or reserved address"),
-        ("localhost", "localhost resolves only to refused addresses"),
+        ("0", "0.0.0.0 is the unspecified address"),
+        ("0.0.0.0", "0.0.0.0 is the unspecified address"),
+        ("[2002:7f00:1::1]", "2002:7f00:1::1 wraps 127.0.0.1, a loopback address"),
+        ("[::ffff:127.0.0.1]", "wraps 127.0.0.1, a loopback address"),
+        # A name's refusal tells the tenant, who reads the attempt, nothing of where it leads.
+        ("localhost", "localhost is not a public address"),
     ],
 )
 async def test_private_destinations_are_refused_by_policy_at_delivery_time(
@@ -73,6 +77,8 @@ async def test_private_destinations_are_refused_by_policy_at_delivery_time(
     url = f"http://{host}:{local_receiver.port}/hooks/ssrf"
     succeeded, error = await _send(url, allow_private=False)
     assert not succeeded and error is not None and reason in error, error
+    if host == "localhost":
+        assert "127.0.0.1" not in error and "::1" not in error, error
     assert local_receiver.at("ssrf") == []
 
 

@@ -12,6 +12,7 @@ from shared import events, jobs
 from shared.db import Executor
 from shared.deliveries import DELIVERIES_CHANNEL
 from shared.events import JOB_EVENTS_CHANNEL, TENANT_EVENTS_CHANNEL, TenantFilter, TenantTail
+from shared.owners import Owner
 from tests.integration.factories import endpoint, submit, tenant
 
 
@@ -79,27 +80,27 @@ async def test_a_tail_from_now_reads_only_new_events_of_the_tenants_jobs(db: asy
     tenant_id, stranger = await tenant(db), await tenant(db)
     job = await submit(db, tenant_id)
     before = [await _emit(db, job) for _ in range(3)]
-    tail = await TenantTail.from_now(db, tenant_id, TenantFilter())
+    tail = await TenantTail.from_now(db, Owner(tenant_id), TenantFilter())
     assert await _read_all(db, tail) == []
 
     hook = await endpoint(db, tenant_id, "https://example.com/hook")
     async with db.acquire() as conn:
-        assert await events.send_test(conn, tenant_id, hook) is not None  # belongs to no job
+        assert await events.send_test(conn, Owner(tenant_id), hook) is not None  # belongs to no job
     await _emit(db, await submit(db, stranger))
     new = [await _emit(db, job) for _ in range(3)]
     assert await _read_all(db, tail) == [e.id for e in new]
     assert await _read_all(db, tail) == []
 
-    resumed = await TenantTail.after_event(db, tenant_id, TenantFilter(), before[1].id)
+    resumed = await TenantTail.after_event(db, Owner(tenant_id), TenantFilter(), before[1].id)
     assert resumed is not None
     assert await _read_all(db, resumed) == [e.id for e in [before[2], *new]]
-    assert await TenantTail.after_event(db, stranger, TenantFilter(), before[1].id) is None
-    assert await TenantTail.after_event(db, tenant_id, TenantFilter(), "evt_nope") is None
+    assert await TenantTail.after_event(db, Owner(stranger), TenantFilter(), before[1].id) is None
+    assert await TenantTail.after_event(db, Owner(tenant_id), TenantFilter(), "evt_nope") is None
 
 
 async def test_a_tail_of_a_tenant_with_no_events_yet_reads_its_first(db: asyncpg.Pool) -> None:
     tenant_id = await tenant(db)
-    tail = await TenantTail.from_now(db, tenant_id, TenantFilter())
+    tail = await TenantTail.from_now(db, Owner(tenant_id), TenantFilter())
     first = await _emit(db, await submit(db, tenant_id))
     assert await _read_all(db, tail) == [first.id]
 
@@ -108,12 +109,12 @@ async def test_a_tail_filters_by_type_and_crew(db: asyncpg.Pool) -> None:
     tenant_id = await tenant(db)
     echo, research = await submit(db, tenant_id), await _job_of_crew(db, tenant_id, "research")
     by_type = await TenantTail.from_now(
-        db, tenant_id, TenantFilter(types=frozenset({EventType.TASK_COMPLETED}))
+        db, Owner(tenant_id), TenantFilter(types=frozenset({EventType.TASK_COMPLETED}))
     )
-    by_crew = await TenantTail.from_now(db, tenant_id, TenantFilter(crew="research"))
+    by_crew = await TenantTail.from_now(db, Owner(tenant_id), TenantFilter(crew="research"))
     both = await TenantTail.from_now(
         db,
-        tenant_id,
+        Owner(tenant_id),
         TenantFilter(types=frozenset({EventType.TASK_STARTED}), crew="research"),
     )
     e1 = await _emit(db, echo, EventType.TASK_STARTED)
@@ -130,7 +131,7 @@ async def test_an_event_that_commits_after_a_newer_one_is_read_once(db: asyncpg.
     visible after a newer one was read. Reading only after the newest would skip it."""
     tenant_id = await tenant(db)
     slow_job, fast_job = await submit(db, tenant_id), await submit(db, tenant_id)
-    tail = await TenantTail.from_now(db, tenant_id, TenantFilter())
+    tail = await TenantTail.from_now(db, Owner(tenant_id), TenantFilter())
     async with db.acquire() as slow, slow.transaction():
         late = await _emit(slow, slow_job)  # stamped first, committed last
         early = await _emit(db, fast_job)
@@ -139,16 +140,16 @@ async def test_an_event_that_commits_after_a_newer_one_is_read_once(db: asyncpg.
     assert await _read_all(db, tail) == [late.id]
     assert await _read_all(db, tail) == []
     # A tail resumed from the newer one has no way to know of the late one: it is behind.
-    resumed = await TenantTail.after_event(db, tenant_id, TenantFilter(), early.id)
+    resumed = await TenantTail.after_event(db, Owner(tenant_id), TenantFilter(), early.id)
     assert resumed is not None and await _read_all(db, resumed) == []
 
 
 async def test_a_tail_remembers_a_bounded_window(db: asyncpg.Pool) -> None:
     tenant_id = await tenant(db)
     job = await submit(db, tenant_id)
-    bounded = await TenantTail.from_now(db, tenant_id, TenantFilter(), max_remembered=3)
+    bounded = await TenantTail.from_now(db, Owner(tenant_id), TenantFilter(), max_remembered=3)
     short = await TenantTail.from_now(
-        db, tenant_id, TenantFilter(), overlap=timedelta(milliseconds=200)
+        db, Owner(tenant_id), TenantFilter(), overlap=timedelta(milliseconds=200)
     )
     made = [await _emit(db, job) for _ in range(10)]
     # Pages smaller than the burst, ids beyond the bound forgotten: each event still once.
@@ -173,7 +174,8 @@ async def test_a_filtered_tails_window_moves_with_the_events_it_leaves_out(
     tenant_id = await tenant(db)
     job = await submit(db, tenant_id)
     rare = TenantFilter(types=frozenset({EventType.JOB_FAILED}))
-    tail = await TenantTail.from_now(db, tenant_id, rare, overlap=timedelta(milliseconds=200))
+    window = timedelta(milliseconds=200)
+    tail = await TenantTail.from_now(db, Owner(tenant_id), rare, overlap=window)
     skipped = [await _emit(db, job) for _ in range(5)]
     await asyncio.sleep(0.3)
     last = await _emit(db, job)
@@ -209,7 +211,7 @@ async def test_emit_notifies_each_channel_when_it_commits(db: asyncpg.Pool) -> N
         }
         # An event of no job (a test send) wakes the dispatchers, and no job stream.
         async with db.acquire() as conn:
-            assert await events.send_test(conn, tenant_id, hook)
+            assert await events.send_test(conn, Owner(tenant_id), hook)
         assert await asyncio.wait_for(heard.get(), timeout=5) == (DELIVERIES_CHANNEL, "")
         await asyncio.sleep(0.2)
         assert heard.empty()

@@ -8,6 +8,7 @@ import asyncpg
 from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobResult
 from shared import jobs
 from shared.db import TenantLock
+from shared.owners import Owner
 from tests.integration.factories import start, submit, tenant
 
 RESULT = JobResult(raw="done", tasks=[], models=["m"], offline=True)
@@ -56,9 +57,9 @@ async def test_counts_follow_every_move(db: asyncpg.Pool) -> None:
     claim_b = await start(db, b.id, cap=10)
     await jobs.end_attempt(db, claim_b, AttemptOutcome.FAILED, error=ERROR)
     await assert_kept(db, tenant_id, (2, 2))  # b failed for good
-    assert await jobs.request_cancel(db, tenant_id, d.id) is jobs.CancelOutcome.CANCELLED
+    assert await jobs.request_cancel(db, Owner(tenant_id), d.id) is jobs.CancelOutcome.CANCELLED
     await assert_kept(db, tenant_id, (1, 1))
-    assert await jobs.restart(db, tenant_id, b.id) is not None
+    assert await jobs.restart(db, Owner(tenant_id), b.id) is not None
     await assert_kept(db, tenant_id, (2, 2))
     await db.execute("DELETE FROM jobs WHERE id = $1", c.id)
     await assert_kept(db, tenant_id, (1, 1))

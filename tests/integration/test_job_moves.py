@@ -6,8 +6,9 @@ import asyncio
 import asyncpg
 import pytest
 
-from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobResult
+from schemas.jobs import AttemptOutcome, ErrorCode, Job, JobError, JobResult
 from shared import jobs
+from shared.owners import Owner
 from tests.integration.factories import event_types, start, status_of, submit, tenant
 
 RESULT = JobResult(raw="done", tasks=[], models=["m"], offline=True)
@@ -18,7 +19,7 @@ async def test_start_opens_an_attempt_and_owes_job_started(db: asyncpg.Pool) -> 
     job = await submit(db, await tenant(db))
     claim = await start(db, job.id, worker="w7")
     assert (claim.attempt, claim.counted_attempt, claim.retries_left) == (1, 1, 2)
-    got = await jobs.get(db, claim.tenant_id, job.id)
+    got = await jobs.get(db, Owner(claim.tenant_id), job.id)
     assert got is not None and got.status == "running" and got.worker_id == "w7"
     assert [(a.number, a.worker_id, a.outcome) for a in got.attempts] == [(1, "w7", None)]
     assert await event_types(db, job.id) == ["job.started"]
@@ -55,7 +56,7 @@ async def test_ending_an_attempt_closes_it_with_its_outcome(
     error = LLM_DOWN if outcome is AttemptOutcome.FAILED else None
     moved = await jobs.end_attempt(db, claim, outcome, error=error, result=RESULT)
     assert moved is not None and moved.row["status"] == status and moved.row["finished_at"]
-    got = await jobs.get(db, claim.tenant_id, job.id)
+    got = await jobs.get(db, Owner(claim.tenant_id), job.id)
     assert got is not None
     [attempt] = got.attempts
     assert attempt.outcome == outcome and attempt.finished_at is not None
@@ -99,7 +100,9 @@ async def test_release_hands_back_without_spending_an_attempt(db: asyncpg.Pool) 
 async def test_cancel_pending_running_finished_and_unknown(db: asyncpg.Pool) -> None:
     tenant_id = await tenant(db)
     pending = await submit(db, tenant_id)
-    assert await jobs.request_cancel(db, tenant_id, pending.id) is jobs.CancelOutcome.CANCELLED
+    assert (
+        await jobs.request_cancel(db, Owner(tenant_id), pending.id) is jobs.CancelOutcome.CANCELLED
+    )
     assert await status_of(db, pending.id) == "cancelled"
     never = await jobs.start_attempt(db, pending.id, "w1", 10)
     assert isinstance(never, jobs.NotStarted)
@@ -107,15 +110,18 @@ async def test_cancel_pending_running_finished_and_unknown(db: asyncpg.Pool) -> 
 
     running = await submit(db, tenant_id)
     claim = await start(db, running.id)
-    assert await jobs.request_cancel(db, tenant_id, running.id) is jobs.CancelOutcome.REQUESTED
+    assert (
+        await jobs.request_cancel(db, Owner(tenant_id), running.id) is jobs.CancelOutcome.REQUESTED
+    )
     assert await jobs.heartbeat(db, claim) == (True, True)
     await jobs.end_attempt(db, claim, AttemptOutcome.CANCELLED)
     assert (
-        await jobs.request_cancel(db, tenant_id, running.id) is jobs.CancelOutcome.ALREADY_FINISHED
+        await jobs.request_cancel(db, Owner(tenant_id), running.id)
+        is jobs.CancelOutcome.ALREADY_FINISHED
     )
 
     other = await tenant(db)
-    assert await jobs.request_cancel(db, other, running.id) is jobs.CancelOutcome.NOT_FOUND
+    assert await jobs.request_cancel(db, Owner(other), running.id) is jobs.CancelOutcome.NOT_FOUND
 
 
 async def test_a_cancel_that_arrived_during_a_hand_back_cancels_at_the_next_offer(
@@ -124,7 +130,7 @@ async def test_a_cancel_that_arrived_during_a_hand_back_cancels_at_the_next_offe
     tenant_id = await tenant(db)
     job = await submit(db, tenant_id)
     claim = await start(db, job.id)
-    await jobs.request_cancel(db, tenant_id, job.id)  # running: only requested
+    await jobs.request_cancel(db, Owner(tenant_id), job.id)  # running: only requested
     await jobs.end_attempt(db, claim, AttemptOutcome.RELEASED)  # the worker drains
     offered = await jobs.start_attempt(db, job.id, "w2", 10)
     assert isinstance(offered, jobs.NotStarted) and offered.reason == "job was cancelled"
@@ -136,12 +142,12 @@ async def test_restart_runs_a_finished_job_again_with_a_full_budget(db: asyncpg.
     job = await submit(db, tenant_id, max_retries=0)
     claim = await start(db, job.id)
     await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
-    restarted = await jobs.restart(db, tenant_id, job.id)
-    assert restarted is not None and restarted.status == "pending" and restarted.error is None
+    restarted = await jobs.restart(db, Owner(tenant_id), job.id)
+    assert isinstance(restarted, Job) and restarted.status == "pending" and restarted.error is None
     again = await start(db, job.id)
     assert (again.attempt, again.retries_left) == (2, 0)
     await jobs.end_attempt(db, again, AttemptOutcome.COMPLETED, result=RESULT)
-    assert await jobs.restart(db, tenant_id, job.id) is None  # completed: not restartable
+    assert await jobs.restart(db, Owner(tenant_id), job.id) is None  # completed: not restartable
     assert await event_types(db, job.id) == [
         "job.started",
         "job.failed",
@@ -187,7 +193,7 @@ async def test_storable_strings_only_reach_postgres(db: asyncpg.Pool) -> None:
         db, claim, AttemptOutcome.COMPLETED, result=dirty, token_usage={"k\x00": 1}
     )
     assert moved is not None
-    stored = await jobs.get(db, claim.tenant_id, job.id)
+    stored = await jobs.get(db, Owner(claim.tenant_id), job.id)
     assert stored is not None and stored.result is not None
     assert stored.result.raw == "ab \ufffd c" and stored.result.models == ["m"]
     assert stored.token_usage == {"k": 1}
@@ -216,10 +222,10 @@ async def test_reaper_retries_a_silent_job_and_fails_one_out_of_retries(db: asyn
     await db.execute("UPDATE jobs SET last_activity_at = now() - interval '1 minute'")
     to_queue = await jobs.reap(db, heartbeat_timeout=30, timeout_grace=30)
     assert to_queue == [retried.id]
-    got = await jobs.get(db, tenant_id, retried.id)
+    got = await jobs.get(db, Owner(tenant_id), retried.id)
     assert got is not None and got.status == "pending"
     assert got.attempts[0].outcome == "lost" and got.error and got.error.code == "WORKER_LOST"
-    failed = await jobs.get(db, tenant_id, final.id)
+    failed = await jobs.get(db, Owner(tenant_id), final.id)
     assert failed is not None and failed.status == "failed"
     assert failed.attempts[0].outcome == "lost"
     assert await jobs.reap(db, 30, 30) == []
@@ -231,7 +237,7 @@ async def test_reaper_times_out_a_heartbeating_job_past_its_timeout(db: asyncpg.
     await start(db, job.id)
     await db.execute("UPDATE job_attempts SET started_at = now() - interval '1 minute'")
     assert await jobs.reap(db, heartbeat_timeout=30, timeout_grace=5) == []
-    got = await jobs.get(db, tenant_id, job.id)
+    got = await jobs.get(db, Owner(tenant_id), job.id)
     assert got is not None and got.status == "failed" and got.error
     assert got.error.code == "TIMEOUT" and got.attempts[0].outcome == "timeout"
 
@@ -274,7 +280,7 @@ async def test_starts_and_cancels_racing_never_deadlock(db: asyncpg.Pool) -> Non
     for _ in range(3):
         batch = [await submit(db, tenant_id) for _ in range(40)]
         racers = [jobs.start_attempt(db, j.id, "w1", 1000) for j in batch] + [
-            jobs.request_cancel(db, tenant_id, j.id) for j in batch
+            jobs.request_cancel(db, Owner(tenant_id), j.id) for j in batch
         ]
         outcomes = await asyncio.gather(*racers, return_exceptions=True)
         errors = [o for o in outcomes if isinstance(o, BaseException)]

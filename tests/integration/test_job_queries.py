@@ -10,6 +10,7 @@ import pytest_asyncio
 from schemas.jobs import AttemptOutcome, JobCreate, JobResult
 from shared import events, jobs, submissions
 from shared.crews import CrewRegistry
+from shared.owners import Owner
 from shared.settings import Settings
 from shared.webhook_urls import UrlPolicy
 from tests.integration.factories import endpoint, principal, start, submit, tenant
@@ -99,7 +100,7 @@ async def test_a_job_stream_ends_only_when_the_job_has_ended(db: asyncpg.Pool) -
     await jobs.end_attempt(db, claim, AttemptOutcome.CANCELLED)
     found, ended = await events.after(db, job.id, found[0].id)
     assert [e.type for e in found] == ["job.cancelled"] and ended
-    await jobs.restart(db, tenant_id, job.id)
+    await jobs.restart(db, Owner(tenant_id), job.id)
     # Retried: its earlier outcome is not the end of its stream.
     found, ended = await events.after(db, job.id, None)
     assert [e.type for e in found][-2:] == ["job.cancelled", "job.retrying"] and not ended
@@ -122,7 +123,8 @@ async def test_retention_deletes_old_finished_jobs_with_everything_they_owe(
         old.id,
     )
     async with db.acquire() as conn:
-        await events.send_test(conn, tenant_id, await endpoint(db, tenant_id, "https://b.x/y"))
+        hook = await endpoint(db, tenant_id, "https://b.x/y")
+        await events.send_test(conn, Owner(tenant_id), hook)
     await db.execute(
         "UPDATE events SET created_at = now() - interval '31 days' WHERE job_id IS NULL"
     )

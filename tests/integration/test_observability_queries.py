@@ -19,6 +19,7 @@ from shared import deliveries, diagnostics, endpoints, jobs, processes, queue
 from shared.crews import CrewRegistry
 from shared.db import pending_migrations
 from shared.fingerprints import fingerprint
+from shared.owners import Owner
 from shared.settings import REPO_CREWS, Settings
 from tests.fakes import start_site
 from tests.integration.factories import endpoint, event_types, start, submit, tenant
@@ -88,7 +89,7 @@ async def test_a_step_writes_progress_and_tokens_and_owes_its_event(db: asyncpg.
         duration_ms=5,
     )
     assert await jobs.record_step(db, claim, EventType.LLM_COMPLETED, llm, token_usage=usage)
-    state = await jobs.get(db, tenant_id, job.id)
+    state = await jobs.get(db, Owner(tenant_id), job.id)
     assert state is not None
     assert state.progress == progress  # kept: the LLM step did not touch it
     assert state.token_usage == usage
@@ -116,7 +117,7 @@ async def test_a_new_attempt_starts_its_progress_afresh(db: asyncpg.Pool) -> Non
     )
     await jobs.end_attempt(db, claim, AttemptOutcome.RELEASED)
     await start(db, job.id)
-    state = await jobs.get(db, tenant_id, job.id)
+    state = await jobs.get(db, Owner(tenant_id), job.id)
     assert state is not None and state.progress is None and state.token_usage is None
 
 
@@ -125,9 +126,9 @@ async def test_step_events_reach_only_endpoints_that_name_them(db: asyncpg.Pool)
     every = await endpoint(db, tenant_id, "https://a.example/hook", ["*"])
     steps = await endpoint(db, tenant_id, "https://b.example/hook", ["llm.completed"])
     async with db.acquire() as conn:
-        llm = await endpoints.subscribed(conn, tenant_id, EventType.LLM_COMPLETED)
-        task = await endpoints.subscribed(conn, tenant_id, EventType.TASK_COMPLETED)
-        done = await endpoints.subscribed(conn, tenant_id, EventType.JOB_COMPLETED)
+        llm = await endpoints.subscribed(conn, Owner(tenant_id), EventType.LLM_COMPLETED)
+        task = await endpoints.subscribed(conn, Owner(tenant_id), EventType.TASK_COMPLETED)
+        done = await endpoints.subscribed(conn, Owner(tenant_id), EventType.JOB_COMPLETED)
     assert [t.endpoint_id for t in llm] == [steps]
     assert [t.endpoint_id for t in task] == [every]
     assert [t.endpoint_id for t in done] == [every]

@@ -10,6 +10,7 @@ from schemas.events import EventType, WebhookTest
 from schemas.webhooks import DeliveryStatus, DisabledReason
 from shared import deliveries, endpoints, events
 from shared.deliveries import AttemptRecord, Due
+from shared.owners import Owner
 from tests.integration.factories import BOX, endpoint, tenant
 
 LEASE_S = 60.0
@@ -66,11 +67,11 @@ async def test_a_test_send_goes_through_emit_to_one_endpoint_even_disabled(
     target = await endpoint(db, tenant_id, "https://a.example/x")
     await endpoint(db, tenant_id, "https://b.example/x")
     await endpoints.update(
-        db, tenant_id, target, url=None, events=None, description=None, enabled=False
+        db, Owner(tenant_id), target, url=None, events=None, description=None, enabled=False
     )
     async with db.acquire() as conn:
-        sent = await events.send_test(conn, tenant_id, target)
-        assert await events.send_test(conn, await tenant(db), target) is None
+        sent = await events.send_test(conn, Owner(tenant_id), target)
+        assert await events.send_test(conn, Owner(await tenant(db)), target) is None
     assert sent is not None
     event_id, delivery_id = sent
     row = await db.fetchrow("SELECT * FROM webhook_deliveries WHERE event_id = $1", event_id)
@@ -114,7 +115,7 @@ async def test_claims_respect_the_per_url_limit_and_never_hand_out_a_row_twice(
     await endpoint(db, tenant_id, "https://one.example/x")
     await _owe(db, tenant_id, 10)
     first = await deliveries.claim(
-        db, 10, LEASE_S, [], per_url=4, busy={"https://one.example/x": 1}, box=BOX
+        db, 10, LEASE_S, [], per_url=4, busy={"https://one.example:443": 1}, box=BOX
     )
     assert len(first) == 3  # 4 in flight at most, one already busy
     racing = await asyncio.gather(*[_claim(db, 10) for _ in range(4)])
@@ -122,7 +123,7 @@ async def test_claims_respect_the_per_url_limit_and_never_hand_out_a_row_twice(
     assert len(ids) == len(set(ids)) == 10
     assert await _claim(db, 10) == []  # all leased
     skipped = await deliveries.claim(
-        db, 10, LEASE_S, ["https://one.example/x"], per_url=4, busy={}, box=BOX
+        db, 10, LEASE_S, ["https://one.example:443"], per_url=4, busy={}, box=BOX
     )
     assert skipped == []
 
@@ -155,7 +156,7 @@ async def test_recording_an_attempt_stores_what_can_be_stored(db: asyncpg.Pool) 
     assert await endpoints.record_attempt(
         db, due, answer, DeliveryStatus.SUCCEEDED, None, disable=None, disable_after_s=60
     )
-    delivery = await deliveries.get(db, tenant_id, due.id)
+    delivery = await deliveries.get(db, Owner(tenant_id), due.id)
     assert delivery is not None and delivery.status == "succeeded"
     assert delivery.attempts[0].response_body == "ok \ufffd bytes"
     # Compare-and-set: a late second record of the same attempt changes nothing.
@@ -178,7 +179,7 @@ async def test_a_410_disables_the_endpoint_and_fails_what_it_is_owed(db: asyncpg
         disable=DisabledReason.GONE,
         disable_after_s=60,
     )
-    shown = await endpoints.get(db, tenant_id, hook)
+    shown = await endpoints.get(db, Owner(tenant_id), hook)
     assert shown is not None and not shown.enabled and shown.disabled_reason is DisabledReason.GONE
     statuses = await db.fetch("SELECT status FROM webhook_deliveries")
     assert {r["status"] for r in statuses} == {"failed"}
@@ -200,7 +201,7 @@ async def test_an_endpoint_failing_too_long_is_disabled(db: asyncpg.Pool) -> Non
         disable=None,
         disable_after_s=5 * 86400,
     )
-    shown = await endpoints.get(db, tenant_id, hook)
+    shown = await endpoints.get(db, Owner(tenant_id), hook)
     assert shown is not None and shown.disabled_reason is DisabledReason.FAILING
 
 
@@ -211,7 +212,7 @@ async def test_pages_of_deliveries_walk_newest_first_by_id(db: asyncpg.Pool) -> 
     seen, cursor = [], None
     while True:
         page, more = await deliveries.endpoint_page(
-            db, tenant_id, hook, status=None, before=cursor, limit=2
+            db, Owner(tenant_id), hook, status=None, before=cursor, limit=2
         )
         seen += [d.id for d in page]
         if not more:
@@ -219,7 +220,7 @@ async def test_pages_of_deliveries_walk_newest_first_by_id(db: asyncpg.Pool) -> 
         cursor = page[-1].id
     assert seen == sorted(seen, reverse=True) and len(seen) == 5
     none, _ = await deliveries.endpoint_page(
-        db, await tenant(db), hook, status=None, before=None, limit=10
+        db, Owner(await tenant(db)), hook, status=None, before=None, limit=10
     )
     assert none == []  # another tenant sees nothing
 
@@ -234,7 +235,7 @@ async def test_seconds_until_due_skips_blocked_urls(db: asyncpg.Pool) -> None:
         " WHERE url = 'https://b.example/x'"
     )
     assert (await deliveries.seconds_until_due(db, []) or 0) <= 0
-    later = await deliveries.seconds_until_due(db, ["https://a.example/x"])
+    later = await deliveries.seconds_until_due(db, ["https://a.example:443"])
     assert later is not None and 95 < later <= 100
 
 
@@ -243,7 +244,7 @@ async def test_manual_retry_outcomes(db: asyncpg.Pool) -> None:
     await endpoint(db, tenant_id, "https://a.example/x")
     await _owe(db, tenant_id)
     [due] = await _claim(db, 1)
-    assert await deliveries.retry(db, tenant_id, due.id) is deliveries.RetryOutcome.IN_FLIGHT
+    assert await deliveries.retry(db, Owner(tenant_id), due.id) is deliveries.RetryOutcome.IN_FLIGHT
     await endpoints.record_attempt(
         db,
         due,
@@ -253,7 +254,10 @@ async def test_manual_retry_outcomes(db: asyncpg.Pool) -> None:
         disable=None,
         disable_after_s=60,
     )
-    assert await deliveries.retry(db, tenant_id, due.id) is deliveries.RetryOutcome.QUEUED
+    assert await deliveries.retry(db, Owner(tenant_id), due.id) is deliveries.RetryOutcome.QUEUED
     [again] = await _claim(db, 1)
     assert again.id == due.id and again.attempt == 2 and again.event_id == due.event_id
-    assert await deliveries.retry(db, await tenant(db), due.id) is deliveries.RetryOutcome.NOT_FOUND
+    assert (
+        await deliveries.retry(db, Owner(await tenant(db)), due.id)
+        is deliveries.RetryOutcome.NOT_FOUND
+    )

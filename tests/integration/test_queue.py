@@ -1,11 +1,12 @@
 """shared/queue.py against real Redis: crewq's one-round-trip enqueue writes exactly what
-arq's own `enqueue_job` writes, so arq's worker takes it as its own, and holds a job at
-most once."""
+arq's own `enqueue_job` writes with crewq's serializer (JSON, never pickle), so arq's worker
+takes it as its own, and holds a job at most once."""
 
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest_asyncio
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
@@ -26,9 +27,13 @@ async def _entry(redis: ArqRedis, job_id: str) -> tuple[float | None, int, dict[
     """The queue score, the job key's TTL (ms) and what arq reads of the job."""
     score = await redis.zscore(queue.QUEUE_NAME, job_id)
     ttl = await redis.pttl(job_key_prefix + job_id)
-    info = await ArqJob(job_id, redis, _queue_name=queue.QUEUE_NAME).info()
+    info = await _job(redis, job_id).info()
     assert info is not None
     return score, ttl, {"function": info.function, "args": info.args, "kwargs": info.kwargs}
+
+
+def _job(redis: ArqRedis, job_id: str) -> ArqJob:
+    return ArqJob(job_id, redis, _queue_name=queue.QUEUE_NAME, _deserializer=queue.load_job)
 
 
 async def test_enqueue_writes_what_arq_writes(redis: ArqRedis) -> None:
@@ -38,12 +43,19 @@ async def test_enqueue_writes_what_arq_writes(redis: ArqRedis) -> None:
         queue.RUN_JOB, "job_arqs", _job_id="job_arqs", _queue_name=queue.QUEUE_NAME
     )
     ours, arqs = await _entry(redis, "job_ours"), await _entry(redis, "job_arqs")
-    assert ours[2] == {"function": queue.RUN_JOB, "args": ("job_ours",), "kwargs": {}}
-    assert arqs[2] == {"function": queue.RUN_JOB, "args": ("job_arqs",), "kwargs": {}}
+    assert ours[2] == {"function": queue.RUN_JOB, "args": ["job_ours"], "kwargs": {}}
+    assert arqs[2] == {"function": queue.RUN_JOB, "args": ["job_arqs"], "kwargs": {}}
+    # Byte for byte the same record but for the id and the enqueue time, and JSON.
+    raw = [await redis.get(job_key_prefix + job_id) for job_id in ("job_ours", "job_arqs")]
+    records = [orjson.loads(payload) for payload in raw]
+    assert records[0]["a"] == ["job_ours"] and records[1]["a"] == ["job_arqs"]
+    for record in records:
+        del record["a"], record["et"]
+    assert records[0] == records[1] == {"t": None, "f": queue.RUN_JOB, "k": {}}
     assert ours[0] is not None and before <= ours[0] <= time.time() * 1000 + 1
     # Both keep the job key for arq's default 24 h.
     assert abs(ours[1] - arqs[1]) < 5_000 and ours[1] > 23 * 3600 * 1000
-    status = await ArqJob("job_ours", redis, _queue_name=queue.QUEUE_NAME).status()
+    status = await _job(redis, "job_ours").status()
     assert status is JobStatus.queued
 
 
@@ -53,7 +65,7 @@ async def test_a_deferred_job_is_due_then_and_kept_past_it(redis: ArqRedis) -> N
     score, ttl, _ = await _entry(redis, "job_later")
     assert score == round(at.timestamp() * 1000)
     assert ttl > 25 * 3600 * 1000  # 2 h of deferral plus arq's 24 h
-    status = await ArqJob("job_later", redis, _queue_name=queue.QUEUE_NAME).status()
+    status = await _job(redis, "job_later").status()
     assert status is JobStatus.deferred
 
 

@@ -15,6 +15,7 @@ from schemas.jobs import JobResult
 from shared import deliveries, events, jobs
 from shared.crews import CrewRegistry
 from shared.db import create_pool
+from shared.owners import Owner
 from shared.secret_box import generate_key
 from shared.settings import Settings
 from tests.fakes import TcpProxy, postgres_proxy
@@ -103,7 +104,7 @@ async def test_a_result_that_cannot_be_stored_fails_the_job_instead_of_leaving_i
         deep = deep["x"]  # type: ignore[assignment]
     result = JobResult(raw="r", structured=nested, tasks=[], models=[], offline=False)
     assert await _runner(db)._complete(claim, result, None) == "failed"
-    got = await jobs.get(db, claim.tenant_id, job.id)
+    got = await jobs.get(db, Owner(claim.tenant_id), job.id)
     assert got is not None and got.status == "failed" and got.error is not None
     assert got.error.code == "CREW_ERROR"
     assert got.error.message.startswith("the crew's result could not be stored")
@@ -139,7 +140,7 @@ async def test_an_attempt_that_cannot_be_stored_is_recorded_as_failed(db: asyncp
     )
     dispatcher = Dispatcher(Settings(webhook_backoff=[0, 5], secret_key=generate_key()))
     await dispatcher._record(db, due, _answer(200, "poison"), time.monotonic())
-    delivery = await deliveries.get(db, due.tenant_id, due.id)
+    delivery = await deliveries.get(db, Owner(due.tenant_id), due.id)
     assert delivery is not None and delivery.status == "pending"  # retried, never lost
     [attempt] = delivery.attempts
     assert attempt.status_code == 200 and attempt.response_body is None

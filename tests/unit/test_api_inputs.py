@@ -44,7 +44,7 @@ def test_metadata_limits() -> None:
         "metadata": ["must have at most 100 items"]
     }
     details = _details({"crew": "e", "metadata": {"note": "x" * 1001}})
-    assert details == {"metadata": ["string values must be at most 1000 characters (note)"]}
+    assert details == {"metadata": ["note: string values must be at most 1000 characters"]}
     JobCreate.model_validate({"crew": "e", "metadata": {"n": 7, "note": "x" * 1000}})
 
 

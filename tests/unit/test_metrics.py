@@ -11,7 +11,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api import metrics as api_metrics
 from api.errors import ApiError, Code, error_middleware
-from api.openapi import build
 from schemas.jobs import ErrorCode
 from shared import metrics
 from shared.metrics import JobOutcome, Role, WebhookOutcome
@@ -130,7 +129,6 @@ async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app = web.Application(middlewares=[api_metrics.metrics_middleware, error_middleware])
     app.router.add_get("/items/{item_id}", _ok)
     app.router.add_get("/events", _stream)
-    app.add_routes(api_metrics.routes)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 
@@ -192,16 +190,3 @@ async def test_middleware_bounds_methods_and_skips_stream_durations(
         assert await resp.read() == b"data: hi\n\n"
     assert _requests("GET", "/events", 200) == streams + 1
     assert _value("crewq_http_request_duration_seconds_count", method="GET", route="/events") == 0
-
-
-async def test_api_metrics_route_answers_prometheus_text_and_is_documented(
-    client: TestClient[web.Request, web.Application],
-) -> None:
-    async with client.get("/metrics") as resp:
-        assert resp.status == 200
-        assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
-        text = await resp.text()
-    assert "# TYPE crewq_http_requests_total counter" in text
-    documented = build(client.app)["paths"]["/metrics"]["get"]
-    assert documented["security"] == []
-    assert documented["tags"] == ["operations"]

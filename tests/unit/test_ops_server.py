@@ -13,7 +13,7 @@ from crewq.embedded import free_port
 from crewq.healthcheck import check, health_urls
 from schemas.health import ProcessRole
 from shared import metrics
-from shared.ops_server import PATHS, Presence, ops_server
+from shared.ops_server import API_PATHS, PATHS, Presence, ops_server
 from shared.settings import Settings
 
 
@@ -72,6 +72,23 @@ async def test_serves_metrics_health_and_livez_then_stops() -> None:
         with pytest.raises(aiohttp.ClientConnectionError):
             async with session.get(f"{url}/metrics"):
                 pass
+
+
+async def test_without_a_presence_serves_the_apis_metrics_and_livez_only() -> None:
+    """The API's metrics port: its health is answered on the API's own port."""
+    async with (
+        ops_server("127.0.0.1", 0, None) as port,
+        aiohttp.ClientSession() as session,
+    ):
+        url = f"http://127.0.0.1:{port}"
+        async with session.get(f"{url}/metrics") as resp:
+            assert resp.status == 200
+            assert "# TYPE crewq_http_requests_total counter" in await resp.text()
+        async with session.get(f"{url}/livez") as resp:
+            assert resp.status == 200 and (await resp.json()) == {"status": "alive"}
+        async with session.get(f"{url}/health") as resp:
+            assert resp.status == 404
+    assert set(API_PATHS) == {"/metrics", "/livez"}
 
 
 async def test_without_a_port_serves_nothing() -> None:
