@@ -1,12 +1,16 @@
-# syntax=docker/dockerfile:1
 # One image for every crewq role. The entrypoint is `crewq`; the command picks the role:
 #   docker run IMAGE api | worker | dispatcher | migrate | doctor
 #   docker run IMAGE keys create --tenant acme
-ARG PYTHON_VERSION=3.12
+# No `# syntax=` line: it would make BuildKit fetch a frontend image from a registry, and
+# nothing here needs more than the builder's own Dockerfile syntax (the legacy builder too).
+#
+# PYTHON_IMAGE: the base of both stages. Where no registry can be reached, build one from
+# Debian's packages (deploy/docker/build-base-images.sh) and pass it with --build-arg.
+ARG PYTHON_IMAGE=python:3.12-slim
 
 # --- builder: crewq and its dependencies installed into one virtual environment, /opt/crewq.
 # Nothing else of this stage (uv, pip's caches, the sources) reaches the image.
-FROM python:${PYTHON_VERSION}-slim AS builder
+FROM ${PYTHON_IMAGE} AS builder
 
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
@@ -19,19 +23,22 @@ RUN pip install --no-cache-dir "uv==0.13.9"
 WORKDIR /src
 # Dependencies first, in a layer of their own, so that a change of crewq's code does not
 # reinstall them. No lock file is committed; a local uv.lock, if there is one, is honoured.
+# --no-default-groups: none of the dependency groups (dev, and `embedded`, the Postgres and
+# Redis only `crewq dev` starts). --no-install-package uv: crewai-cli requires uv for a
+# command crewq never runs; the image has no package manager.
 COPY pyproject.toml README.md uv.lock* ./
-RUN uv sync --no-dev --no-install-project
+RUN uv sync --no-default-groups --no-install-package uv --no-install-project
 COPY api ./api
 COPY worker ./worker
 COPY shared ./shared
 COPY schemas ./schemas
 COPY crewq ./crewq
 # Not editable: the environment holds crewq itself, not a link back to /src.
-RUN uv sync --no-dev --no-editable
+RUN uv sync --no-default-groups --no-install-package uv --no-editable
 
 # --- the image: Python, that environment and the example crews. No compiler, no uv, no
 # sources, no tests; a non-root user.
-FROM python:${PYTHON_VERSION}-slim
+FROM ${PYTHON_IMAGE}
 
 RUN groupadd --gid 10001 crewq \
     && useradd --uid 10001 --gid crewq --create-home --home-dir /home/crewq \
@@ -41,8 +48,9 @@ COPY --from=builder /opt/crewq /opt/crewq
 COPY crews /app/crews
 
 # The .pyc files were compiled in the builder; writing more would fail on a read-only root.
-# CREWQ_METRICS_PORT: workers and dispatchers answer /metrics, /health and /livez there;
-# the API answers them on CREWQ_API_PORT. CrewAI makes no network calls of its own.
+# CREWQ_METRICS_PORT: every role answers /metrics there (the API never on its public port);
+# workers and dispatchers /health and /livez too, which the API answers on CREWQ_API_PORT.
+# CrewAI makes no network calls of its own.
 ENV PATH="/opt/crewq/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

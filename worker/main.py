@@ -26,6 +26,7 @@ from shared.ops_server import Presence, ops_server
 from shared.queue import REDIS_UNAVAILABLE
 from shared.settings import Settings
 from shared.supervisor import Supervisor
+from worker import crewai_dirs
 from worker.consumer import BACKSTOP_POLL_S, PromptWorker, listen
 from worker.crew_pool import CrewPool
 from worker.recovery import run_recovery, run_retention
@@ -216,7 +217,7 @@ class WorkerService:
                 crew_errors=crew_errors,
                 default_model=self.settings.default_model(),
                 llm_connections=llm_providers.connections(crew_models(self.settings, registry)),
-                fingerprints=fingerprints.of_config(self.settings),
+                fingerprints=fingerprints.of_config(self.settings, secret_key=False),
                 metrics_port=self.metrics_port,
             ),
         )
@@ -259,6 +260,12 @@ class WorkerService:
 
 
 async def serve(settings: Settings) -> int:
+    # Before anything starts: crew processes that cannot import CrewAI would only die with
+    # the forkserver's EOFError; say which folder is unwritable and what to set instead.
+    problem = crewai_dirs.unwritable()
+    if problem is not None:
+        log.error("worker cannot start: %s", problem)
+        return 78  # EX_CONFIG: a restart alone will not help
     metrics.identify(metrics.Role.WORKER)
     service = WorkerService(settings)
     async with ops_server(settings.metrics_host, settings.metrics_port, service.presence) as port:

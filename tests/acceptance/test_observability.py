@@ -150,9 +150,13 @@ def assert_full_report(report: dict[str, Any], platform: Platform) -> None:
     assert config["status"] == "ok"
     reported = config["details"]["processes"]
     assert len(reported) == 1 + len(pids_of(platform, "worker") | pids_of(platform, "dispatcher"))
-    assert {p["fingerprints"]["CREWQ_SECRET_KEY"] for p in reported} == {
-        fingerprint(platform.secret_key)
-    }
+    # Workers do not use CREWQ_SECRET_KEY (deployments do not give it to them) and do not
+    # report it; the API and dispatchers report the same one.
+    for process in reported:
+        role = process["process"].split()[0]
+        expected = None if role == "worker" else fingerprint(platform.secret_key)
+        assert process["fingerprints"].get("CREWQ_SECRET_KEY") == expected, process
+    assert {p["process"].split()[0] for p in reported} == {"api", "worker", "dispatcher"}
     # A report that shows fingerprints shows no secret.
     text = orjson.dumps(report).decode()
     assert platform.secret_key not in text and FAKE_OPENAI_KEY not in text
@@ -272,16 +276,23 @@ async def test_debug_report_other_methods_look_like_an_unknown_route(stack: Plat
         assert "Allow" not in got, (method, dict(got))
 
 
-async def test_public_metrics_count_refused_debug_requests_as_an_unknown_route(
-    stack: Platform,
+async def test_metrics_count_refused_debug_requests_as_an_unknown_route(
+    own_stack: Platform,
 ) -> None:
-    """`/metrics` is public: a refused probe of the hidden route must not show up there
-    under the route's own name, or the scanner finds it by reading the metrics."""
+    """A refused probe of the hidden route must not show up in the metrics under the
+    route's own name, or whoever reads them (the metrics port is not the public one, but
+    its readers are not all operators) finds it there."""
+    metrics_port = free_port()
+    await own_stack.start_api(CREWQ_METRICS_PORT=str(metrics_port))
     for headers in ({}, {"X-Debug-Token": secrets.token_urlsafe(24)}):
-        status, _, _ = await get(stack, DEBUG, headers)
+        status, _, _ = await get(own_stack, DEBUG, headers)
         assert status == 404
-    status, text, _ = await get(stack, "/metrics")
-    assert status == 200
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp,
+    ):
+        assert resp.status == 200
+        text = await resp.text()
     refused = [
         labels
         for (name, labels) in parse(text)
@@ -379,26 +390,31 @@ async def test_fail_and_503_when_redis_is_down(own_stack: Platform, workdir: Pat
         private.stop()
 
 
-async def test_a_worker_with_another_secret_key_makes_config_fail(own_stack: Platform) -> None:
+async def test_a_dispatcher_with_another_secret_key_makes_config_fail(
+    own_stack: Platform,
+) -> None:
+    # The dispatcher, which opens the sealed signing secrets, is where another key matters;
+    # workers are given none and report none.
     token = secrets.token_urlsafe(24)
     other_key = generate_key()
     assert other_key != own_stack.secret_key
     # Quick heartbeats, and a process taken for dead after 5 s of silence.
     beat = {"CREWQ_PROCESS_HEARTBEAT_INTERVAL": "0.5"}
     await own_stack.start_api(CREWQ_DEBUG_TOKEN=token, CREWQ_PROCESS_DEAD_AFTER="5")
-    await own_stack.start_dispatcher(**beat)
+    await own_stack.start_worker(**beat)
     _, odd = await asyncio.gather(
-        own_stack.start_worker(**beat), own_stack.start_worker(CREWQ_SECRET_KEY=other_key, **beat)
+        own_stack.start_dispatcher(**beat),
+        own_stack.start_dispatcher(CREWQ_SECRET_KEY=other_key, **beat),
     )
     admitted = {"X-Debug-Token": token}
     await report_when(
         own_stack,
         admitted,
         lambda r: (
-            len(alive_pids(r, "workers", "workers")) == 2
-            and r["components"]["dispatcher"]["status"] == "ok"
+            len(alive_pids(r, "dispatcher", "dispatchers")) == 2
+            and r["components"]["workers"]["status"] == "ok"
         ),
-        "both workers and the dispatcher to register",
+        "both dispatchers and the worker to register",
     )
     status, report, _ = await get(own_stack, DEBUG, admitted)
     assert status == 200, report
@@ -408,7 +424,9 @@ async def test_a_worker_with_another_secret_key_makes_config_fail(own_stack: Pla
     ours, theirs = fingerprint(own_stack.secret_key), fingerprint(other_key)
     assert "CREWQ_SECRET_KEY" in error and ours in error and theirs in error, error
     [odd_entry] = [
-        w for w in report["components"]["workers"]["details"]["workers"] if w["pid"] == odd.pid
+        d
+        for d in report["components"]["dispatcher"]["details"]["dispatchers"]
+        if d["pid"] == odd.pid
     ]
     assert odd_entry["id"] in error, error
     text = orjson.dumps(report).decode()
@@ -420,8 +438,8 @@ async def test_a_worker_with_another_secret_key_makes_config_fail(own_stack: Pla
     report = await report_when(
         own_stack,
         admitted,
-        lambda r: odd.pid not in alive_pids(r, "workers", "workers"),
-        "the killed worker to be taken for dead",
+        lambda r: odd.pid not in alive_pids(r, "dispatcher", "dispatchers"),
+        "the killed dispatcher to be taken for dead",
     )
     assert_full_report(report, own_stack)
     conn = await own_stack.db()
@@ -429,7 +447,7 @@ async def test_a_worker_with_another_secret_key_makes_config_fail(own_stack: Pla
         row = await conn.fetchrow("SELECT stopped_at FROM processes WHERE id = $1", odd_entry["id"])
     finally:
         await conn.close()
-    assert row is not None and row["stopped_at"] is None, "a killed worker signed off"
+    assert row is not None and row["stopped_at"] is None, "a killed dispatcher signed off"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -516,13 +534,14 @@ async def test_metrics_move_with_real_jobs_and_webhooks(
     own_stack: Platform, receiver: Receiver, llm: FakeLLM
 ) -> None:
     token = secrets.token_urlsafe(24)
-    worker_port, dispatcher_port = free_port(), free_port()
-    await own_stack.start_api(CREWQ_DEBUG_TOKEN=token)
+    api_port, worker_port, dispatcher_port = free_port(), free_port(), free_port()
+    await own_stack.start_api(CREWQ_DEBUG_TOKEN=token, CREWQ_METRICS_PORT=str(api_port))
     worker, _ = await asyncio.gather(
         own_stack.start_worker(CREWQ_METRICS_PORT=str(worker_port)),
         own_stack.start_dispatcher(CREWQ_METRICS_PORT=str(dispatcher_port)),
     )
-    api_url = f"{own_stack.base_url}/metrics"
+    # Every role's metrics are on its metrics port; the API's public port has none.
+    api_url = f"http://127.0.0.1:{api_port}/metrics"
     worker_url = f"http://127.0.0.1:{worker_port}/metrics"
     dispatcher_url = f"http://127.0.0.1:{dispatcher_port}/metrics"
     name = unique("obs-metrics")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dockerfile
 
+from shared.llm_providers import PROVIDERS, SECRET_VARS
 from shared.settings import PROVIDER_ENV_VARS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,6 +17,9 @@ ROLES = ("api", "worker", "dispatcher", "migrate", "keys", "doctor")
 OTHER_VARIABLES = frozenset(
     {
         *PROVIDER_ENV_VARS,
+        *SECRET_VARS,
+        *(name for p in PROVIDERS for group in p.credentials for name in group),
+        *(name for p in PROVIDERS for name in p.base_url_vars),
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         "OTEL_SERVICE_NAME",
@@ -25,6 +29,31 @@ OTHER_VARIABLES = frozenset(
         "CREWAI_DISABLE_VERSION_CHECK",
     }
 )
+
+
+# The variables that hold secrets, and the roles that use each; a role is given no other.
+# Found in the code: every role opens the database (shared/db.py; the direct URL is the
+# same database's credentials, so it goes where the URL goes); the API (api/app.py)
+# and workers (worker/main.py) reach Redis, dispatchers and migrate never do; the API
+# (sealing signing secrets), dispatchers (opening them to sign) and migrate (resealing;
+# `keys create`) use CREWQ_SECRET_KEY, workers never; only the API reads
+# CREWQ_DEBUG_TOKEN (api/routes/health.py); only workers call LLM providers.
+DATABASE_SECRETS = frozenset({"CREWQ_DATABASE_URL", "CREWQ_DATABASE_DIRECT_URL"})
+PROVIDER_VARIABLES = frozenset(
+    {
+        *PROVIDER_ENV_VARS,
+        *SECRET_VARS,
+        *(name for p in PROVIDERS for group in p.credentials for name in group),
+        *(name for p in PROVIDERS for name in p.base_url_vars),
+    }
+)
+SECRETS_OF_ROLE: dict[str, frozenset[str]] = {
+    "api": DATABASE_SECRETS | {"CREWQ_REDIS_URL", "CREWQ_SECRET_KEY", "CREWQ_DEBUG_TOKEN"},
+    "worker": DATABASE_SECRETS | {"CREWQ_REDIS_URL"} | PROVIDER_VARIABLES,
+    "dispatcher": DATABASE_SECRETS | {"CREWQ_SECRET_KEY"},
+    "migrate": DATABASE_SECRETS | {"CREWQ_SECRET_KEY"},
+}
+SECRET_VARIABLES = frozenset().union(*SECRETS_OF_ROLE.values())
 
 
 def setting_names() -> set[str]:
@@ -64,3 +93,15 @@ def image_env() -> dict[str, str]:
             pairs = command.value
             env.update({k: v.strip('"') for k, v in zip(pairs[::2], pairs[1::2], strict=True)})
     return env
+
+
+def dockerfile_default(name: str) -> str:
+    """The default of a global ARG of the Dockerfile (one before its first FROM)."""
+    for command in dockerfile.parse_file(str(ROOT / "Dockerfile")):
+        if command.cmd == "FROM":
+            break
+        if command.cmd == "ARG":
+            arg, _, default = str(command.value[0]).partition("=")
+            if arg == name:
+                return default
+    raise AssertionError(f"the Dockerfile has no global ARG {name}")

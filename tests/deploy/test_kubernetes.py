@@ -4,6 +4,7 @@ models, and against crewq itself: the roles its CLI runs, the routes each role s
 its port, its settings, how long a worker drains, and the query KEDA scales workers on."""
 
 import copy
+import ipaddress
 import logging
 import os
 import re
@@ -24,7 +25,15 @@ from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
 from shared.jobs import WORKER_DEMAND_SQL
 from shared.settings import Settings
 from shared.version import VERSION
-from tests.deploy.rules import setting_names, tool, unknown_variables
+from tests.deploy.rules import (
+    DATABASE_SECRETS,
+    PROVIDER_VARIABLES,
+    SECRET_VARIABLES,
+    SECRETS_OF_ROLE,
+    setting_names,
+    tool,
+    unknown_variables,
+)
 
 Doc = dict[str, Any]
 
@@ -40,7 +49,16 @@ KEDA_MODELS: dict[str, type[pydantic.BaseModel]] = {
     "ScaledObject": ScaledObject,
     "TriggerAuthentication": TriggerAuthentication,
 }
-SECRET = "crewq-secrets"  # created by the operator (deploy/kubernetes/README.md)
+# The Secrets the operator creates (deploy/kubernetes/README.md), the variables each may
+# hold, and which may be missing (`optional: true`).
+SECRETS: dict[str, frozenset[str]] = {
+    "crewq-database": DATABASE_SECRETS,
+    "crewq-redis": frozenset({"CREWQ_REDIS_URL"}),
+    "crewq-secret-key": frozenset({"CREWQ_SECRET_KEY"}),
+    "crewq-debug": frozenset({"CREWQ_DEBUG_TOKEN"}),
+    "crewq-providers": PROVIDER_VARIABLES,
+}
+OPTIONAL_SECRETS = frozenset({"crewq-debug", "crewq-providers"})
 CONFIG = "crewq-config"  # generated from config.env, its name suffixed with a hash
 
 ROLES = ("api", "worker", "dispatcher", "migrate")
@@ -177,12 +195,14 @@ def paths_of(routes: web.RouteTableDef, method: str = "GET") -> set[str]:
 
 def served_paths() -> dict[str, set[str]]:
     """What each role answers on its port (PORTS)."""
-    from api.metrics import routes as api_metrics_routes
     from api.routes.health import routes as api_health_routes
     from shared.ops_server import PATHS
 
-    api = paths_of(api_health_routes) | paths_of(api_metrics_routes)
-    return {"api": api, "worker": set(PATHS), "dispatcher": set(PATHS)}
+    return {"api": paths_of(api_health_routes), "worker": set(PATHS), "dispatcher": set(PATHS)}
+
+
+# Every role serves /metrics on CREWQ_METRICS_PORT, the API too: never on its public port.
+METRICS_PORT = 9100
 
 
 def normalised(sql: str) -> str:
@@ -263,6 +283,12 @@ def test_renders_the_resources_crewq_needs_and_each_is_valid(rendered: Rendered)
             ("Deployment", "crewq-worker"),
             ("HorizontalPodAutoscaler", "crewq-api"),
             ("Job", "crewq-migrate"),
+            ("NetworkPolicy", "crewq-api-ingress"),
+            ("NetworkPolicy", "crewq-default-deny"),
+            ("NetworkPolicy", "crewq-egress-dns-postgres"),
+            ("NetworkPolicy", "crewq-egress-https"),
+            ("NetworkPolicy", "crewq-egress-redis"),
+            ("NetworkPolicy", "crewq-metrics-ingress"),
             ("PodDisruptionBudget", "crewq-api"),
             ("PodDisruptionBudget", "crewq-dispatcher"),
             ("PodDisruptionBudget", "crewq-worker"),
@@ -331,11 +357,16 @@ def test_probes_and_scrapes_ask_for_what_each_role_serves_on_its_port(
                 assert probe["path"] in PUBLIC_PATHS, probe
         annotations = workload["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
-        assert annotations["prometheus.io/port"] == str(port)
+        assert annotations["prometheus.io/port"] == str(METRICS_PORT)
         assert annotations["prometheus.io/path"] == "/metrics"
-        assert "/metrics" in served[role]
+        assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", METRICS_PORT)
+        assert METRICS_PORT in declared.values(), f"{role}: declare the metrics port"
         if role == "api":
-            assert "/metrics" in PUBLIC_PATHS
+            from shared.ops_server import API_PATHS
+
+            assert "/metrics" in API_PATHS and "/metrics" not in PUBLIC_PATHS
+        else:
+            assert "/metrics" in served[role]
     migrate = container_of(rendered.workload("migrate"))
     assert not set(PROBES) & set(migrate) and "ports" not in migrate
 
@@ -416,7 +447,9 @@ def test_keda_scales_the_workers_on_the_demand_query(
     database_url = f"{ENV_PREFIX}DATABASE_URL"
     assert database_url in SETTING_VARIABLES
     assert auth["spec"] == {
-        "secretTargetRef": [{"parameter": "connection", "name": SECRET, "key": database_url}]
+        "secretTargetRef": [
+            {"parameter": "connection", "name": "crewq-database", "key": database_url}
+        ]
     }
     # Down slowly: a removed worker drains, and a dip in demand should not cost built crews.
     down = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
@@ -449,15 +482,42 @@ def test_every_secret_and_config_reference_resolves(rendered: Rendered) -> None:
         found = set(_references(pod_of(workload)))
         assert {kind for kind, _ in found} == {"ConfigMap", "Secret"}, found
         for kind, name in found:
-            assert name in (config_maps if kind == "ConfigMap" else {SECRET}), (kind, name)
+            assert name in (config_maps if kind == "ConfigMap" else set(SECRETS)), (kind, name)
         for container in containers_of(workload):
             sources = container["envFrom"]
-            assert {"secretRef": {"name": SECRET}} in sources
             assert any(s.get("configMapRef", {}).get("name") in config_maps for s in sources)
     for auth in rendered.of_kind("TriggerAuthentication"):
-        assert {ref["name"] for ref in auth["spec"]["secretTargetRef"]} == {SECRET}
+        assert {ref["name"] for ref in auth["spec"]["secretTargetRef"]} == {"crewq-database"}
     # One namespace for all (the Secret and the TriggerAuthentication must share it).
     assert len({doc["metadata"].get("namespace") for doc in rendered.docs}) == 1
+
+
+def test_each_role_gets_only_the_secrets_it_uses(rendered: Rendered) -> None:
+    # The Secrets split the secret variables between them, one Secret per purpose.
+    assert frozenset().union(*SECRETS.values()) == SECRET_VARIABLES
+    for role, uses in SECRETS_OF_ROLE.items():
+        [container] = containers_of(rendered.workload(role))
+        assert not {var["name"] for var in container.get("env", [])} & SECRET_VARIABLES, role
+        given: dict[str, bool] = {}
+        for source in container["envFrom"]:
+            if "secretRef" in source:
+                ref = source["secretRef"]
+                given[ref["name"]] = ref.get("optional", False)
+        # Every variable of every Secret it reads is one it uses...
+        for name in given:
+            assert SECRETS[name] <= uses, (role, name, SECRETS[name] - uses)
+        # ...and every secret it uses comes from one of them.
+        reachable = frozenset().union(*(SECRETS[name] for name in given))
+        assert uses <= reachable, (role, uses - reachable)
+        for name, optional in given.items():
+            assert optional == (name in OPTIONAL_SECRETS), (role, name)
+    assert "crewq-secret-key" not in _secrets_of(rendered, "worker")
+    assert "crewq-redis" not in _secrets_of(rendered, "dispatcher")
+    assert _secrets_of(rendered, "migrate") == {"crewq-database", "crewq-secret-key"}
+
+
+def _secrets_of(rendered: Rendered, role: str) -> set[str]:
+    return {name for kind, name in _references(pod_of(rendered.workload(role))) if kind == "Secret"}
 
 
 # --- 7. selectors and targets find the pods they mean; every container is bounded ---
@@ -476,7 +536,9 @@ def test_selectors_and_targets_find_the_pods_they_mean(rendered: Rendered) -> No
     for doc in rendered.docs:
         labels = doc["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == labels["app.kubernetes.io/part-of"] == "crewq"
-        if doc["kind"] != "ConfigMap":
+        if doc["kind"] == "NetworkPolicy":  # some apply to several roles
+            assert labels.get("app.kubernetes.io/component", "api") in ROLES, doc["metadata"]
+        elif doc["kind"] != "ConfigMap":
             assert labels["app.kubernetes.io/component"] in ROLES, doc["metadata"]
     for name, labels in pods.items():
         assert labels["app.kubernetes.io/part-of"] == "crewq", name
@@ -652,3 +714,121 @@ def test_config_checks_refuse_unknown_names_and_bad_values(
     with pytest.raises(pydantic.ValidationError):
         settings_from({"CREWQ_DRAIN_TIMEOUT": "five minutes"}, monkeypatch)
     assert "/ready" not in served_paths()["worker"]
+
+
+# --- 9. NetworkPolicies: nothing in or out of a crewq pod but what its role needs ---
+
+MONITORING = ("monitoring", "prometheus")  # Prometheus's namespace and app name
+DNS = ("kube-system", "kube-dns")
+PRIVATE_ADDRESSES = (
+    *("10.1.2.3", "172.20.0.1", "192.168.1.1", "169.254.169.254", "127.0.0.1", "100.64.0.1"),
+    *("fd00::1", "fe80::1"),
+)
+
+
+def selects(selector: Doc, labels: Mapping[str, str]) -> bool:
+    """A Kubernetes label selector's verdict on `labels` (an empty selector selects all)."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and labels.get(key) in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _peer(peer: Doc) -> Any:
+    """What a rule's peer means: a (namespace, app) pair, or the addresses an ipBlock
+    leaves out (it must be one of those forms)."""
+    if "ipBlock" in peer:
+        block = peer["ipBlock"]
+        excluded = [ipaddress.ip_network(cidr) for cidr in block.get("except", [])]
+        allowed = ipaddress.ip_network(block["cidr"])
+        reachable = [
+            a
+            for a in PRIVATE_ADDRESSES
+            if ipaddress.ip_address(a) in allowed
+            and not any(ipaddress.ip_address(a) in net for net in excluded)
+        ]
+        return ("ipBlock", allowed.prefixlen == 0, tuple(reachable))
+    assert set(peer) == {"namespaceSelector", "podSelector"}, peer
+    namespace = peer["namespaceSelector"]["matchLabels"]
+    pods = peer["podSelector"]["matchLabels"]
+    assert set(namespace) == {"kubernetes.io/metadata.name"}, namespace
+    [(_, app)] = pods.items()
+    return (namespace["kubernetes.io/metadata.name"], app)
+
+
+def allowed(rendered: Rendered, role: str, direction: str) -> set[tuple[int, str, Any]]:
+    """(port, protocol, peer) of every connection the policies let `role`'s pods make
+    (Egress) or take (Ingress); a peer of None: any address."""
+    workload = rendered.workload(role)
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    declared = {
+        p["name"]: p["containerPort"] for c in containers_of(workload) for p in c.get("ports", [])
+    }
+    found = set()
+    for policy in rendered.of_kind("NetworkPolicy"):
+        spec = policy["spec"]
+        if direction not in spec["policyTypes"] or not selects(spec["podSelector"], labels):
+            continue
+        for rule in spec.get(direction.lower(), []):
+            peers = rule.get("to" if direction == "Egress" else "from")
+            assert rule.get("ports"), f"{policy['metadata']['name']}: a rule open on every port"
+            for port in rule["ports"]:
+                number = declared[port["port"]] if isinstance(port["port"], str) else port["port"]
+                for peer in [None] if peers is None else [_peer(p) for p in peers]:
+                    found.add((number, port.get("protocol", "TCP"), peer))
+    return found
+
+
+def test_network_policies_deny_everything_to_every_crewq_pod_by_default(
+    rendered: Rendered,
+) -> None:
+    policies = rendered.of_kind("NetworkPolicy")
+    [deny] = [p for p in policies if not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    assert sorted(deny["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    pods = [w["spec"]["template"]["metadata"]["labels"] for w in rendered.workloads()]
+    assert sorted(p["app.kubernetes.io/component"] for p in pods) == sorted(ROLES)
+    for labels in pods:
+        assert selects(deny["spec"]["podSelector"], labels), labels
+    # Every policy is about crewq's pods only, never another application's in the namespace.
+    other = {"app.kubernetes.io/name": "postgres", "app.kubernetes.io/component": "api"}
+    for policy in policies:
+        assert not selects(policy["spec"]["podSelector"], other), policy["metadata"]["name"]
+    # And the evaluator above can say no.
+    assert not selects({"matchExpressions": [{"key": "a", "operator": "In", "values": ["b"]}]}, {})
+
+
+def test_each_role_accepts_only_its_own_port_and_prometheus(
+    rendered: Rendered, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = rendered.settings("api", monkeypatch)
+    for role in ROLES:
+        metrics = {(9100, "TCP", MONITORING)} if role != "migrate" else set()
+        if role != "migrate":
+            assert rendered.settings(role, monkeypatch).metrics_port == 9100
+        public = {(api.api_port, "TCP", None)} if role == "api" else set()
+        assert allowed(rendered, role, "Ingress") == metrics | public, role
+
+
+def test_each_role_reaches_only_what_it_uses(rendered: Rendered) -> None:
+    base = {(53, "UDP", DNS), (53, "TCP", DNS), (5432, "TCP", None)}
+    redis = {(6379, "TCP", None), (6380, "TCP", None)}
+    # HTTPS to every public address (LLM providers, webhook receivers), no private one: not
+    # the cloud's metadata service, not the cluster's own services.
+    https = {(443, "TCP", ("ipBlock", True, ()))}
+    expected = {
+        "api": base | redis | https,  # /health/debug probes the providers' public APIs
+        "worker": base | redis | https,
+        "dispatcher": base | https,
+        "migrate": base,
+    }
+    for role, wanted in expected.items():
+        assert allowed(rendered, role, "Egress") == wanted, role
