@@ -3,9 +3,12 @@
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, TypeVar
 
 import asyncpg
@@ -91,22 +94,146 @@ async def pool_for(settings: Settings, role: str, default_size: int) -> asyncpg.
     )
 
 
-def _migration_files() -> list[tuple[int, str, str]]:
-    folder = resources.files("shared") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            number = int(entry.name.split("_", 1)[0])
-            found.append((number, entry.name, entry.read_text()))
-    numbers = [n for n, _, _ in found]
-    if len(numbers) != len(set(numbers)):
-        raise RuntimeError(f"two migrations share a number: {sorted(e for _, e, _ in found)}")
-    return sorted(found)
-
-
 async def ping(db: Executor) -> None:
     """One round trip: raises when Postgres does not answer."""
     await db.fetchval("SELECT 1")
+
+
+# --- migrations ---
+#
+# Two kinds of numbered file in shared/migrations/ (docs/migrations.md says when to use which):
+# `NNNN_name.sql` runs in one transaction, recorded in the same transaction, so it is applied
+# whole or not at all. `NNNN_name.nontransactional.sql` runs statement by statement, each
+# committing on its own, for what Postgres refuses inside a transaction (CREATE INDEX
+# CONCURRENTLY, which builds an index without blocking writers); it is recorded only after
+# its last statement succeeds, so a failed run is run again from its first statement, and
+# each of its statements must be safe to run twice.
+
+NONTRANSACTIONAL_SUFFIX = ".nontransactional.sql"
+
+# A concurrent index build must say IF NOT EXISTS (a rerun then skips an index built whole),
+# and its name is what a rerun checks for a broken build left behind (see `_apply_alone`).
+_CONCURRENT_INDEX = re.compile(
+    r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?P<guard>IF\s+NOT\s+EXISTS\s+)?"
+    r"(?P<name>\"(?:[^\"]|\"\")+\"|[A-Za-z_][\w$]*)",
+    re.IGNORECASE,
+)
+_CONCURRENT_DROP = re.compile(
+    r"DROP\s+INDEX\s+CONCURRENTLY\s+(?P<guard>IF\s+EXISTS\s+)?", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    number: int
+    name: str  # the file's name, as recorded in schema_migrations
+    sql: str
+    transactional: bool
+
+    @property
+    def statements(self) -> list[str]:
+        """The SQL split into statements (comments kept, empty ones dropped)."""
+        return split_statements(self.sql)
+
+
+def read_migration(name: str, sql: str) -> Migration:
+    """One migration file, refused when a rerun of it could not be safe."""
+    number = int(name.split("_", 1)[0])
+    transactional = not name.endswith(NONTRANSACTIONAL_SUFFIX)
+    if not transactional:
+        for statement in split_statements(sql):
+            code = _code_of(statement)
+            for pattern in (_CONCURRENT_INDEX, _CONCURRENT_DROP):
+                found = pattern.match(code)
+                if found and not found["guard"]:
+                    raise ValueError(
+                        f"{name}: a nontransactional migration may run again after a failure;"
+                        f" write IF NOT EXISTS / IF EXISTS in: {code}"
+                    )
+    return Migration(number, name, sql, transactional)
+
+
+def _migration_files(folder: Traversable | None = None) -> list[Migration]:
+    folder = folder or resources.files("shared") / "migrations"
+    found = [
+        read_migration(entry.name, entry.read_text())
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    ]
+    numbers = [m.number for m in found]
+    if len(numbers) != len(set(numbers)):
+        raise RuntimeError(f"two migrations share a number: {sorted(m.name for m in found)}")
+    return sorted(found, key=lambda m: m.number)
+
+
+def split_statements(sql: str) -> list[str]:
+    """`sql` cut at each `;` that ends a statement: not one inside a quoted string or
+    identifier, a dollar-quoted body or a comment. Statements holding only comments and
+    whitespace are dropped. Postgres runs a string of several statements as one implicit
+    transaction, so a nontransactional migration must send them one at a time."""
+    statements: list[str] = []
+    start = i = 0
+    n = len(sql)
+    while i < n:
+        c = sql[i]
+        if c == "-" and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif c == "/" and sql.startswith("/*", i):
+            depth, i = 1, i + 2  # Postgres block comments nest
+            while i < n and depth:
+                if sql.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif sql.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        elif c in "'\"":
+            # E'…' strings also take backslash escapes; '' (or "") is a quote inside.
+            backslashes = c == "'" and i > 0 and sql[i - 1] in "eE" and not _in_word(sql, i - 1)
+            i += 1
+            while i < n:
+                if backslashes and sql[i] == "\\":
+                    i += 2
+                elif sql[i] == c:
+                    if sql.startswith(c * 2, i):
+                        i += 2
+                    else:
+                        break
+                else:
+                    i += 1
+            i += 1
+        elif c == "$" and (tag := _DOLLAR_TAG.match(sql, i)) and not _in_word(sql, i):
+            end = sql.find(tag[0], tag.end())
+            i = n if end < 0 else end + len(tag[0])
+        elif c == ";":
+            statements.append(sql[start : i + 1])
+            start = i = i + 1
+        else:
+            i += 1
+    statements.append(sql[start:])
+    return [s.strip() for s in statements if _code_of(s)]
+
+
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][\w]*)?\$")
+
+
+def _in_word(sql: str, i: int) -> bool:
+    # `$1` or `a$b`: a parameter or part of an identifier, not the start of a dollar quote.
+    return i > 0 and (sql[i - 1].isalnum() or sql[i - 1] in "_$")
+
+
+def _code_of(statement: str) -> str:
+    """The statement without its leading comments and whitespace, and without a final `;`."""
+    code = statement.strip()
+    while code.startswith(("--", "/*")):
+        if code.startswith("--"):
+            end = code.find("\n")
+            code = "" if end < 0 else code[end + 1 :].lstrip()
+        else:
+            end = code.find("*/")
+            code = "" if end < 0 else code[end + 2 :].lstrip()
+    return code.rstrip(";").strip()
 
 
 async def pending_migrations(db: Executor) -> list[str]:
@@ -117,35 +244,86 @@ async def pending_migrations(db: Executor) -> list[str]:
         if exists
         else set()
     )
-    return [name for number, name, _ in _migration_files() if number not in done]
+    return [m.name for m in _migration_files() if m.number not in done]
 
 
-async def migrate(dsn: str) -> list[str]:
-    """Apply the migrations not yet applied, each in its own transaction; return their names."""
+async def migrate(dsn: str, folder: Traversable | None = None) -> list[str]:
+    """Apply the migrations (of shared/migrations/, or `folder`) not yet applied, in number
+    order; return their names. Holds the migration lock throughout, so replicas starting at
+    once apply each migration once."""
     conn: asyncpg.Connection = await asyncpg.connect(dsn)
     applied: list[str] = []
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        await _take_migration_lock(conn)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version int PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        for number, name, sql in _migration_files():
-            if number in done:
+        for migration in _migration_files(folder):
+            if migration.number in done:
                 continue
-            async with conn.transaction():
-                await conn.execute(sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", number, name
-                )
-            log.info("applied migration %s", name)
-            applied.append(name)
+            if migration.transactional:
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await _record(conn, migration)
+            else:
+                await _apply_alone(conn, migration)
+                await _record(conn, migration)
+            log.info("applied migration %s", migration.name)
+            applied.append(migration.name)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        # Closing ends the session, which releases its lock anyway; this only says so sooner.
+        with contextlib.suppress(Exception):
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
         await conn.close()
     return applied
+
+
+async def _take_migration_lock(conn: asyncpg.Connection) -> None:
+    """The session's migration lock, polled for rather than waited for in one statement: a
+    session blocked inside `SELECT pg_advisory_lock(…)` holds a snapshot, CREATE INDEX
+    CONCURRENTLY in the session holding the lock waits for every older snapshot to go, and
+    the two would deadlock (Postgres would then abort one of them)."""
+    waiting = False
+    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _MIGRATION_LOCK):
+        if not waiting:
+            log.info("another process is migrating; waiting for it")
+            waiting = True
+        await asyncio.sleep(0.2)
+
+
+async def _record(conn: asyncpg.Connection, migration: Migration) -> None:
+    await conn.execute(
+        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+        migration.number,
+        migration.name,
+    )
+
+
+async def _apply_alone(conn: asyncpg.Connection, migration: Migration) -> None:
+    """Each statement of a nontransactional migration in a transaction of its own.
+
+    A CREATE INDEX CONCURRENTLY that failed (a duplicate for a unique index, a deadlock, a
+    cancelled or killed run) leaves its index behind, marked invalid: not used by queries,
+    but still updated by every write, and IF NOT EXISTS would skip it on the rerun. So
+    before each concurrent build, an invalid index of that name is dropped (concurrently)
+    and built again. No other process builds it meanwhile: the migration lock is held."""
+    for statement in migration.statements:
+        index = _CONCURRENT_INDEX.match(_code_of(statement))
+        if index is not None:
+            name = index["name"]
+            broken = await conn.fetchval(
+                "SELECT NOT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)",
+                name,
+            )
+            if broken:
+                log.warning(
+                    "%s: dropping index %s, left invalid by a failed build", migration.name, name
+                )
+                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        await conn.execute(statement)
 
 
 async def listen(

@@ -1,7 +1,7 @@
 """What each tenant used, per calendar month (UTC): every statement on `tenant_usage`.
 
 The count is a counter bumped by one SQL function, `crewq_count_job_v1` (migration 0006),
-where a live job is inserted (`crewq_submit_job`, which shared/jobs.py `insert` calls) or run
+where a live job is inserted (`crewq_submit_job_v1`, which shared/jobs.py `insert` calls) or run
 again by a manual retry (shared/jobs.py `restart`): an upsert evaluated under the row's
 lock, so concurrent requests can neither both take the last job of a quota nor lose a
 count, and retention deleting old jobs gives nothing back. This module reads it.
