@@ -8,6 +8,11 @@ any number of dispatchers share the work, none holds a transaction open across a
 request, and none delivers a row another is delivering. Recording an attempt is
 compare-and-set on the attempt count. Claims go round the tenants with due deliveries, so
 one tenant's backlog never delays another's.
+
+Every change of a delivery's row is one of the `DeliveryMove`s below (claim, defer, the
+outcomes of an attempt, refusal for a disabled endpoint, a resend by hand), guarded by the
+states it may leave; Postgres refuses any other change of status outright (the
+`webhook_deliveries_state_machine` trigger, migration 0009).
 """
 
 from collections.abc import Mapping
@@ -30,7 +35,9 @@ from shared import tenants
 from shared.db import Conn, Executor, storable
 from shared.ids import new_id
 from shared.owners import Owner
+from shared.paging import cut, one_more
 from shared.secret_box import SecretBox
+from shared.signing_secrets import ENDPOINT, TENANT_LIVE, TENANT_TEST
 from shared.webhook_urls import origin
 
 # Dispatchers LISTEN here; Postgres delivers the NOTIFY only when the transaction commits.
@@ -64,6 +71,133 @@ _OWNERS = """
                 WHERE status = 'pending' AND tenant_id > o.tenant_id
                 ORDER BY tenant_id, next_attempt_at LIMIT 1) later
     )"""
+
+
+PENDING = DeliveryStatus.PENDING
+SUCCEEDED, FAILED = DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED
+
+
+@dataclass(frozen=True)
+class DeliveryMove:
+    """One edge of the delivery state machine: the states a delivery may leave by it, where
+    it goes, and the columns it writes besides `status`, reading the row as it was as `d.*`
+    and the values the statement making it is given as `given.*` (`_move`'s `_Given`, or
+    what `claim` hands its moves). Every UPDATE of a delivery's row is one of `MOVES`, but
+    `follow_url`'s, which changes where a pending one goes, not its state; the
+    `webhook_deliveries_state_machine` trigger (migration 0009) refuses any other change
+    of status, whoever makes it."""
+
+    name: str
+    sources: frozenset[DeliveryStatus]
+    target: DeliveryStatus
+    sets: str
+
+    @property
+    def assignments(self) -> str:
+        """The SET list of a statement making the move."""
+        return f"status = '{self.target}', {self.sets}"
+
+    @property
+    def guard(self) -> str:
+        """The WHERE condition that lets it leave its sources only."""
+        sources = ", ".join(f"'{s}'" for s in sorted(self.sources))
+        return f"d.status IN ({sources})"
+
+
+# What an attempt's answer writes, whichever move it makes.
+_ANSWER = (
+    "last_attempt_at = now(), last_status_code = given.status_code, last_error = given.error,"
+    " next_attempt_at = coalesce(given.at, d.next_attempt_at)"
+)
+# A dispatcher takes a due delivery: it is leased for `given.lease_s`, and the attempt about
+# to be made is counted (`claim`).
+CLAIM = DeliveryMove(
+    "claim",
+    frozenset({PENDING}),
+    PENDING,
+    "next_attempt_at = now() + make_interval(secs => given.lease_s),"
+    " attempt_count = d.attempt_count + 1",
+)
+# A claimed delivery handed back unattempted: its receiver's circuit is open (`defer`).
+DEFER = DeliveryMove(
+    "defer",
+    frozenset({PENDING}),
+    PENDING,
+    "next_attempt_at = given.at, attempt_count = d.attempt_count - 1",
+)
+# The outcomes of an attempt (`record_attempt`).
+SUCCEED = DeliveryMove(
+    "succeed", frozenset({PENDING}), SUCCEEDED, f"{_ANSWER}, delivered_at = now()"
+)
+BACK_OFF = DeliveryMove(
+    "back_off", frozenset({PENDING}), PENDING, f"{_ANSWER}, delivered_at = NULL"
+)
+GIVE_UP = DeliveryMove("give_up", frozenset({PENDING}), FAILED, f"{_ANSWER}, delivered_at = NULL")
+# Its endpoint was disabled while it was owed (`fail_pending`, and `claim` for one disabled
+# since): failed, saying why unless an attempt already did.
+REFUSE = DeliveryMove(
+    "refuse",
+    frozenset({PENDING}),
+    FAILED,
+    "last_error = coalesce(d.last_error, given.reason)",
+)
+# `POST /v1/deliveries/{id}/retry`: due now, whatever its state, to its endpoint's URL.
+RESEND = DeliveryMove(
+    "resend",
+    frozenset({PENDING, SUCCEEDED, FAILED}),
+    PENDING,
+    "next_attempt_at = now(), url = coalesce(given.url, d.url),"
+    " origin = coalesce(given.origin, d.origin)",
+)
+MOVES = (CLAIM, DEFER, SUCCEED, BACK_OFF, GIVE_UP, REFUSE, RESEND)
+# The move an attempt's outcome makes.
+_ANSWERED = {SUCCEEDED: SUCCEED, PENDING: BACK_OFF, FAILED: GIVE_UP}
+
+
+@dataclass(frozen=True)
+class _Given:
+    """The values a move made by `_move` writes or expects; each move reads the ones it
+    needs."""
+
+    attempt: int | None = None  # the attempt the delivery must be at (None: any)
+    status_code: int | None = None
+    error: str | None = None
+    at: datetime | None = None  # when it is next due
+    reason: str | None = None
+    url: str | None = None
+
+    @property
+    def origin(self) -> str | None:
+        return origin(self.url) if self.url is not None else None
+
+
+# The one delivery whose id is `$1` (`_move`'s `where`).
+_BY_ID = "d.id = $1"
+
+
+async def _move(conn: Executor, move: DeliveryMove, where: str, key: str, given: _Given) -> int:
+    """Make `move` on the deliveries `where` (a condition on `d` reading `key` as `$1`)
+    picks that are in one of the move's sources (and at `given.attempt`, when given); how
+    many moved."""
+    status = await conn.execute(
+        f"""
+        UPDATE webhook_deliveries d SET {move.assignments}
+          FROM (SELECT $2::int AS attempt, $3::int AS status_code, $4::text AS error,
+                       $5::timestamptz AS at, $6::text AS reason, $7::text AS url,
+                       $8::text AS origin) given
+         WHERE {where} AND {move.guard}
+           AND (given.attempt IS NULL OR d.attempt_count = given.attempt)
+        """,
+        key,
+        given.attempt,
+        given.status_code,
+        given.error,
+        given.at,
+        given.reason,
+        given.url,
+        given.origin,
+    )
+    return int(status.split()[-1])  # "UPDATE <rows>"
 
 
 @dataclass(frozen=True)
@@ -144,7 +278,7 @@ async def claim(
         candidates AS (
             SELECT c.* FROM owners o, LATERAL (
                 SELECT d.id, d.tenant_id, {_ORIGIN} AS origin, d.next_attempt_at,
-                       w.disabled_reason,
+                       w.disabled_reason AS reason,
                        w.disabled_at IS NOT NULL AND e.type <> 'webhook.test' AS refused
                   FROM webhook_deliveries d
                   JOIN events e ON e.id = d.event_id
@@ -159,10 +293,9 @@ async def claim(
                    FOR UPDATE OF d SKIP LOCKED) c
              WHERE o.next_attempt_at <= now()
         ), refused AS (
-            UPDATE webhook_deliveries d
-               SET status = 'failed', last_error = coalesce(d.last_error, c.disabled_reason)
-              FROM candidates c
-             WHERE d.id = c.id AND c.refused
+            UPDATE webhook_deliveries d SET {REFUSE.assignments}
+              FROM candidates given
+             WHERE d.id = given.id AND given.refused AND {REFUSE.guard}
         ), due AS (
             SELECT id FROM (
                 SELECT id, next_attempt_at,
@@ -180,33 +313,18 @@ async def claim(
              ORDER BY turn, next_attempt_at
              LIMIT $1
         )
-        UPDATE webhook_deliveries d
-           SET next_attempt_at = now() + make_interval(secs => $2),
-               attempt_count = d.attempt_count + 1
-          FROM due, events e
-         WHERE d.id = due.id AND e.id = d.event_id
+        UPDATE webhook_deliveries d SET {CLAIM.assignments}
+          FROM due, events e, (SELECT $2::float8 AS lease_s) given
+         WHERE d.id = due.id AND e.id = d.event_id AND {CLAIM.guard}
         RETURNING d.id, d.event_id, e.type AS event_type, d.tenant_id, d.endpoint_id, d.url,
                   {_ORIGIN} AS origin,
                   d.attempt_count, e.payload, e.traceparent,
                   -- A job's own URL: its tenant's secret of the job's mode (a test secret
                   -- not made yet is made below, by tenants.signing_secret).
                   CASE WHEN d.endpoint_id IS NULL AND e.payload->>'livemode' = 'false'
-                  THEN (SELECT array_remove(ARRAY[t.test_signing_secret]
-                               || CASE WHEN t.previous_test_signing_secret_expires_at > now()
-                                       THEN ARRAY[t.previous_test_signing_secret]
-                                       ELSE ARRAY[]::text[] END, NULL)
-                          FROM tenants t WHERE t.id = d.tenant_id)
-                  WHEN d.endpoint_id IS NULL
-                  THEN (SELECT ARRAY[t.signing_secret]
-                               || CASE WHEN t.previous_signing_secret_expires_at > now()
-                                       THEN ARRAY[t.previous_signing_secret]
-                                       ELSE ARRAY[]::text[] END
-                          FROM tenants t WHERE t.id = d.tenant_id)
-                  ELSE (SELECT ARRAY[w.secret]
-                               || CASE WHEN w.previous_secret_expires_at > now()
-                                       THEN ARRAY[w.previous_secret]
-                                       ELSE ARRAY[]::text[] END
-                          FROM webhook_endpoints w WHERE w.id = d.endpoint_id)
+                  THEN {TENANT_TEST.signing_of("d.tenant_id")}
+                  WHEN d.endpoint_id IS NULL THEN {TENANT_LIVE.signing_of("d.tenant_id")}
+                  ELSE {ENDPOINT.signing_of("d.endpoint_id")}
                   END AS secrets
         """,
         limit,
@@ -290,23 +408,8 @@ async def record_attempt(
     `retry_at`, or `failed`. False: the delivery moved on without this attempt (disabled,
     retried by hand, or the lease ran out and another dispatcher took it)."""
     error, body = storable(attempt.error), storable(attempt.response_body)
-    updated = await conn.fetchval(
-        """
-        UPDATE webhook_deliveries
-           SET status = $3, last_attempt_at = now(), last_status_code = $4, last_error = $5,
-               next_attempt_at = coalesce($6, next_attempt_at),
-               delivered_at = CASE WHEN $3 = 'succeeded' THEN now() END
-         WHERE id = $1 AND attempt_count = $2 AND status = 'pending'
-        RETURNING id
-        """,
-        due.id,
-        due.attempt,
-        status,
-        attempt.status_code,
-        error,
-        retry_at,
-    )
-    if updated is None:
+    answer = _Given(attempt=due.attempt, status_code=attempt.status_code, error=error, at=retry_at)
+    if not await _move(conn, _ANSWERED[status], _BY_ID, due.id, answer):
         return False
     await conn.execute(
         "INSERT INTO delivery_attempts (delivery_id, number, duration_ms, status_code, error,"
@@ -325,25 +428,14 @@ async def record_attempt(
 
 async def defer(pool: asyncpg.Pool, due: Due, until: datetime) -> None:
     """Hand a claimed delivery back unattempted (its endpoint's circuit is open)."""
-    await pool.execute(
-        "UPDATE webhook_deliveries SET next_attempt_at = $3, attempt_count = attempt_count - 1"
-        " WHERE id = $1 AND attempt_count = $2 AND status = 'pending'",
-        due.id,
-        due.attempt,
-        until,
-    )
+    await _move(pool, DEFER, _BY_ID, due.id, _Given(attempt=due.attempt, at=until))
 
 
 async def fail_pending(conn: Conn, endpoint_id: str, reason: DisabledReason) -> None:
     """A disabled endpoint is sent nothing more: its owed deliveries fail now (they can be
     retried by hand once it is enabled again). One already under way may still arrive; its
     attempt then goes unrecorded, as the row is no longer pending."""
-    await conn.execute(
-        "UPDATE webhook_deliveries SET status = 'failed', last_error = coalesce(last_error, $2)"
-        " WHERE endpoint_id = $1 AND status = 'pending'",
-        endpoint_id,
-        reason,
-    )
+    await _move(conn, REFUSE, "d.endpoint_id = $1", endpoint_id, _Given(reason=reason))
 
 
 async def follow_url(conn: Conn, endpoint_id: str, url: str) -> None:
@@ -449,10 +541,11 @@ async def endpoint_page(
         owner.tenant_id,
         status,
         before,
-        limit + 1,
+        one_more(limit),
         owner.livemode,
     )
-    return await _with_attempts(db, list(rows[:limit])), len(rows) > limit
+    page, has_more = cut(rows, limit)
+    return await _with_attempts(db, page), has_more
 
 
 async def job_page(
@@ -471,10 +564,11 @@ async def job_page(
         job_id,
         owner.tenant_id,
         before,
-        limit + 1,
+        one_more(limit),
         owner.livemode,
     )
-    return await _with_attempts(db, list(rows[:limit])), len(rows) > limit
+    page, has_more = cut(rows, limit)
+    return await _with_attempts(db, page), has_more
 
 
 async def get(db: Executor, owner: Owner, delivery_id: str) -> Delivery | None:
@@ -533,12 +627,6 @@ async def retry(pool: asyncpg.Pool, owner: Owner, delivery_id: str) -> RetryOutc
             return RetryOutcome.ENDPOINT_DISABLED
         if row["in_flight"]:
             return RetryOutcome.IN_FLIGHT
-        await conn.execute(
-            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(),"
-            " url = coalesce($2, url), origin = coalesce($3, origin) WHERE id = $1",
-            delivery_id,
-            row["endpoint_url"],
-            origin(row["endpoint_url"]) if row["endpoint_url"] is not None else None,
-        )
+        await _move(conn, RESEND, _BY_ID, delivery_id, _Given(url=row["endpoint_url"]))
         await conn.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
     return RetryOutcome.QUEUED

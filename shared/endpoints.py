@@ -19,11 +19,12 @@ from schemas.webhooks import (
     WebhookEndpoint,
     WebhookSecret,
 )
-from shared import deliveries
+from shared import deliveries, signing_secrets
 from shared.db import Conn, Executor, TenantLock, lock_tenant
 from shared.deliveries import AttemptRecord, Due, Target
 from shared.ids import new_id, new_signing_secret
 from shared.owners import Owner
+from shared.paging import cut, one_more
 from shared.secret_box import SecretBox
 
 RECENT_DELIVERIES = 5
@@ -123,13 +124,12 @@ async def page(
         " AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
         owner.tenant_id,
         before,
-        limit + 1,
+        one_more(limit),
         owner.livemode,
     )
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    recent = await deliveries.recent(db, [r["id"] for r in rows], RECENT_DELIVERIES)
-    return [_endpoint(r, recent[r["id"]]) for r in rows], has_more
+    shown, has_more = cut(rows, limit)
+    recent = await deliveries.recent(db, [r["id"] for r in shown], RECENT_DELIVERIES)
+    return [_endpoint(r, recent[r["id"]]) for r in shown], has_more
 
 
 async def get(db: Executor, owner: Owner, endpoint_id: str) -> WebhookEndpoint | None:
@@ -186,8 +186,7 @@ async def update(
     disabling fails what it is still owed. Owed deliveries follow a URL change."""
     async with pool.acquire() as conn, conn.transaction():
         before = await conn.fetchrow(
-            f"SELECT url, disabled_at FROM webhook_endpoints WHERE id = $1 AND {_OWNED}"
-            " FOR UPDATE",
+            f"SELECT url, disabled_at FROM webhook_endpoints WHERE id = $1 AND {_OWNED} FOR UPDATE",
             endpoint_id,
             *_of(owner),
         )
@@ -242,63 +241,27 @@ async def rotate_secret(
     """A new secret; the one it replaces keeps signing alongside it for `grace_s` (the
     dispatcher signs with both while `previous_secret_expires_at` is ahead), or is
     forgotten at once when `grace_s` is 0."""
-    secret = new_signing_secret()
-    row = await db.fetchrow(
-        """
-        UPDATE webhook_endpoints
-           SET previous_secret = CASE WHEN $4 > 0 THEN secret END, secret = $3,
-               previous_secret_expires_at = CASE WHEN $4 > 0
-                                                 THEN now() + make_interval(secs => $4) END,
-               updated_at = now()
-         WHERE id = $1 AND tenant_id = $2 AND livemode = $5
-        RETURNING previous_secret_expires_at
-        """,
-        endpoint_id,
-        owner.tenant_id,
-        box.seal(secret),
-        float(grace_s),
-        owner.livemode,
+    rotated = await signing_secrets.rotate(
+        db, signing_secrets.ENDPOINT, endpoint_id, grace_s, box, owner=owner
     )
-    if row is None:
+    if rotated is None:
         return None
     return WebhookSecret(
         endpoint_id=endpoint_id,
-        secret=secret,
-        previous_secret_expires_at=row["previous_secret_expires_at"],
+        secret=rotated.secret,
+        previous_secret_expires_at=rotated.previous_secret_expires_at,
     )
 
 
 async def forget_expired_secrets(db: Executor) -> int:
     """Clear rotated-out secrets whose grace has passed: they sign nothing any more, and a
     secret not kept cannot leak. Returns how many were cleared."""
-    cleared = await db.fetchval(
-        """
-        WITH cleared AS (
-            UPDATE webhook_endpoints
-               SET previous_secret = NULL, previous_secret_expires_at = NULL
-             WHERE previous_secret_expires_at <= now()
-            RETURNING 1)
-        SELECT count(*) FROM cleared
-        """
-    )
-    return int(cleared)
+    return await signing_secrets.forget_expired(db, signing_secrets.ENDPOINT)
 
 
 async def reseal(conn: Conn, box: SecretBox) -> int:
     """Seal every endpoint's secrets with the newest key (`crewq secrets reseal`)."""
-    rows = await conn.fetch("SELECT id, secret, previous_secret FROM webhook_endpoints FOR UPDATE")
-    await conn.executemany(
-        "UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE id = $1",
-        [
-            (
-                r["id"],
-                box.reseal(r["secret"]),
-                r["previous_secret"] and box.reseal(r["previous_secret"]),
-            )
-            for r in rows
-        ],
-    )
-    return len(rows)
+    return await signing_secrets.reseal(conn, box, signing_secrets.ENDPOINT)
 
 
 async def _note_attempt(

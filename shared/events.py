@@ -21,6 +21,7 @@ from shared.limits import (
     bound_json,
 )
 from shared.owners import Owner
+from shared.paging import cut, one_more
 from shared.tracing import current_traceparent
 
 # API processes LISTEN here (payload: the job id) to stream a job's events as they commit.
@@ -187,11 +188,10 @@ async def page(
     this job (a cursor that silently started over would hand a client its events twice).
     The page stops early, with more to follow, once its events' payloads add up to
     `max_bytes` (it always holds one)."""
-    read = await _read(db, job_id, after, limit + 1, max_bytes)
+    read = await _read(db, job_id, after, one_more(limit), max_bytes)
     if not read.cursor_known:
         return None
-    events = read.events[:limit]
-    return events, read.seen > len(events)
+    return cut(read.events, limit, seen=read.seen)
 
 
 # --- a tenant's events, followed live (GET /v1/stream) ---

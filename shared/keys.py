@@ -16,6 +16,7 @@ from shared import tenants
 from shared.db import Conn, Executor
 from shared.ids import new_api_key, new_id
 from shared.owners import Owner
+from shared.paging import cut, one_more
 from shared.plans import Allowance, allowance
 from shared.secret_box import SecretBox
 from shared.tenants import IpNetwork
@@ -228,10 +229,11 @@ async def page(
         """,
         tenant_id,
         before,
-        limit + 1,
+        one_more(limit),
         mode,
     )
-    return [_key(r) for r in rows[:limit]], len(rows) > limit
+    shown, has_more = cut(rows, limit)
+    return [_key(r) for r in shown], has_more
 
 
 async def revoke(db: Executor, owner: Owner | None, key_id: str) -> ApiKey | None:

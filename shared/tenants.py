@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from schemas.account import Plan
+from shared import signing_secrets
 from shared.db import Conn, Executor
 from shared.ids import new_id, new_signing_secret
 from shared.owners import Owner
 from shared.plans import Allowance, allowance
 from shared.secret_box import SecretBox
+from shared.signing_secrets import TENANT_LIVE, TENANT_TEST, Rotated, SealedSecret
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -117,34 +119,20 @@ async def update(conn: Conn, name: str, changes: Changes) -> Tenant | None:
     return _tenant(row) if row else None
 
 
-@dataclass(frozen=True)
-class _SecretColumns:
-    """Where a mode's signing secret lives on `tenants`: live and test jobs' webhooks are
-    signed with secrets of their own, so a test key never sees the live one."""
-
-    secret: str
-    previous: str
-    expires: str
+# A tenant's two signing secrets: its live and its test jobs' own webhooks.
+_MODES = (TENANT_LIVE, TENANT_TEST)
 
 
-_LIVE = _SecretColumns(
-    "signing_secret", "previous_signing_secret", "previous_signing_secret_expires_at"
-)
-_TEST = _SecretColumns(
-    "test_signing_secret", "previous_test_signing_secret", "previous_test_signing_secret_expires_at"
-)
-_MODES = (_LIVE, _TEST)
-
-
-def _columns(owner: Owner) -> _SecretColumns:
-    return _LIVE if owner.livemode else _TEST
+def _secret(owner: Owner) -> SealedSecret:
+    """The secret of the owner's mode (shared/signing_secrets.py)."""
+    return TENANT_LIVE if owner.livemode else TENANT_TEST
 
 
 async def signing_secret(db: Executor, owner: Owner, box: SecretBox) -> str | None:
     """The secret that signs the owner's jobs' own webhooks; None: no such tenant. A test
     secret is made the first time it is asked for (one statement, so two callers at once
     agree on one)."""
-    c = _columns(owner)
+    c = _secret(owner)
     sealed = await db.fetchval(f"SELECT {c.secret} FROM tenants WHERE id = $1", owner.tenant_id)
     if sealed is None and not owner.livemode:
         sealed = await db.fetchval(
@@ -156,61 +144,22 @@ async def signing_secret(db: Executor, owner: Owner, box: SecretBox) -> str | No
     return box.open(sealed) if sealed is not None else None
 
 
-@dataclass(frozen=True)
-class Rotated:
-    secret: str
-    previous_secret_expires_at: datetime | None
-
-
 async def rotate_signing_secret(
     db: Executor, owner: Owner, grace_s: int, box: SecretBox
 ) -> Rotated:
     """A new signing secret for the owner's jobs' own webhooks; the old one keeps signing
     alongside it for `grace_s` (none: forgotten at once), as an endpoint's does."""
-    secret = new_signing_secret()
-    c = _columns(owner)
-    expires = await db.fetchval(
-        f"""
-        UPDATE tenants
-           SET {c.previous} = CASE WHEN $3 > 0 THEN {c.secret} END,
-               {c.secret} = $2,
-               {c.expires} = CASE WHEN $3 > 0 THEN now() + make_interval(secs => $3) END
-         WHERE id = $1
-        RETURNING {c.expires}
-        """,
-        owner.tenant_id,
-        box.seal(secret),
-        float(grace_s),
-    )
-    return Rotated(secret, expires)
+    rotated = await signing_secrets.rotate(db, _secret(owner), owner.tenant_id, grace_s, box)
+    if rotated is None:  # a key's tenant is never deleted
+        raise LookupError(f"no tenant {owner.tenant_id}")
+    return rotated
 
 
 async def forget_expired_secrets(db: Executor) -> int:
     """Clear rotated-out signing secrets whose grace has passed; how many were cleared."""
-    cleared = 0
-    for c in _MODES:
-        cleared += await db.fetchval(
-            f"""
-            WITH cleared AS (
-                UPDATE tenants SET {c.previous} = NULL, {c.expires} = NULL
-                 WHERE {c.expires} <= now()
-                RETURNING 1)
-            SELECT count(*) FROM cleared
-            """
-        )
-    return cleared
+    return sum([await signing_secrets.forget_expired(db, c) for c in _MODES])
 
 
 async def reseal(conn: Conn, box: SecretBox) -> int:
     """Seal every tenant's signing secrets with the newest key (`crewq secrets reseal`)."""
-    rows = await conn.fetch(
-        "SELECT id, signing_secret, previous_signing_secret, test_signing_secret,"
-        " previous_test_signing_secret FROM tenants FOR UPDATE"
-    )  # the columns of _MODES
-    sealed = [column for c in _MODES for column in (c.secret, c.previous)]
-    await conn.executemany(
-        "UPDATE tenants SET signing_secret = $2, previous_signing_secret = $3,"
-        " test_signing_secret = $4, previous_test_signing_secret = $5 WHERE id = $1",
-        [(r["id"], *(r[c] and box.reseal(r[c]) for c in sealed)) for r in rows],
-    )
-    return len(rows)
+    return await signing_secrets.reseal(conn, box, *_MODES)
