@@ -1,8 +1,6 @@
 """The aiohttp application: HTTP in, Postgres and Redis behind. No crew runs here."""
 
-import asyncio
 import logging
-import signal
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -21,7 +19,7 @@ from api.tracing import RequestAccessLogger, tracing_middleware
 from shared import metrics, queue
 from shared.crews import CrewRegistry
 from shared.db import pool_for
-from shared.ops_server import ops_server
+from shared.role import Life
 from shared.secret_box import SecretBox
 from shared.settings import Settings
 from shared.supervisor import Supervisor
@@ -54,7 +52,6 @@ def create_app(settings: Settings, supervisor: Supervisor) -> web.Application:
         ],
         client_max_size=settings.api_max_body_bytes,
     )
-    metrics.identify(metrics.Role.API)
     app[SETTINGS] = settings
     app[SUPERVISOR] = supervisor
     app[BOX] = SecretBox.from_setting(settings.secret_key)
@@ -72,33 +69,45 @@ def create_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     return app
 
 
+class ApiService:
+    """The API's part of its life (shared/role.py): its site on the public port. The metrics
+    port is the one every role has; here it serves `/metrics` and `/livez` only."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runner: GuardedRunner | None = None
+
+    async def start_up(self, life: Life) -> None:
+        settings = self.settings
+        self.runner = GuardedRunner(
+            create_app(settings, life.supervisor),
+            limits=Limits(settings.api_header_timeout, settings.api_max_connections),
+            access_log=logging.getLogger("crewq.access"),
+            access_log_class=RequestAccessLogger,
+            # Open event streams end when the API stops; do not wait a minute for them.
+            shutdown_timeout=5,
+            # aiohttp's default (3,630 s) lets idle connections pile up for an hour.
+            keepalive_timeout=settings.api_keepalive_timeout,
+        )
+        await self.runner.setup()
+        try:
+            site = web.TCPSite(self.runner, settings.api_host, settings.api_port)
+            await site.start()
+        except BaseException:
+            # The port is taken, say: close the connections and tasks setup opened.
+            await self.runner.cleanup()
+            raise
+        log.info("API listening on http://%s:%d", settings.api_host, settings.api_port)
+
+    async def wind_down(self, failed: bool) -> None:
+        # Stops the site and runs the app's cleanup (connections, listener, request log).
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    async def close(self) -> None:
+        pass  # `wind_down` has closed everything
+
+
 async def serve(settings: Settings) -> int:
     """Run the API until SIGTERM/SIGINT (exit 0) or until a supervised task ends (exit 1)."""
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    supervisor = Supervisor()
-    runner = GuardedRunner(
-        create_app(settings, supervisor),
-        limits=Limits(settings.api_header_timeout, settings.api_max_connections),
-        access_log=logging.getLogger("crewq.access"),
-        access_log_class=RequestAccessLogger,
-        # Open event streams end when the API stops; do not wait a minute for them.
-        shutdown_timeout=5,
-        # aiohttp's default (3,630 s) lets idle connections pile up for an hour.
-        keepalive_timeout=settings.api_keepalive_timeout,
-    )
-    await runner.setup()
-    try:
-        # Metrics on their own port (none when CREWQ_METRICS_PORT is unset), never on the
-        # public one.
-        async with ops_server(settings.metrics_host, settings.metrics_port, None):
-            site = web.TCPSite(runner, settings.api_host, settings.api_port)
-            await site.start()
-            log.info("API listening on http://%s:%d", settings.api_host, settings.api_port)
-            await supervisor.wait(stopping)
-    finally:
-        await runner.cleanup()
-        await supervisor.stop()
-    return supervisor.exit_code
+    return await Life(metrics.Role.API, settings).serve(ApiService(settings))

@@ -23,9 +23,9 @@ from api.auth import PRINCIPAL
 from api.context import DB, SUPERVISOR
 from api.errors import Handler, request_id
 from shared import request_failures
-from shared.db import is_connection_error
 from shared.keys import Principal
 from shared.request_failures import RequestFailure
+from shared.transient import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class FailureLog:
             try:
                 await request_failures.insert_many(app[DB], batch)
             except Exception as exc:
-                if is_connection_error(exc):
+                if is_transient(exc):
                     log.warning("request log: %d failures not written: %s", len(batch), exc)
                     await asyncio.sleep(1)
                 elif isinstance(exc, asyncpg.PostgresError):

@@ -20,7 +20,6 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from arq.connections import ArqRedis
 
 from schemas.health import (
     Component,
@@ -63,7 +62,7 @@ class Probe:
     def __init__(
         self,
         db: asyncpg.Pool,
-        redis: ArqRedis,
+        redis: queue.Redis,
         settings: Settings,
         registry: CrewRegistry,
         http: aiohttp.ClientSession,

@@ -12,12 +12,13 @@ A tenant runs at most its cap of jobs at once. A job submitted while its tenant 
 has as many running or queued as its cap allows is parked: it stays pending, off the
 queue, and costs nothing while it waits (a worker parks one too, should it be offered a job
 whose tenant is at its cap). When one of the tenant's running jobs ends, the move that ends
-it unparks the tenant's oldest parked job, for its caller to queue once the move commits.
+it unparks the tenant's oldest parked job, queued once the move commits (every move returns
+what it leaves to do after its commit, `AfterCommit`, for `shared/after_commit.py`).
 A tenant's submissions, starts and hand-overs take one advisory lock, so a job is never
 parked just as the slot it waits for is freed, and parked jobs leave in the order they came.
 """
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -28,6 +29,7 @@ from pydantic import BaseModel
 
 from schemas.events import EventType
 from schemas.jobs import (
+    TERMINAL_STATUSES,
     AttemptOutcome,
     ErrorCode,
     Job,
@@ -48,6 +50,7 @@ from shared.limits import (
     bound_result,
 )
 from shared.owners import Owner
+from shared.paging import cut, one_more
 
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
@@ -146,10 +149,91 @@ class Given:
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
 
+class Queueing(StrEnum):
+    """How a job is put on the queue once the move that calls for it commits."""
+
+    # Unless the queue holds it already: a job that never was on it (new, or unparked).
+    QUEUE = "queue"
+    # Runnable now whatever the queue holds of it: a dead worker's in-progress claim is
+    # dropped, an entry still deferred (a retry delay) is brought forward.
+    AT_ONCE = "at_once"
+
+
+@dataclass(frozen=True)
+class ToQueue:
+    job_id: str
+    how: Queueing
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A job reached a final state: counted once, by `crew` and `status`."""
+
+    crew: str
+    status: JobStatus
+    ran_s: float | None  # the run's length; None when the move ended no attempt
+
+
+@dataclass(frozen=True)
+class Retried:
+    """An attempt failed and the job goes back to pending to start again."""
+
+    crew: str
+    reason: ErrorCode
+
+
+@dataclass(frozen=True)
+class AfterCommit:
+    """What a job's move leaves to do once its transaction commits, never before: a job
+    queued earlier could be taken by a worker that cannot see it yet, and a metric counted
+    earlier would count a move that rolled back. Every store function that moves jobs
+    returns one; `shared/after_commit.py` `carry_out` does it, for every caller."""
+
+    queue: tuple[ToQueue, ...] = ()
+    counts: tuple[Finished | Retried, ...] = ()
+
+    def __add__(self, other: "AfterCommit") -> "AfterCommit":
+        return AfterCommit(self.queue + other.queue, self.counts + other.counts)
+
+    @property
+    def job_ids(self) -> list[str]:
+        """The jobs to queue, in order."""
+        return [q.job_id for q in self.queue]
+
+    def at_once(self) -> "AfterCommit":
+        """The same, each job queued `AT_ONCE`."""
+        at_once = tuple(ToQueue(q.job_id, Queueing.AT_ONCE) for q in self.queue)
+        return AfterCommit(at_once, self.counts)
+
+
+def queue_job(job_id: str) -> AfterCommit:
+    """Queue this job (`QUEUE`; `.at_once()` for `AT_ONCE`) once the statement that made it
+    queueable commits: an insert, a restart, a reaper's retry."""
+    return AfterCommit(queue=(ToQueue(job_id, Queueing.QUEUE),))
+
+
 @dataclass(frozen=True)
 class Moved:
     row: asyncpg.Record
     unparked: str | None  # a parked job of the tenant the move freed a slot for: queue it
+    after: AfterCommit  # what the move leaves to do once it commits
+
+
+def _counted(
+    move: Move, row: asyncpg.Record, error: JobError | None
+) -> tuple[Finished | Retried, ...]:
+    """What a move counts: the job's final state (timed only when the move ended an
+    attempt), or the retry of a failed attempt. A hand-back (no error), a start or a
+    restart count nothing."""
+    status = JobStatus(row["status"])
+    if status in TERMINAL_STATUSES:
+        started, finished = row["started_at"], row["finished_at"]
+        timed = RUNNING in move.sources and started is not None and finished is not None
+        ran = (finished - started).total_seconds() if timed else None
+        return (Finished(row["crew"], status, ran),)
+    if status is PENDING and RUNNING in move.sources and error is not None:
+        return (Retried(row["crew"], error.code),)
+    return ()
 
 
 def _json(model: BaseModel | None) -> Any:
@@ -213,7 +297,8 @@ async def _move(
             livemode=row["livemode"],
             max_output_bytes=given.max_output_bytes,
         )
-    return Moved(row, unparked)
+    queued = (ToQueue(unparked, Queueing.QUEUE),) if unparked else ()
+    return Moved(row, unparked, AfterCommit(queued, _counted(move, row, given.error)))
 
 
 async def _hand_on_slot(conn: Conn, tenant_id: str) -> str | None:
@@ -389,15 +474,14 @@ async def page(
         where.status,
         where.crew,
         before,
-        limit + 1,
+        one_more(limit),
         where.created_after,
         where.created_before,
         where.metadata or None,
         owner.livemode,
         max_bytes,
     )
-    rows = rows[:limit]
-    has_more = bool(rows) and rows[0]["seen"] > len(rows)
+    rows, has_more = cut(rows, limit, seen=rows[0]["seen"] if rows else 0)
     attempts = await _attempts(db, [r["id"] for r in rows])
     return [to_job(r, attempts[r["id"]]) for r in rows], has_more
 
@@ -453,12 +537,17 @@ async def insert(
     job would exceed its monthly quota (counted in the same transaction). The job is
     parked when its tenant already has as many jobs running or queued as its cap allows.
     Counting and inserting are serialised per tenant: no bound is overshot, however many
-    submissions arrive at once. One round trip: `crewq_submit_job` (migration 0005) holds
-    the tenant's lock only inside the server."""
+    submissions arrive at once. One round trip: `crewq_submit_job_v1` (migration 0008)
+    holds the tenant's lock only inside the server."""
     row = await pool.fetchrow(
         # The job's columns spread out: asyncpg decodes no composite holding jsonb.
-        "SELECT s.outcome, s.bound, s.decided_at, (s.job).* FROM crewq_submit_job($1, $2, $3,"
-        " $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) s",
+        # Named arguments: a later version may add parameters with defaults (0008).
+        "SELECT s.outcome, s.bound, s.decided_at, (s.job).* FROM crewq_submit_job_v1("
+        "p_lock_purpose => $1, p_id => $2, p_tenant_id => $3, p_crew => $4, p_inputs => $5,"
+        " p_metadata => $6, p_webhook_url => $7, p_timeout_s => $8, p_max_retries => $9,"
+        " p_idempotency_key => $10, p_request_hash => $11, p_traceparent => $12,"
+        " p_livemode => $13, p_monthly_limit => $14, p_default_max_pending => $15,"
+        " p_default_cap => $16) s",
         int(TenantLock.JOBS),
         new_id("job"),
         new.tenant_id,
@@ -549,6 +638,8 @@ async def start_attempt(
         if job["status"] != PENDING:
             return NotStarted(f"job is {job['status']}")
         if job["cancel_requested_at"] is not None:
+            # Its end is left uncounted, as it always was (issue 20 changes no behaviour):
+            # the move's `after` is dropped, and a withdrawal frees no slot.
             await _move(conn, WITHDRAW, job_id)
             return NotStarted("job was cancelled")
         if job["wait_s"] > 0:
@@ -694,10 +785,17 @@ class CancelOutcome(StrEnum):
     NOT_FOUND = "not_found"
 
 
-async def request_cancel(pool: asyncpg.Pool, owner: Owner, job_id: str) -> CancelOutcome:
+@dataclass(frozen=True)
+class Cancel:
+    outcome: CancelOutcome
+    after: AfterCommit = AfterCommit()  # a job cancelled while pending: its end, to count
+
+
+async def request_cancel(pool: asyncpg.Pool, owner: Owner, job_id: str) -> Cancel:
+    """Cancel a pending job now, or ask a running one's worker to stop it."""
     async with pool.acquire() as conn, conn.transaction():
-        if await _move(conn, WITHDRAW, job_id, owner=owner):
-            return CancelOutcome.CANCELLED
+        if withdrawn := await _move(conn, WITHDRAW, job_id, owner=owner):
+            return Cancel(CancelOutcome.CANCELLED, withdrawn.after)
         requested = await conn.fetchval(
             "UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())"
             f" WHERE id = $1 AND {_OWNED} AND status = 'running' RETURNING id",
@@ -705,18 +803,26 @@ async def request_cancel(pool: asyncpg.Pool, owner: Owner, job_id: str) -> Cance
             *_of(owner),
         )
         if requested is not None:
-            return CancelOutcome.REQUESTED
+            return Cancel(CancelOutcome.REQUESTED)
         found = await exists(conn, owner, job_id)
-        return CancelOutcome.ALREADY_FINISHED if found else CancelOutcome.NOT_FOUND
+        return Cancel(CancelOutcome.ALREADY_FINISHED if found else CancelOutcome.NOT_FOUND)
 
 
 class _QuotaUsedUp(Exception):
     """Rolls a restart back: its live job would exceed the tenant's monthly quota."""
 
 
+@dataclass(frozen=True)
+class Restarted:
+    job: Job
+    # The job, queued at once: the queue may still hold an entry of its last run deferred
+    # by a retry delay (the job was cancelled while it waited), to be brought forward.
+    after: AfterCommit
+
+
 async def restart(
     pool: asyncpg.Pool, owner: Owner, job_id: str, monthly_limit: int | None = None
-) -> Job | QuotaExceeded | None:
+) -> Restarted | QuotaExceeded | None:
     """failed/cancelled -> pending as a fresh run with a full retry budget. A live job's
     run counts against the tenant's monthly quota (`monthly_limit`; None: no quota) as a
     submission does, so retrying cannot run more jobs than the plan pays for. None: the
@@ -727,10 +833,13 @@ async def restart(
             if moved is None:
                 return None
             if owner.livemode and not await conn.fetchval(
-                "SELECT crewq_count_job_v1($1, $2)", owner.tenant_id, monthly_limit
+                "SELECT crewq_count_job_v1(p_tenant_id => $1, p_monthly_limit => $2)",
+                owner.tenant_id,
+                monthly_limit,
             ):
                 raise _QuotaUsedUp
-            return to_job(moved.row, (await _attempts(conn, [job_id]))[job_id])
+            job = to_job(moved.row, (await _attempts(conn, [job_id]))[job_id])
+            return Restarted(job, moved.after + queue_job(job_id).at_once())
     except _QuotaUsedUp:
         now = await pool.fetchval("SELECT now()")
         assert monthly_limit is not None  # no quota is never used up
@@ -744,15 +853,15 @@ async def reap(
     pool: asyncpg.Pool,
     heartbeat_timeout: float,
     timeout_grace: float,
-    on_moved: Callable[[asyncpg.Record, JobError | None], None] | None = None,
-) -> list[str]:
+) -> AsyncIterator[AfterCommit]:
     """End the attempts whose worker is gone: a running job silent for `heartbeat_timeout`,
     or running past its timeout plus `timeout_grace`. A silent job with retries left goes
-    back to pending; otherwise it fails with WORKER_LOST or TIMEOUT. Returns the jobs to
-    queue: those sent back, and those unparked by the slots freed. Safe to run in many
+    back to pending; otherwise it fails with WORKER_LOST or TIMEOUT. Yields, as each move
+    commits, what it leaves to do: count it, and queue at once (whatever the dead worker's
+    claim still holds) the job sent back and the one unparked by the slot freed; so a
+    later move that fails loses none of the earlier ones' work. Safe to run in many
     workers at once: each job is moved in its own transaction (so a transaction holds one
-    tenant's lock at most), locked with SKIP LOCKED, compare-and-set. `on_moved` hears of
-    each move made (the job as it left it, and why)."""
+    tenant's lock at most), locked with SKIP LOCKED, compare-and-set."""
     # $1: heartbeat_timeout, $2: timeout_grace
     overdue = """
         j.status = 'running' AND (
@@ -764,7 +873,6 @@ async def reap(
         heartbeat_timeout,
         timeout_grace,
     )
-    to_queue: list[str] = []
     for candidate in candidates:
         async with pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -803,12 +911,9 @@ async def reap(
                 given=Given(error=error),
                 outcome=outcome,
             )
-        if moved is not None:
-            if on_moved is not None:
-                on_moved(moved.row, error)
-            to_queue += [row["id"]] if retry else []
-            to_queue += [moved.unparked] if moved.unparked else []
-    return to_queue
+        if moved is not None:  # committed: the transaction above has ended
+            sent_back = queue_job(row["id"]) if retry else AfterCommit()
+            yield (sent_back + moved.after).at_once()
 
 
 async def pending_jobs(
@@ -875,7 +980,9 @@ async def fold_counts(pool: asyncpg.Pool) -> int:
     ]
     for tenant_id in tenant_ids:  # one transaction each: the tenant's lock, held briefly
         await pool.execute(
-            "SELECT crewq_fold_job_counts($1, $2)", int(TenantLock.JOBS), tenant_id
+            "SELECT crewq_fold_job_counts_v1(p_lock_purpose => $1, p_tenant_id => $2)",
+            int(TenantLock.JOBS),
+            tenant_id,
         )
     return len(tenant_ids)
 

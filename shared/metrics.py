@@ -16,7 +16,6 @@ value is a series kept forever by the scraping Prometheus.
 
 from enum import StrEnum
 
-import asyncpg
 from aiohttp import web
 from prometheus_client import (
     REGISTRY,
@@ -29,7 +28,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from schemas.jobs import TERMINAL_STATUSES, ErrorCode, JobError, JobStatus
+from schemas.jobs import ErrorCode
 from shared.version import VERSION
 
 # No `*_created` series: a timestamp per labelled series doubles what each scrape carries,
@@ -187,18 +186,6 @@ def job_finished(crew: str, outcome: JobOutcome, duration_s: float | None) -> No
     JOBS_FINISHED.labels(crew, outcome.value).inc()
     if duration_s is not None:
         JOB_DURATION.labels(crew, outcome.value).observe(max(0.0, duration_s))
-
-
-def job_ended_attempt(row: asyncpg.Record, error: JobError | None) -> None:
-    """What a move that ended an attempt (`row`: the job as the move left it) counts: the
-    job's final state, or its retry. The worker's and the reaper's moves both count here."""
-    status = JobStatus(row["status"])
-    if status in TERMINAL_STATUSES:
-        started, finished = row["started_at"], row["finished_at"]
-        ran = (finished - started).total_seconds() if started and finished else None
-        job_finished(row["crew"], JobOutcome(status.value), ran)
-    elif status is JobStatus.PENDING and error is not None:
-        job_retried(row["crew"], error.code)
 
 
 def job_retried(crew: str, reason: ErrorCode) -> None:

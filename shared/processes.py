@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import asyncpg
 
 from schemas.health import ProcessInfo, ProcessReport, ProcessRole
-from shared.db import Executor, is_connection_error, storable
+from shared.db import Executor, storable
 from shared.ops_server import Presence
+from shared.periodic import every
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)
@@ -126,18 +127,22 @@ async def keep_registered(
     connection is logged and retried at the next beat: being unseen for a while makes the
     process look dead to `/health/debug`, which is what it then is to Postgres."""
     registered = False
+
+    async def heartbeat() -> None:
+        nonlocal registered
+        if not registered or not await beat(pool, me.id, running()):
+            await register(pool, me)
+            registered = True
+        presence.beat(me.id)
+
     try:
-        while True:
-            try:
-                if not registered or not await beat(pool, me.id, running()):
-                    await register(pool, me)
-                    registered = True
-                presence.beat(me.id)
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                log.warning("%s %s: heartbeat not recorded (%s)", me.role, me.id, exc)
-            await asyncio.sleep(interval_s)
+        await every(
+            interval_s,
+            heartbeat,
+            on_transient=lambda exc: log.warning(
+                "%s %s: heartbeat not recorded (%s)", me.role, me.id, exc
+            ),
+        )
     finally:
         if registered:
             try:

@@ -20,6 +20,10 @@ from arq.utils import timestamp_ms, to_unix_ms
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+# The queue's Redis client. It is arq's; naming it here keeps every other module, bar the
+# consumer (worker/consumer.py), free of arq (tests/unit/test_queue_adapter.py checks).
+Redis = ArqRedis
+
 QUEUE_NAME = "crewq:queue"
 RUN_JOB = "run_job"
 CANCEL_CHANNEL = "crewq:cancel"
@@ -58,6 +62,25 @@ def redis_settings(url: str) -> RedisSettings:
     for name, value in _tls_options(url).items():
         setattr(settings, name, value)
     return settings
+
+
+@dataclass(frozen=True)
+class Done:
+    """What a job's handler answers when this delivery of the job is over: the queue drops
+    it (whatever the job's outcome, it is in Postgres)."""
+
+    why: str  # for the log: completed, failed, discarded, a reason it did not start
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """What a job's handler answers for the queue to offer the job again `after` seconds
+    from now, keeping it meanwhile: a retry delay, or a hand-back by a draining worker."""
+
+    after: float
+
+
+Handled = Done | Requeue
 
 
 class RefusedPayload(ValueError):
@@ -163,12 +186,12 @@ async def enqueue(redis: ArqRedis, job_id: str, run_after: datetime | None = Non
 
 
 @dataclass(frozen=True)
-class ArqState:
+class QueueState:
     held: bool  # arq will run it: its job key exists and it is queued (or deferred) or running
     in_progress: bool
 
 
-async def arq_state(redis: ArqRedis, job_ids: list[str]) -> list[ArqState]:
+async def states(redis: ArqRedis, job_ids: list[str]) -> list[QueueState]:
     """What arq holds of each job. A job key without a queue entry or an in-progress claim
     (a Redis restart that kept one but not the other) is not held: nothing would run it."""
     async with redis.pipeline(transaction=False) as pipe:
@@ -177,11 +200,11 @@ async def arq_state(redis: ArqRedis, job_ids: list[str]) -> list[ArqState]:
             pipe.zscore(QUEUE_NAME, job_id)
             pipe.exists(in_progress_key_prefix + job_id)
         found = await pipe.execute()
-    states = []
+    held = []
     for i in range(0, len(found), 3):
         keyed, queued, in_progress = bool(found[i]), found[i + 1] is not None, bool(found[i + 2])
-        states.append(ArqState(held=keyed and (queued or in_progress), in_progress=in_progress))
-    return states
+        held.append(QueueState(held=keyed and (queued or in_progress), in_progress=in_progress))
+    return held
 
 
 async def requeue_now(redis: ArqRedis, job_id: str, at: datetime | None = None) -> None:

@@ -22,6 +22,13 @@ class Submitted:
     created: bool  # False: a replay of an earlier submission with the same idempotency key
     parked: bool  # waits for a slot of its tenant's, off the queue: not to be queued now
 
+    @property
+    def after(self) -> jobs.AfterCommit:
+        """A new job is queued once its insert commits, unless it is parked (it is queued
+        when its tenant has a free slot); a replay was queued by the first submission."""
+        queued = self.created and not self.parked
+        return jobs.queue_job(self.job.id) if queued else jobs.AfterCommit()
+
 
 @dataclass(frozen=True)
 class UnknownCrew:

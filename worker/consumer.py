@@ -13,12 +13,13 @@ code as arq read it) is refused: logged with its arq job id, dropped, and nothin
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
 from arq import Worker
 from arq.connections import ArqRedis
+from arq.worker import Function, Retry, func
 
 from shared import queue
 from shared.logs import log_context
@@ -41,6 +42,22 @@ def _load_job(payload: bytes) -> dict[str, Any]:
         # arq then drops the job key and its queue entry and goes on with the next job.
         log.error("job %s: refused its queue payload, %s; nothing was run", job_id, exc)
         raise
+
+
+def job_function(handle: Callable[[str], Awaitable[queue.Handled]]) -> Function:
+    """arq's `run_job` function for `handle` (the runner's `run`), answering arq in its own
+    terms: `Requeue` is arq's `Retry`, which keeps the job key and defers the queue entry;
+    `Done` ends the delivery, and arq drops the job (no result is kept)."""
+
+    async def run_job(ctx: dict[str, Any], job_id: str) -> str:
+        match await handle(job_id):
+            case queue.Requeue(after=after):
+                raise Retry(defer=after)
+            case queue.Done(why=why):
+                return why
+
+    # Tries are not arq's to count: Postgres holds each job's attempts and retry budget.
+    return func(run_job, name=queue.RUN_JOB, keep_result=0, max_tries=10_000)
 
 
 class PromptWorker(Worker):
@@ -79,6 +96,48 @@ class PromptWorker(Worker):
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
         self._wake.set()  # a slot is free: look for the next job now
+
+    async def consume(self) -> None:
+        """Take and run jobs until cancelled or Redis goes away (its error is raised)."""
+        await self.async_run()
+
+    def stop_taking_jobs(self) -> None:
+        """Draining: run what it has, take nothing more."""
+        self.allow_pick_jobs = False
+
+    def running(self) -> list[asyncio.Task[Any]]:
+        """The tasks of the deliveries it is running."""
+        return [task for task in self.tasks.values() if not task.done()]
+
+    def stop(self) -> None:
+        """Stop consuming (its running deliveries' tasks are left to end)."""
+        if self.main_task is not None:
+            self.main_task.cancel()
+
+
+def consumer_for(
+    redis: queue.Redis,
+    wake: asyncio.Event,
+    handle: Callable[[str], Awaitable[queue.Handled]],
+    *,
+    max_jobs: int,
+    job_timeout_s: float,
+) -> PromptWorker:
+    """The worker's consumer: `handle` (the runner's `run`) takes each job id delivered, up
+    to `max_jobs` at once."""
+    return PromptWorker(
+        wake=wake,
+        functions=[job_function(handle)],
+        redis_pool=redis,
+        queue_name=queue.QUEUE_NAME,
+        max_jobs=max_jobs,
+        job_timeout=job_timeout_s,
+        keep_result=0,
+        poll_delay=BACKSTOP_POLL_S,  # wake-ups start jobs at once; this is the backstop
+        handle_signals=False,
+        health_check_interval=30,
+        log_results=False,
+    )
 
 
 async def listen(redis: ArqRedis, wake: asyncio.Event, cancel: Callable[[str], None]) -> None:

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -24,17 +23,18 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import asyncpg
 
-from schemas.health import ProcessReport, ProcessRole
+from schemas.health import ProcessReport
 from schemas.webhooks import DeliveryStatus, DisabledReason
 from shared import deliveries, endpoints, fingerprints, metrics, processes
 from shared.db import is_connection_error, listen, pool_for, with_db_retry
 from shared.deliveries import DELIVERIES_CHANNEL, AttemptRecord
 from shared.logs import log_context
-from shared.ops_server import Presence, ops_server
+from shared.periodic import every
+from shared.role import Life
 from shared.secret_box import SecretBox
 from shared.settings import Settings
-from shared.supervisor import Supervisor
 from shared.tracing import current_traceparent, span_from
+from shared.transient import is_transient
 from shared.webhook_urls import make_resolver, redact
 from worker.delivery import Answer, make_session, send
 
@@ -119,8 +119,7 @@ def _outcome(answer: Answer) -> metrics.WebhookOutcome:
 class Dispatcher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics_port: int | None = None  # where it serves /metrics and /health, if it does
-        self.presence = Presence(ProcessRole.DISPATCHER, settings.process_dead_after)
+        self.life = Life(metrics.Role.DISPATCHER, settings)
         self.box = SecretBox.from_setting(settings.secret_key)
         self.guard = EndpointGuard(
             settings.webhook_endpoint_concurrency,
@@ -128,9 +127,11 @@ class Dispatcher:
             settings.webhook_breaker_cooldown,
         )
         self.wake = asyncio.Event()
-        self.stopping = asyncio.Event()
+        self.stopping = self.life.stopping
         self.in_flight: set[asyncio.Task[None]] = set()
         self.delivered = 0
+        self._db: asyncpg.Pool | None = None  # opened by start_up
+        self._session: aiohttp.ClientSession | None = None
 
     @property
     def lease_s(self) -> float:
@@ -262,15 +263,16 @@ class Dispatcher:
 
     async def _sample_backlog(self, db: asyncpg.Pool) -> None:
         """Keep the webhook backlog gauges current for scrapes."""
-        while True:
-            try:
-                owed = await deliveries.backlog(db)
-                metrics.webhooks_owed(owed.due, owed.pending - owed.due, owed.oldest_due_s)
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                log.debug("webhook backlog not counted: %s", exc)
-            await asyncio.sleep(self.settings.process_heartbeat_interval)
+
+        async def sample() -> None:
+            owed = await deliveries.backlog(db)
+            metrics.webhooks_owed(owed.due, owed.pending - owed.due, owed.oldest_due_s)
+
+        await every(
+            self.settings.process_heartbeat_interval,
+            sample,
+            on_transient=lambda exc: log.debug("webhook backlog not counted: %s", exc),
+        )
 
     async def _pump(self, db: asyncpg.Pool, session: aiohttp.ClientSession) -> None:
         """Claim and start deliveries until cancelled."""
@@ -301,7 +303,7 @@ class Dispatcher:
                         continue
                 timeout = await self._seconds_until_due(db)
             except Exception as exc:
-                if not is_connection_error(exc):
+                if not is_transient(exc):
                     raise
                 log.warning("dispatcher cannot reach postgres (%s)", exc)
                 timeout = 1.0
@@ -313,42 +315,29 @@ class Dispatcher:
 
     async def serve(self) -> int:
         """Run until SIGTERM/SIGINT (exit 0) or until a supervised task ends (exit 1)."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop)
+        return await self.life.run(self)
+
+    async def start_up(self, life: Life) -> None:
         settings = self.settings
-        db = await pool_for(settings, "dispatcher", default_size=10)
-        session = make_session(
+        self._db = db = await pool_for(settings, "dispatcher", default_size=10)
+        self._session = session = make_session(
             timeout_s=settings.webhook_timeout,
             allow_private=settings.webhook_allow_private,
             limit=settings.dispatcher_concurrency,
             resolver=make_resolver(settings.webhook_dns_servers, settings.webhook_dns_timeout),
             dns_timeout_s=settings.webhook_dns_timeout,
         )
-        supervisor = Supervisor()
-        me = processes.Registration(
+        life.register(
+            db,
             processes.new_id(),
-            ProcessRole.DISPATCHER,
             settings.dispatcher_concurrency,
-            ProcessReport(
-                fingerprints=fingerprints.of_config(settings, providers=False),
-                metrics_port=self.metrics_port,
-            ),
+            ProcessReport(fingerprints=fingerprints.of_config(settings, providers=False)),
+            lambda: len(self.in_flight),
         )
-        supervisor.start(
-            "registration",
-            processes.keep_registered(
-                db,
-                me,
-                settings.process_heartbeat_interval,
-                lambda: len(self.in_flight),
-                self.presence,
-            ),
-        )
-        supervisor.start("pump", self._pump(db, session))
-        supervisor.start("backlog gauges", self._sample_backlog(db))
+        life.supervisor.start("pump", self._pump(db, session))
+        life.supervisor.start("backlog gauges", self._sample_backlog(db))
         # Wake on each new delivery, and after a reconnection for those owed meanwhile.
-        supervisor.start(
+        life.supervisor.start(
             "listener",
             listen(
                 settings.direct_database_url,
@@ -358,17 +347,18 @@ class Dispatcher:
             ),
         )
         log.info("dispatcher ready (concurrency %d)", settings.dispatcher_concurrency)
-        try:
-            await supervisor.wait(self.stopping)
-        finally:
-            self._stop()
-            await supervisor.stop()
-            if self.in_flight:
-                await asyncio.wait(self.in_flight, timeout=settings.webhook_timeout + 1)
-            await session.close()
-            await db.close()
-            log.info("dispatcher stopped after %d deliveries", self.delivered)
-        return supervisor.exit_code
+
+    async def wind_down(self, failed: bool) -> None:
+        # Claims stop with the pump, cancelled next; deliveries in flight finish in `close`.
+        self._stop()
+
+    async def close(self) -> None:
+        assert self._db is not None and self._session is not None
+        if self.in_flight:
+            await asyncio.wait(self.in_flight, timeout=self.settings.webhook_timeout + 1)
+        await self._session.close()
+        await self._db.close()
+        log.info("dispatcher stopped after %d deliveries", self.delivered)
 
     def _stop(self) -> None:
         self.stopping.set()
@@ -376,8 +366,5 @@ class Dispatcher:
 
 
 async def serve(settings: Settings) -> int:
-    metrics.identify(metrics.Role.DISPATCHER)
     service = Dispatcher(settings)
-    async with ops_server(settings.metrics_host, settings.metrics_port, service.presence) as port:
-        service.metrics_port = port
-        return await service.serve()
+    return await service.life.serve(service)

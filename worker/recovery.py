@@ -1,8 +1,8 @@
 """Recovery and retention loops every worker runs, safe to run in many places at once.
 
 - The reaper hands a job whose worker died (its heartbeat stopped) to another worker
-  within `heartbeat_timeout` + `reaper_interval` seconds, whatever the job's timeout: arq
-  alone would wait for the dead worker's in-progress key to expire (timeout + 10 s).
+  within `heartbeat_timeout` + `reaper_interval` seconds, whatever the job's timeout: the
+  queue alone would wait for the dead worker's in-progress key to expire (timeout + 10 s).
 - The reconciler puts back on the queue every pending job Redis forgot (a restart without
   persistence, FLUSHALL, a queue entry lost while its job key stayed): Postgres is the
   source of truth, Redis only carries wake-ups. It also unparks jobs whose tenant has free
@@ -10,17 +10,25 @@
 - Retention deletes finished jobs older than `retention_days`, in small batches.
 
 A lost connection to Postgres or Redis is logged and the loop goes on; any other error is
-a bug, ends the loop, and so stops the worker (see shared/supervisor.py).
+a bug, ends the loop, and so stops the worker (see shared/periodic.py).
 """
 
 import asyncio
 import logging
 
 import asyncpg
-from arq.connections import ArqRedis
 
-from shared import endpoints, events, jobs, metrics, processes, queue, request_failures, tenants
-from shared.db import is_connection_error
+from shared import (
+    after_commit,
+    endpoints,
+    events,
+    jobs,
+    processes,
+    queue,
+    request_failures,
+    tenants,
+)
+from shared.periodic import every
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,24 +39,20 @@ _ENQUEUE_GRACE_S = 5.0
 _RETENTION_BATCH = 500
 
 
-def _transient(exc: BaseException) -> bool:
-    return is_connection_error(exc) or isinstance(exc, queue.REDIS_UNAVAILABLE)
+async def reap_once(db: asyncpg.Pool, redis: queue.Redis, settings: Settings) -> list[str]:
+    queued: list[str] = []
+    async for reaped in jobs.reap(db, settings.heartbeat_timeout, settings.timeout_grace):
+        for job_id in reaped.job_ids:
+            log.warning("job %s: queued again after its worker was lost", job_id)
+        await after_commit.carry_out(reaped, redis)
+        queued += reaped.job_ids
+    return queued
 
 
-async def reap_once(db: asyncpg.Pool, redis: ArqRedis, settings: Settings) -> list[str]:
-    to_queue = await jobs.reap(
-        db, settings.heartbeat_timeout, settings.timeout_grace, metrics.job_ended_attempt
-    )
-    for job_id in to_queue:
-        log.warning("job %s: queued again after its worker was lost", job_id)
-        await queue.requeue_now(redis, job_id)
-    return to_queue
-
-
-async def reconcile_once(db: asyncpg.Pool, redis: ArqRedis, settings: Settings) -> list[str]:
-    """Queue every queueable pending job arq does not hold (not queued, not deferred, not in
+async def reconcile_once(db: asyncpg.Pool, redis: queue.Redis, settings: Settings) -> list[str]:
+    """Queue every queueable pending job the queue does not hold (not queued, not deferred, not in
     progress), and free every pending job stuck behind a stale in-progress claim (its worker
-    died between the Postgres write and arq's own bookkeeping: a pending job is in progress
+    died between the Postgres write and the queue's own bookkeeping: a pending job is in progress
     for milliseconds, not ten seconds; a second delivery of one about to start is harmless,
     as starting is compare-and-set)."""
     await jobs.fold_counts(db)
@@ -57,7 +61,7 @@ async def reconcile_once(db: asyncpg.Pool, redis: ArqRedis, settings: Settings) 
         await queue.enqueue(redis, job_id)
     after = None
     while page := await jobs.pending_jobs(db, _ENQUEUE_GRACE_S, after):
-        states = await queue.arq_state(redis, [row["id"] for row in page])
+        states = await queue.states(redis, [row["id"] for row in page])
         for row, state in zip(page, states, strict=True):
             if not state.held:
                 await queue.requeue_now(redis, row["id"], row["run_after"])
@@ -71,17 +75,18 @@ async def reconcile_once(db: asyncpg.Pool, redis: ArqRedis, settings: Settings) 
     return restored
 
 
-async def run_recovery(db: asyncpg.Pool, redis: ArqRedis, settings: Settings) -> None:
+async def run_recovery(db: asyncpg.Pool, redis: queue.Redis, settings: Settings) -> None:
     """Reap and reconcile every `reaper_interval` until cancelled."""
-    while True:
-        try:
-            await reap_once(db, redis, settings)
-            await reconcile_once(db, redis, settings)
-        except Exception as exc:
-            if not _transient(exc):
-                raise
-            log.warning("recovery pass failed: %s", exc)
-        await asyncio.sleep(settings.reaper_interval)
+
+    async def recover() -> None:
+        await reap_once(db, redis, settings)
+        await reconcile_once(db, redis, settings)
+
+    await every(
+        settings.reaper_interval,
+        recover,
+        on_transient=lambda exc: log.warning("recovery pass failed: %s", exc),
+    )
 
 
 async def purge_once(db: asyncpg.Pool, retention_days: float) -> int:
@@ -110,16 +115,17 @@ async def forget_once(db: asyncpg.Pool, settings: Settings) -> int:
 
 async def run_retention(db: asyncpg.Pool, settings: Settings) -> None:
     """Purge every `retention_interval` until cancelled."""
-    while True:
-        try:
-            if deleted := await purge_once(db, settings.retention_days):
-                log.info("retention: deleted %d finished jobs and lone events", deleted)
-            if forgotten := await forget_once(db, settings):
-                log.info(
-                    "retention: forgot %d request logs, expired secrets, gone processes", forgotten
-                )
-        except Exception as exc:
-            if not is_connection_error(exc):
-                raise
-            log.warning("retention pass failed: %s", exc)
-        await asyncio.sleep(settings.retention_interval)
+
+    async def purge() -> None:
+        if deleted := await purge_once(db, settings.retention_days):
+            log.info("retention: deleted %d finished jobs and lone events", deleted)
+        if forgotten := await forget_once(db, settings):
+            log.info(
+                "retention: forgot %d request logs, expired secrets, gone processes", forgotten
+            )
+
+    await every(
+        settings.retention_interval,
+        purge,
+        on_transient=lambda exc: log.warning("retention pass failed: %s", exc),
+    )

@@ -1,7 +1,7 @@
 """One attempt of one job: claim it in Postgres, run its crew in a child process, record
 exactly one outcome.
 
-Every state write is compare-and-set on (status, attempt), so a duplicate arq delivery, a
+Every state write is compare-and-set on (status, attempt), so a duplicate queue delivery, a
 reaper that gave the job to another worker, or a cancel that won the race all make this
 attempt's outcome a no-op instead of a second one. An attempt holds a lease, renewed by its
 heartbeat; a crew whose lease cannot be renewed is stopped before the reaper may give its
@@ -18,13 +18,13 @@ from enum import StrEnum
 from typing import Any
 
 import asyncpg
-from arq.worker import Retry
 
 from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobResult
 from shared import jobs, metrics
 from shared.crews import CrewRegistry
 from shared.db import is_connection_error, with_db_retry
 from shared.logs import bind, log_context
+from shared.queue import Done, Handled, Requeue
 from shared.settings import OFFLINE_MODEL, Settings
 from shared.tracing import span_from
 from worker.crew_pool import Crashed, CrewPool, Outcome, Stopped, TimedOut
@@ -61,14 +61,16 @@ class JobRunner:
         crews: CrewPool,
         registry: CrewRegistry,
         worker_id: str,
-        enqueue: Callable[[str], Awaitable[None]],
+        after_commit: Callable[[jobs.AfterCommit], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.db = db
         self.crews = crews
         self.registry = registry
         self.worker_id = worker_id
-        self.enqueue = enqueue  # queue a job (one its ended attempt unparked)
+        # What an ended attempt leaves to do (count it, queue the job it unparked):
+        # shared/after_commit.py `carry_out`, with the worker's queue client.
+        self.after_commit = after_commit
         self.active: dict[str, ActiveJob] = {}
 
     def stop(self, job_id: str, reason: StopReason) -> bool:
@@ -78,7 +80,8 @@ class JobRunner:
         active.request_stop(reason)
         return True
 
-    async def run(self, job_id: str) -> str:
+    async def run(self, job_id: str) -> Handled:
+        """Run one delivery of the job; what the queue is to do with it next."""
         traceparent = await with_db_retry(lambda: jobs.traceparent_of(self.db, job_id))
         with (
             log_context(job_id=job_id),
@@ -86,7 +89,7 @@ class JobRunner:
         ):
             return await self._run(job_id)
 
-    async def _run(self, job_id: str) -> str:
+    async def _run(self, job_id: str) -> Handled:
         async with self.crews.slots:
             claimed_at = asyncio.get_running_loop().time()
             started = await with_db_retry(
@@ -97,14 +100,14 @@ class JobRunner:
             if isinstance(started, jobs.NotStarted):
                 log.info("job %s not started: %s", job_id, started.reason)
                 if started.retry_in is not None:
-                    raise Retry(defer=started.retry_in)
-                return started.reason
+                    return Requeue(started.retry_in)
+                return Done(started.reason)
             bind(tenant_id=started.tenant_id)
             metrics.job_started(started.crew, started.waited_s)
             with metrics.JOBS_RUNNING.track_inprogress():
                 return await self._attempt(ActiveJob(started, claimed_at))
 
-    async def _attempt(self, active: ActiveJob) -> str:
+    async def _attempt(self, active: ActiveJob) -> Handled:
         claim = active.claim
         spec = self.registry.get(claim.crew)
         if spec is None:
@@ -116,7 +119,7 @@ class JobRunner:
                     message=f"crew {claim.crew!r} is not registered on worker {self.worker_id}",
                 ),
             )
-            return "failed"
+            return Done("failed")
 
         self.active[claim.job_id] = active
         steps = StepRecorder(self.db, claim, self.settings.job_max_output_bytes)
@@ -190,14 +193,12 @@ class JobRunner:
         moved = await with_db_retry(
             lambda: jobs.end_attempt(self.db, claim, outcome, max_output_bytes=bound, **fields)
         )
-        if moved is not None:
-            metrics.job_ended_attempt(moved.row, fields.get("error"))
         if moved is None:
             log.info(
                 "job %s attempt %d: outcome discarded, job moved on", claim.job_id, claim.attempt
             )
-        elif moved.unparked:
-            await self.enqueue(moved.unparked)
+        else:
+            await self.after_commit(moved.after)
         return moved
 
     async def _complete(
@@ -224,13 +225,13 @@ class JobRunner:
         # Full jitter on the upper half, so retries of many jobs do not arrive in lockstep.
         return float(min(self.settings.retry_max_delay, base) * random.uniform(0.5, 1.0))
 
-    async def _retry_or_fail(self, claim: jobs.Claim, error: JobError) -> str:
+    async def _retry_or_fail(self, claim: jobs.Claim, error: JobError) -> Handled:
         if claim.retries_left <= 0:
             await self._end(claim, AttemptOutcome.FAILED, error=error)
-            return "failed"
+            return Done("failed")
         delay = self._retry_delay(claim.counted_attempt)
         if await self._end(claim, AttemptOutcome.RETRYING, error=error, retry_in=delay) is None:
-            return "discarded"
+            return Done("discarded")
         log.info(
             "job %s attempt %d failed (%s); retry in %.1f s",
             claim.job_id,
@@ -238,18 +239,18 @@ class JobRunner:
             error.code,
             delay,
         )
-        raise Retry(defer=delay)
+        return Requeue(delay)
 
-    async def _record(self, active: ActiveJob, outcome: Outcome) -> str:
+    async def _record(self, active: ActiveJob, outcome: Outcome) -> Handled:
         claim = active.claim
         if active.reason is StopReason.CANCEL and not isinstance(outcome, CrewFinished):
             # Cancelled is final: a crew that failed or timed out while being cancelled is
             # not retried, and a draining worker does not hand it back.
             await self._end(claim, AttemptOutcome.CANCELLED)
-            return "cancelled"
+            return Done("cancelled")
         match outcome:
             case CrewFinished(result=result, token_usage=token_usage):
-                return await self._complete(claim, result, token_usage)
+                return Done(await self._complete(claim, result, token_usage))
             case CrewFailed(transient=True):
                 error = JobError(code=outcome.code, message=outcome.message)
                 return await self._retry_or_fail(claim, error)
@@ -258,7 +259,7 @@ class JobRunner:
                     log.warning("job %s crew error:\n%s", claim.job_id, outcome.traceback)
                 error = JobError(code=outcome.code, message=outcome.message)
                 await self._end(claim, AttemptOutcome.FAILED, error=error)
-                return "failed"
+                return Done("failed")
             case TimedOut():
                 metrics.job_timed_out(claim.crew)
                 error = JobError(
@@ -266,16 +267,16 @@ class JobRunner:
                     message=f"crew ran past its timeout of {claim.timeout_s} s and was stopped",
                 )
                 await self._end(claim, AttemptOutcome.FAILED, error=error)
-                return "failed"
+                return Done("failed")
             case Crashed(message=message):
                 return await self._retry_or_fail(
                     claim, JobError(code=ErrorCode.CREW_ERROR, message=message)
                 )
             case Stopped() if active.reason is StopReason.SHUTDOWN:
                 if await self._end(claim, AttemptOutcome.RELEASED) is not None:
-                    raise Retry(defer=0)
-                return "discarded"
+                    return Requeue(0)  # another worker takes it from the queue now
+                return Done("discarded")
             case Stopped():
                 # The reaper moves the job on once the lease has run out.
-                return "lost"
+                return Done("lost")
         raise AssertionError(f"unknown outcome {outcome!r}")

@@ -63,7 +63,7 @@ async def test_a_pickled_payload_is_refused_runs_nothing_and_the_worker_goes_on(
 
         # Dropped, not left to be taken up again and again.
         async def gone() -> bool:
-            held = await queue.arq_state(redis, [pickled_id, foreign_id])
+            held = await queue.states(redis, [pickled_id, foreign_id])
             return not any(state.held for state in held)
 
         await eventually(gone, what="the refused payloads dropped")

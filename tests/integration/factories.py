@@ -115,3 +115,13 @@ async def event_types(db: asyncpg.Pool, job_id: str) -> list[str]:
 
 async def status_of(db: asyncpg.Pool, job_id: str) -> str:
     return str(await db.fetchval("SELECT status FROM jobs WHERE id = $1", job_id))
+
+
+async def reap(
+    db: asyncpg.Pool, heartbeat_timeout: float, timeout_grace: float
+) -> jobs.AfterCommit:
+    """One reaper pass: what its moves, together, leave to do once committed."""
+    after = jobs.AfterCommit()
+    async for reaped in jobs.reap(db, heartbeat_timeout, timeout_grace):
+        after += reaped
+    return after

@@ -16,7 +16,7 @@ from arq.constants import job_key_prefix
 from arq.worker import func
 
 from shared import queue
-from worker.consumer import PromptWorker, listen
+from worker.consumer import PromptWorker, consumer_for, listen
 
 # Far beyond the tests' own waits: a job that starts in time was woken, not polled.
 BACKSTOP_S = 60.0
@@ -157,3 +157,30 @@ async def test_a_cancel_arriving_with_a_wake_up_still_stops_the_worker(redis: Ar
             # async_run ends with its main task.
             stopped, _ = await asyncio.wait({fleet.tasks[0]}, timeout=IN_TIME_S)
             assert stopped, "the worker went on polling after it was cancelled"
+
+
+async def test_the_handlers_typed_answers_become_arqs(redis: ArqRedis) -> None:
+    """`Requeue(after)` keeps the job on the queue and offers it again once `after` has
+    passed; `Done` ends it, and the queue forgets it. The handler never names arq."""
+    offered: list[tuple[str, float]] = []
+    loop = asyncio.get_running_loop()
+
+    async def handle(job_id: str) -> queue.Handled:
+        offered.append((job_id, loop.time()))
+        return queue.Requeue(0.5) if len(offered) == 1 else queue.Done("completed")
+
+    wake = asyncio.Event()
+    worker = consumer_for(redis, wake, handle, max_jobs=1, job_timeout_s=30)
+    running = asyncio.create_task(worker.consume())
+    try:
+        assert await queue.enqueue(redis, "job_twice")
+        async with asyncio.timeout(IN_TIME_S):
+            while len(offered) < 2 or await redis.exists(job_key_prefix + "job_twice"):
+                await asyncio.sleep(0.05)
+        assert [job_id for job_id, _ in offered] == ["job_twice", "job_twice"]
+        assert offered[1][1] - offered[0][1] >= 0.5  # not before its deferral ran out
+        assert await queue.depth(redis) == 0 and worker.running() == []
+    finally:
+        worker.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running

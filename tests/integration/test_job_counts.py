@@ -48,6 +48,8 @@ async def test_counts_follow_every_move(db: asyncpg.Pool) -> None:
     await assert_kept(db, tenant_id, (3, 2))
     moved = await jobs.end_attempt(db, claim_a, AttemptOutcome.COMPLETED, result=RESULT)
     assert moved is not None and moved.unparked == c.id  # a's slot went to c
+    # ... and c is queued once the move commits
+    assert moved.after.queue == (jobs.ToQueue(c.id, jobs.Queueing.QUEUE),)
     await assert_kept(db, tenant_id, (3, 2))
     claim_b = await start(db, b.id, cap=2)
     await assert_kept(db, tenant_id, (2, 2))
@@ -57,7 +59,8 @@ async def test_counts_follow_every_move(db: asyncpg.Pool) -> None:
     claim_b = await start(db, b.id, cap=10)
     await jobs.end_attempt(db, claim_b, AttemptOutcome.FAILED, error=ERROR)
     await assert_kept(db, tenant_id, (2, 2))  # b failed for good
-    assert await jobs.request_cancel(db, Owner(tenant_id), d.id) is jobs.CancelOutcome.CANCELLED
+    cancel = await jobs.request_cancel(db, Owner(tenant_id), d.id)
+    assert cancel.outcome is jobs.CancelOutcome.CANCELLED
     await assert_kept(db, tenant_id, (1, 1))
     assert await jobs.restart(db, Owner(tenant_id), b.id) is not None
     await assert_kept(db, tenant_id, (2, 2))

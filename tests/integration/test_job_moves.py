@@ -6,10 +6,10 @@ import asyncio
 import asyncpg
 import pytest
 
-from schemas.jobs import AttemptOutcome, ErrorCode, Job, JobError, JobResult
+from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobResult, JobStatus
 from shared import jobs
 from shared.owners import Owner
-from tests.integration.factories import event_types, start, status_of, submit, tenant
+from tests.integration.factories import event_types, reap, start, status_of, submit, tenant
 
 RESULT = JobResult(raw="done", tasks=[], models=["m"], offline=True)
 LLM_DOWN = JobError(code=ErrorCode.LLM_UNAVAILABLE, message="provider said 503")
@@ -56,6 +56,10 @@ async def test_ending_an_attempt_closes_it_with_its_outcome(
     error = LLM_DOWN if outcome is AttemptOutcome.FAILED else None
     moved = await jobs.end_attempt(db, claim, outcome, error=error, result=RESULT)
     assert moved is not None and moved.row["status"] == status and moved.row["finished_at"]
+    # Once it commits: the job's end counted, timed from its start; nothing to queue.
+    ran = (moved.row["finished_at"] - moved.row["started_at"]).total_seconds()
+    ended = jobs.Finished(job.crew, JobStatus(status), ran)
+    assert moved.after == jobs.AfterCommit(counts=(ended,))
     got = await jobs.get(db, Owner(claim.tenant_id), job.id)
     assert got is not None
     [attempt] = got.attempts
@@ -82,9 +86,17 @@ async def test_retry_goes_back_to_pending_after_its_delay(db: asyncpg.Pool) -> N
     moved = await jobs.end_attempt(db, claim, AttemptOutcome.RETRYING, error=LLM_DOWN, retry_in=30)
     assert moved is not None and moved.row["status"] == "pending"
     assert moved.row["worker_id"] is None and moved.row["error"]["code"] == "LLM_UNAVAILABLE"
+    # The retry is counted; the queue, not this move, offers the job again after its delay.
+    retried = jobs.Retried(job.crew, ErrorCode.LLM_UNAVAILABLE)
+    assert moved.after == jobs.AfterCommit(counts=(retried,))
     early = await jobs.start_attempt(db, job.id, "w1", 10)
     assert isinstance(early, jobs.NotStarted) and early.retry_in and 29 < early.retry_in <= 30
     assert await event_types(db, job.id) == ["job.started", "job.retrying"]
+    # Cancelled while it waits: its end is counted, untimed (this move ended no run).
+    cancel = await jobs.request_cancel(db, Owner(claim.tenant_id), job.id)
+    assert cancel.outcome is jobs.CancelOutcome.CANCELLED
+    finished = jobs.Finished(job.crew, JobStatus.CANCELLED, None)
+    assert cancel.after == jobs.AfterCommit(counts=(finished,))
 
 
 async def test_release_hands_back_without_spending_an_attempt(db: asyncpg.Pool) -> None:
@@ -92,6 +104,7 @@ async def test_release_hands_back_without_spending_an_attempt(db: asyncpg.Pool) 
     claim = await start(db, job.id)
     moved = await jobs.end_attempt(db, claim, AttemptOutcome.RELEASED)
     assert moved is not None and moved.row["status"] == "pending"
+    assert moved.after == jobs.AfterCommit()  # neither an end nor a retry: nothing counted
     again = await start(db, job.id)
     assert (again.attempt, again.counted_attempt, again.retries_left) == (2, 1, 0)
     assert await event_types(db, job.id) == ["job.started", "job.started"]  # release owes none
@@ -100,9 +113,10 @@ async def test_release_hands_back_without_spending_an_attempt(db: asyncpg.Pool) 
 async def test_cancel_pending_running_finished_and_unknown(db: asyncpg.Pool) -> None:
     tenant_id = await tenant(db)
     pending = await submit(db, tenant_id)
-    assert (
-        await jobs.request_cancel(db, Owner(tenant_id), pending.id) is jobs.CancelOutcome.CANCELLED
-    )
+    cancel = await jobs.request_cancel(db, Owner(tenant_id), pending.id)
+    assert cancel.outcome is jobs.CancelOutcome.CANCELLED
+    finished = jobs.Finished(pending.crew, JobStatus.CANCELLED, None)
+    assert cancel.after == jobs.AfterCommit(counts=(finished,))
     assert await status_of(db, pending.id) == "cancelled"
     never = await jobs.start_attempt(db, pending.id, "w1", 10)
     assert isinstance(never, jobs.NotStarted)
@@ -110,18 +124,16 @@ async def test_cancel_pending_running_finished_and_unknown(db: asyncpg.Pool) -> 
 
     running = await submit(db, tenant_id)
     claim = await start(db, running.id)
-    assert (
-        await jobs.request_cancel(db, Owner(tenant_id), running.id) is jobs.CancelOutcome.REQUESTED
-    )
+    cancel = await jobs.request_cancel(db, Owner(tenant_id), running.id)
+    assert cancel == jobs.Cancel(jobs.CancelOutcome.REQUESTED)  # its worker counts its end
     assert await jobs.heartbeat(db, claim) == (True, True)
     await jobs.end_attempt(db, claim, AttemptOutcome.CANCELLED)
-    assert (
-        await jobs.request_cancel(db, Owner(tenant_id), running.id)
-        is jobs.CancelOutcome.ALREADY_FINISHED
-    )
+    cancel = await jobs.request_cancel(db, Owner(tenant_id), running.id)
+    assert cancel == jobs.Cancel(jobs.CancelOutcome.ALREADY_FINISHED)
 
     other = await tenant(db)
-    assert await jobs.request_cancel(db, Owner(other), running.id) is jobs.CancelOutcome.NOT_FOUND
+    cancel = await jobs.request_cancel(db, Owner(other), running.id)
+    assert cancel == jobs.Cancel(jobs.CancelOutcome.NOT_FOUND)
 
 
 async def test_a_cancel_that_arrived_during_a_hand_back_cancels_at_the_next_offer(
@@ -143,7 +155,10 @@ async def test_restart_runs_a_finished_job_again_with_a_full_budget(db: asyncpg.
     claim = await start(db, job.id)
     await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
     restarted = await jobs.restart(db, Owner(tenant_id), job.id)
-    assert isinstance(restarted, Job) and restarted.status == "pending" and restarted.error is None
+    assert isinstance(restarted, jobs.Restarted)
+    assert restarted.job.status == "pending" and restarted.job.error is None
+    # Queued at once, bringing forward whatever the queue may still hold of its last run.
+    assert restarted.after == jobs.AfterCommit((jobs.ToQueue(job.id, jobs.Queueing.AT_ONCE),))
     again = await start(db, job.id)
     assert (again.attempt, again.retries_left) == (2, 0)
     await jobs.end_attempt(db, again, AttemptOutcome.COMPLETED, result=RESULT)
@@ -220,15 +235,21 @@ async def test_reaper_retries_a_silent_job_and_fails_one_out_of_retries(db: asyn
     for job in (retried, final):
         await start(db, job.id)
     await db.execute("UPDATE jobs SET last_activity_at = now() - interval '1 minute'")
-    to_queue = await jobs.reap(db, heartbeat_timeout=30, timeout_grace=30)
-    assert to_queue == [retried.id]
+    reaped = await reap(db, heartbeat_timeout=30, timeout_grace=30)
+    assert reaped.job_ids == [retried.id]
+    # Queued at once, whatever its dead worker's claim still holds of it; both moves counted.
+    assert reaped.queue == (jobs.ToQueue(retried.id, jobs.Queueing.AT_ONCE),)
+    assert jobs.Retried(retried.crew, ErrorCode.WORKER_LOST) in reaped.counts
+    [ended] = [c for c in reaped.counts if isinstance(c, jobs.Finished)]
+    assert (ended.crew, ended.status) == (final.crew, JobStatus.FAILED) and ended.ran_s is not None
+    assert len(reaped.counts) == 2
     got = await jobs.get(db, Owner(tenant_id), retried.id)
     assert got is not None and got.status == "pending"
     assert got.attempts[0].outcome == "lost" and got.error and got.error.code == "WORKER_LOST"
     failed = await jobs.get(db, Owner(tenant_id), final.id)
     assert failed is not None and failed.status == "failed"
     assert failed.attempts[0].outcome == "lost"
-    assert await jobs.reap(db, 30, 30) == []
+    assert await reap(db, 30, 30) == jobs.AfterCommit()
 
 
 async def test_reaper_times_out_a_heartbeating_job_past_its_timeout(db: asyncpg.Pool) -> None:
@@ -236,7 +257,11 @@ async def test_reaper_times_out_a_heartbeating_job_past_its_timeout(db: asyncpg.
     job = await submit(db, tenant_id, timeout_s=1)
     await start(db, job.id)
     await db.execute("UPDATE job_attempts SET started_at = now() - interval '1 minute'")
-    assert await jobs.reap(db, heartbeat_timeout=30, timeout_grace=5) == []
+    reaped = await reap(db, heartbeat_timeout=30, timeout_grace=5)
+    assert reaped.job_ids == []
+    assert [(c.crew, c.status) for c in reaped.counts if isinstance(c, jobs.Finished)] == [
+        (job.crew, JobStatus.FAILED)
+    ]
     got = await jobs.get(db, Owner(tenant_id), job.id)
     assert got is not None and got.status == "failed" and got.error
     assert got.error.code == "TIMEOUT" and got.attempts[0].outcome == "timeout"

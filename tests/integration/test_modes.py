@@ -37,7 +37,8 @@ async def test_job_reads_and_moves_keep_to_the_owners_mode(db: asyncpg.Pool) -> 
     listed, _ = await jobs.page(db, live, jobs.JobFilter(), before=None, limit=10)
     assert [j.id for j in listed] == [live_job.id]
 
-    assert await jobs.request_cancel(db, test, live_job.id) is jobs.CancelOutcome.NOT_FOUND
+    cancel = await jobs.request_cancel(db, test, live_job.id)
+    assert cancel.outcome is jobs.CancelOutcome.NOT_FOUND
     got = await jobs.get(db, live, live_job.id)
     assert got is not None and got.status == "pending"
     claim = await start(db, live_job.id)
@@ -69,14 +70,14 @@ async def test_a_manual_retry_of_a_live_job_counts_against_the_quota(db: asyncpg
     assert got is not None and got.status == "failed"  # rolled back with the refusal
     # With room in the quota the retry goes ahead, and is counted.
     restarted = await jobs.restart(db, live, job.id, monthly_limit=2)
-    assert isinstance(restarted, Job) and restarted.status == "pending"
+    assert isinstance(restarted, jobs.Restarted) and restarted.job.status == "pending"
     used = await db.fetchval("SELECT jobs FROM tenant_usage WHERE tenant_id = $1", tenant_id)
     assert used == 2
     # A test job's retry counts against nothing.
     sandboxed = await _submit(db, test)
     claim = await start(db, sandboxed.id)
     await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=FAILED)
-    assert isinstance(await jobs.restart(db, test, sandboxed.id, monthly_limit=2), Job)
+    assert isinstance(await jobs.restart(db, test, sandboxed.id, monthly_limit=2), jobs.Restarted)
     assert await db.fetchval("SELECT jobs FROM tenant_usage WHERE tenant_id = $1", tenant_id) == 2
 
 

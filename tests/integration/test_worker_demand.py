@@ -38,7 +38,8 @@ async def test_demand_counts_running_and_due_pending_jobs_only(db: asyncpg.Pool)
         error = LLM_DOWN if outcome is AttemptOutcome.FAILED else None
         assert await jobs.end_attempt(db, claim, outcome, error=error) is not None
     withdrawn = await submit(db, busy)
-    assert await jobs.request_cancel(db, Owner(busy), withdrawn.id) is jobs.CancelOutcome.CANCELLED
+    cancel = await jobs.request_cancel(db, Owner(busy), withdrawn.id)
+    assert cancel.outcome is jobs.CancelOutcome.CANCELLED
     # Parked: a tenant allowed one running job, which it runs, with two more waiting.
     capped = await tenant(db, max_running_jobs=1)
     capped_running = await start(db, (await submit(db, capped)).id)

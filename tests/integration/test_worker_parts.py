@@ -19,7 +19,7 @@ from shared.owners import Owner
 from shared.secret_box import generate_key
 from shared.settings import Settings
 from tests.fakes import TcpProxy, postgres_proxy
-from tests.integration.factories import BOX, endpoint, start, submit, tenant
+from tests.integration.factories import BOX, endpoint, reap, start, submit, tenant
 from worker.crew_pool import CrewPool
 from worker.delivery import Answer
 from worker.dispatcher import Dispatcher
@@ -29,12 +29,12 @@ FAST = Settings(heartbeat_interval=0.2, heartbeat_timeout=2.0)
 
 
 def _runner(db: asyncpg.Pool, settings: Settings = FAST) -> JobRunner:
-    async def enqueue(job_id: str) -> None:
-        raise AssertionError(f"nothing should be queued here, got {job_id}")
+    async def after_commit(after: jobs.AfterCommit) -> None:
+        assert not after.queue, f"nothing should be queued here, got {after.job_ids}"
 
     registry = CrewRegistry.load([Path(__file__).parent.parent / "crews"])
     crews = CrewPool(1, max_jobs=1, max_rss_mb=64)  # never started: no process here
-    return JobRunner(settings, db, crews, registry, "w-test", enqueue)
+    return JobRunner(settings, db, crews, registry, "w-test", after_commit)
 
 
 @pytest_asyncio.fixture
@@ -88,7 +88,7 @@ async def test_a_heartbeat_cut_off_from_postgres_stops_its_crew_before_the_lease
     assert stopped_after > FAST.heartbeat_interval
     silent_for = await db.fetchval("SELECT extract(epoch FROM now() - $1::timestamptz)", renewed)
     assert silent_for < FAST.heartbeat_timeout
-    assert await jobs.reap(db, FAST.heartbeat_timeout, 30) == []  # not yet reapable
+    assert await reap(db, FAST.heartbeat_timeout, 30) == jobs.AfterCommit()  # not yet due
     await asyncio.wait_for(heartbeat, 1)
 
 
