@@ -132,8 +132,9 @@ def principal_of(request: web.Request) -> Principal:
     return principal
 
 
-def require(request: web.Request, scope: Scope) -> Principal:
-    principal = principal_of(request)
+def require(principal: Principal, scope: Scope) -> None:
+    """Refuses a key without `scope` (or `admin`). Called by the route's declaration
+    (`api/operations.py`), never by a handler: the scope enforced is the one documented."""
     if not principal.may(scope):
         raise ApiError(
             Code.INSUFFICIENT_SCOPE,
@@ -145,4 +146,3 @@ def require(request: web.Request, scope: Scope) -> Principal:
                 )
             },
         )
-    return principal

@@ -1,5 +1,6 @@
 """Reading request bodies, headers and query strings into typed values, refusing what
-cannot be stored or read back exactly with a 400 that names the field."""
+cannot be stored or read back exactly with a 400 that names the field. Called by a
+route's declaration (`api/operations.py`), never by a handler."""
 
 import json
 from datetime import UTC, datetime
@@ -135,11 +136,6 @@ def parse(model: type[M], data: object) -> M:
         raise validation_error(model, exc) from exc
 
 
-async def parse_optional(request: web.Request, model: type[M]) -> M:
-    """A body that may be left out: none means the model's defaults."""
-    return parse(model, (await read_json(request))[0]) if request.body_exists else model()
-
-
 def header(request: web.Request, name: str, max_length: int = 255) -> str | None:
     """A header's value, which must be printable ASCII (bytes that are not UTF-8 arrive as
     surrogates and would fail later, deep in a query)."""
@@ -176,8 +172,9 @@ def query_enum(request: web.Request, name: str, enum: type[E]) -> E | None:
 
 
 def query_datetime(request: web.Request, name: str) -> datetime | None:
-    """An ISO 8601 instant with its UTC offset (`2026-11-24T10:00:00Z`); None when absent."""
-    value = request.query.get(name) or None
+    """An ISO 8601 instant with its UTC offset (`2026-11-24T10:00:00Z`); None when absent.
+    Empty is refused, as its documented `date-time` format says, not read as absent."""
+    value = request.query.get(name)
     if value is None:
         return None
     try:

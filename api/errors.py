@@ -159,6 +159,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             for k, v in exc.headers.items()
             if k.lower() not in ("content-type", "content-length")
         }
+        if exc.status == 405:
+            kept["Allow"] = await _allowed_here(request)
         code = _HTTP_CODES.get(exc.status, Code.HTTP_ERROR)
         response = error_response(
             request, ApiError(code, exc.reason, headers=kept, status=exc.status)
@@ -174,6 +176,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = error_response(request, _unexpected(request, exc))
     response.headers["X-Request-Id"] = request_id(request)
     return response
+
+
+async def _allowed_here(request: web.Request) -> str:
+    """The methods of the route that owns this exact path. aiohttp's 405 lists those of
+    every route whose pattern matches, so `/v1/jobs/batch` would advertise the GET of
+    `/v1/jobs/{job_id}`. The owner is the match aiohttp itself tries first: the longest
+    fixed prefix (a path without parameters is all prefix), earlier registered on a tie."""
+    best: tuple[int, set[str]] | None = None
+    for resource in request.app.router.resources():
+        _, allowed = await resource.resolve(request)
+        fixed = len(resource.canonical.partition("{")[0])
+        if allowed and (best is None or fixed > best[0]):
+            best = (fixed, allowed)
+    return ",".join(sorted(best[1])) if best else ""
 
 
 def _shown(name: str) -> str:

@@ -1,20 +1,19 @@
 """The OpenAPI 3.1 document, generated from what the handlers themselves declare: each
-route's `@operation(...)` names its body, its answers and the error codes it may give, as
-the same pydantic models the handler parses and answers with. No copy is kept by hand."""
+route's `@operation(...)` (`api/operations.py`) names its scope, body, parameters, answers
+and the error codes it may give, as the same pydantic models and readers the route parses
+with. No copy is kept by hand."""
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from schemas.account import Scope
+from api.operations import NO_NUL, Operation, declared
 from schemas.errors import STATUS, ApiErrorCode, ErrorBody
 from shared.version import VERSION
 
-H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 C = ApiErrorCode
 
 _HTTP_REASONS = {
@@ -24,48 +23,6 @@ _HTTP_REASONS = {
     202: "Accepted",
     204: "No Content",
 }
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    schema: Mapping[str, Any]
-    description: str
-    style: Literal["form", "deepObject"] = "form"
-
-
-@dataclass(frozen=True)
-class Operation:
-    summary: str
-    scope: Scope | None  # None: any valid key; PUBLIC: no key at all
-    answers: Mapping[int, type[BaseModel] | None]  # success status -> body (None: empty)
-    body: type[BaseModel] | None = None
-    body_optional: bool = False
-    query: Sequence[Param] = ()
-    headers: Sequence[Param] = ()
-    errors: Sequence[ApiErrorCode] = ()
-    public: bool = False
-    event_stream: bool = False  # answers text/event-stream
-    tags: Sequence[str] = field(default_factory=tuple)
-
-
-def operation(op: Operation) -> Callable[[H], H]:
-    def mark(handler: H) -> H:
-        handler._openapi = op  # type: ignore[attr-defined]
-        return handler
-
-    return mark
-
-
-def limit_param(default: int = 20, high: int = 100) -> Param:
-    return Param(
-        "limit",
-        {"type": "integer", "minimum": 1, "maximum": high, "default": default},
-        "How many to answer.",
-    )
-
-
-CURSOR = Param("cursor", {"type": "string"}, "The `next_cursor` of the previous page.")
 
 _AUTH_ERRORS = (
     C.UNAUTHENTICATED,
@@ -105,8 +62,12 @@ def _operation_doc(op: Operation, path_params: list[str], op_id: str, refs: Refs
         doc["description"] = f"Needs the `{op.scope.value}` scope (or `admin`)."
     if op.public:
         doc["security"] = []
+    elif op.scope is not None:
+        # Scopes of a scheme that is not OAuth are role names (OpenAPI 3.1): the scope the
+        # declaration enforces, stated where a client (and tests/acceptance) can read it.
+        doc["security"] = [{"bearer": [op.scope.value]}, {"apiKey": [op.scope.value]}]
     params: list[dict[str, Any]] = [
-        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": p, "in": "path", "required": True, "schema": {"type": "string", "pattern": NO_NUL}}
         for p in path_params
     ]
     for where, group in (("query", op.query), ("header", op.headers)):
@@ -153,8 +114,8 @@ def _models(op: Operation) -> list[tuple[type[BaseModel], Mode]]:
 def build(app: web.Application) -> dict[str, Any]:
     documented: list[tuple[str, str, Operation, str]] = []
     for route in app.router.routes():
-        op: Operation | None = getattr(route.handler, "_openapi", None)
-        if op is None or route.method == "HEAD":
+        op = declared(route.handler)
+        if op is None or not op.listed or route.method == "HEAD":
             continue
         info = route.resource.get_info() if route.resource else {}
         path = str(info.get("formatter") or info.get("path"))

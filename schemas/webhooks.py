@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from schemas.events import EventType
 from schemas.pages import Page
@@ -26,7 +26,14 @@ def _event_types(value: list[str]) -> list[str]:
     return list(dict.fromkeys(value))  # drop repeats, keep the order given
 
 
-EventTypes = Annotated[list[str], Field(min_length=1, max_length=20), AfterValidator(_event_types)]
+# The schema states the types an endpoint may name; the validator refuses the others with a
+# message that lists them (a JSON Schema enum alone would not).
+EventTypeName = Annotated[
+    str, WithJsonSchema({"type": "string", "enum": list(SUBSCRIBABLE_EVENTS)})
+]
+EventTypes = Annotated[
+    list[EventTypeName], Field(min_length=1, max_length=20), AfterValidator(_event_types)
+]
 Url = Annotated[str, Field(min_length=1, max_length=2048)]
 Description = Annotated[str, Field(max_length=500)]
 

@@ -7,11 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from api.auth import principal_of, require
-from api.bodies import parse, parse_optional, query_enum, query_int, read_json
 from api.context import BOX, DB
 from api.errors import ApiError, Code
-from api.openapi import CURSOR, Operation, Param, limit_param, operation
+from api.operations import CURSOR, LIMIT, Call, Operation, enum_query, limit_param, operation
 from api.ratelimit import RATE_WINDOW, RateWindow, current_window
 from api.responses import json_response
 from schemas.account import (
@@ -39,6 +37,11 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
+# Only failures are kept, so "error" is all there is: read (and refused when unknown), unused.
+FILTER = enum_query("filter", RequestFilter, "Which requests.")
+LOG_LIMIT = limit_param(100, MAX_LOG_LIMIT)
+
+
 def _key_info(key: ApiKey) -> ApiKeyInfo:
     return ApiKeyInfo.model_validate(key, from_attributes=True)
 
@@ -47,8 +50,8 @@ def _key_info(key: ApiKey) -> ApiKeyInfo:
 @operation(
     Operation("The calling key's tenant", Scope.ACCOUNT_READ, {200: Account}, tags=["account"])
 )
-async def account(request: web.Request) -> web.Response:
-    principal = require(request, Scope.ACCOUNT_READ)
+async def account(request: web.Request, call: Call[None]) -> web.Response:
+    principal = call.principal
     db = request.app[DB]
     tenant = await tenants.get(db, principal.tenant_id)
     assert tenant is not None  # the key was just authenticated against this tenant
@@ -75,9 +78,9 @@ async def account(request: web.Request) -> web.Response:
 @operation(
     Operation("What the calling key is and may do", None, {200: CurrentKey}, tags=["account"])
 )
-async def current_key(request: web.Request) -> web.Response:
+async def current_key(request: web.Request, call: Call[None]) -> web.Response:
     """What the calling key is and may do: any valid key may ask."""
-    principal = principal_of(request)
+    principal = call.principal
     return json_response(
         CurrentKey(
             id=principal.key_id,
@@ -100,17 +103,13 @@ async def current_key(request: web.Request) -> web.Response:
         "List the tenant's API keys",
         Scope.ADMIN,
         {200: ApiKeyList},
-        query=[limit_param(), CURSOR],
+        query=[LIMIT, CURSOR],
         tags=["account"],
     )
 )
-async def list_keys(request: web.Request) -> web.Response:
-    principal = require(request, Scope.ADMIN)
+async def list_keys(request: web.Request, call: Call[None]) -> web.Response:
     page, has_more = await keys.page(
-        request.app[DB],
-        principal.owner,
-        before=request.query.get("cursor") or None,
-        limit=query_int(request, "limit", 20, 1, 100),
+        request.app[DB], call.principal.owner, before=call[CURSOR], limit=call[LIMIT]
     )
     return json_response(ApiKeyList.of([_key_info(k) for k in page], has_more))
 
@@ -126,9 +125,8 @@ async def list_keys(request: web.Request) -> web.Response:
         tags=["account"],
     )
 )
-async def create_key(request: web.Request) -> web.Response:
-    principal = require(request, Scope.ADMIN)
-    body = parse(ApiKeyCreate, (await read_json(request))[0])
+async def create_key(request: web.Request, call: Call[ApiKeyCreate]) -> web.Response:
+    principal, body = call.principal, call.body
     mode = body.mode or principal.mode
     if mode is KeyMode.LIVE and not principal.livemode:
         raise ApiError(
@@ -160,10 +158,9 @@ async def create_key(request: web.Request) -> web.Response:
         tags=["account"],
     )
 )
-async def revoke_key(request: web.Request) -> web.Response:
-    principal = require(request, Scope.ADMIN)
+async def revoke_key(request: web.Request, call: Call[None]) -> web.Response:
     key_id = request.match_info["key_id"]
-    revoked = await keys.revoke(request.app[DB], principal.owner, key_id)
+    revoked = await keys.revoke(request.app[DB], call.principal.owner, key_id)
     if revoked is None:
         raise ApiError(Code.API_KEY_NOT_FOUND, f"no API key {key_id!r} for this tenant")
     return json_response(_key_info(revoked))
@@ -178,8 +175,8 @@ async def revoke_key(request: web.Request) -> web.Response:
         tags=["account"],
     )
 )
-async def account_usage(request: web.Request) -> web.Response:
-    principal = require(request, Scope.ACCOUNT_READ)
+async def account_usage(request: web.Request, call: Call[None]) -> web.Response:
+    principal = call.principal
     month = await usage.this_month(request.app[DB], principal.tenant_id)
     jobs_limit = principal.allowance.jobs_per_month
     rate = principal.allowance.requests_per_second
@@ -205,22 +202,13 @@ async def account_usage(request: web.Request) -> web.Response:
         "The tenant's recent failed requests",
         Scope.ACCOUNT_READ,
         {200: RequestLog},
-        query=[
-            Param("filter", {"type": "string", "enum": list(RequestFilter)}, "Which requests."),
-            limit_param(100, MAX_LOG_LIMIT),
-        ],
+        query=[FILTER, LOG_LIMIT],
         tags=["account"],
     )
 )
-async def account_logs(request: web.Request) -> web.Response:
+async def account_logs(request: web.Request, call: Call[None]) -> web.Response:
     """The tenant's failed requests (status >= 400) of the last days, newest first."""
-    principal = require(request, Scope.ACCOUNT_READ)
-    query_enum(request, "filter", RequestFilter)  # only failures are kept: "error" is all
-    found = await request_failures.recent(
-        request.app[DB],
-        principal.owner,
-        query_int(request, "limit", 100, 1, MAX_LOG_LIMIT),
-    )
+    found = await request_failures.recent(request.app[DB], call.principal.owner, call[LOG_LIMIT])
     return json_response(
         RequestLog(data=[RequestLogEntry.model_validate(f, from_attributes=True) for f in found])
     )
@@ -237,11 +225,11 @@ async def account_logs(request: web.Request) -> web.Response:
         tags=["account"],
     )
 )
-async def rotate_signing_secret(request: web.Request) -> web.Response:
-    principal = require(request, Scope.WEBHOOKS_MANAGE)
-    body = await parse_optional(request, SigningSecretRotate)
+async def rotate_signing_secret(
+    request: web.Request, call: Call[SigningSecretRotate]
+) -> web.Response:
     rotated = await tenants.rotate_signing_secret(
-        request.app[DB], principal.owner, body.grace_seconds, request.app[BOX]
+        request.app[DB], call.principal.owner, call.body.grace_seconds, request.app[BOX]
     )
     return json_response(
         SigningSecret(

@@ -2,10 +2,9 @@
 
 from aiohttp import web
 
-from api.auth import require
 from api.context import CREWS
 from api.errors import ApiError, Code
-from api.openapi import Operation, operation
+from api.operations import Call, Operation, operation
 from api.responses import json_response
 from schemas.account import Scope
 from schemas.crews import CrewInfo, CrewList
@@ -17,8 +16,7 @@ routes = web.RouteTableDef()
 @operation(
     Operation("List the crews jobs may run", Scope.JOBS_READ, {200: CrewList}, tags=["crews"])
 )
-async def list_crews(request: web.Request) -> web.Response:
-    require(request, Scope.JOBS_READ)
+async def list_crews(request: web.Request, call: Call[None]) -> web.Response:
     registry = request.app[CREWS]
     return json_response(CrewList(data=[spec.info() for spec in registry.crews.values()]))
 
@@ -33,8 +31,7 @@ async def list_crews(request: web.Request) -> web.Response:
         tags=["crews"],
     )
 )
-async def get_crew(request: web.Request) -> web.Response:
-    require(request, Scope.JOBS_READ)
+async def get_crew(request: web.Request, call: Call[None]) -> web.Response:
     spec = request.app[CREWS].get(request.match_info["name"])
     if spec is None:
         raise ApiError(Code.CREW_NOT_FOUND, f"no crew named {request.match_info['name']!r}")

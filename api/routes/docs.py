@@ -7,7 +7,8 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from api.openapi import Operation, build, operation
+from api.openapi import build
+from api.operations import Call, Operation, operation
 
 routes = web.RouteTableDef()
 
@@ -24,7 +25,7 @@ _DOCUMENT = web.AppKey("openapi_document", bytes)
 
 @routes.get("/openapi.json")
 @operation(Operation("This document: the API in OpenAPI 3.1", None, {200: None}, public=True))
-async def openapi(request: web.Request) -> web.Response:
+async def openapi(request: web.Request, call: Call[None]) -> web.Response:
     return web.Response(body=request.app[_DOCUMENT], content_type="application/json")
 
 
@@ -33,13 +34,16 @@ async def build_document(app: web.Application) -> None:
     app[_DOCUMENT] = orjson.dumps(build(app))
 
 
+# The page and its files are served, not documented: they are not part of the API.
 @routes.get("/docs")
-async def docs(request: web.Request) -> web.FileResponse:
+@operation(Operation("The API, rendered", None, {200: None}, public=True, listed=False))
+async def docs(request: web.Request, call: Call[None]) -> web.FileResponse:
     return web.FileResponse(_OURS / "docs.html")
 
 
 @routes.get("/docs/{asset}")
-async def docs_asset(request: web.Request) -> web.FileResponse:
+@operation(Operation("A file of the docs page", None, {200: None}, public=True, listed=False))
+async def docs_asset(request: web.Request, call: Call[None]) -> web.FileResponse:
     path = _ASSETS.get(request.match_info["asset"])
     if path is None:
         raise web.HTTPNotFound()

@@ -12,10 +12,10 @@ from api.auth import PRINCIPAL
 from api.context import CREWS, DB, REDIS, SETTINGS
 from api.errors import ApiError, Code
 from api.headers import secret_matches
-from api.openapi import Operation, operation
+from api.operations import Call, Operation, operation
 from api.responses import json_response
 from schemas.account import Scope
-from schemas.health import Alive, Health, Liveness, Verdict
+from schemas.health import Alive, DebugReport, Health, Liveness, Verdict
 from shared import diagnostics
 from shared.db import ping
 from shared.keys import Principal
@@ -37,7 +37,7 @@ DEBUG_TOKEN_HEADER = "X-Debug-Token"
         tags=["operations"],
     )
 )
-async def alive(request: web.Request) -> web.Response:
+async def alive(request: web.Request, call: Call[None]) -> web.Response:
     # Deliberately checks nothing else: a liveness probe that failed with Postgres would
     # restart every API replica during a database outage, which cures nothing.
     return json_response(Alive(status="alive"))
@@ -54,7 +54,7 @@ async def alive(request: web.Request) -> web.Response:
         tags=["operations"],
     )
 )
-async def liveness(request: web.Request) -> web.Response:
+async def liveness(request: web.Request, call: Call[None]) -> web.Response:
     try:
         await ping(request.app[DB])
     except Exception as exc:
@@ -80,7 +80,7 @@ async def liveness(request: web.Request) -> web.Response:
         tags=["operations"],
     )
 )
-async def health(request: web.Request) -> web.Response:
+async def health(request: web.Request, call: Call[None]) -> web.Response:
     checks = {}
     try:
         await ping(request.app[DB])
@@ -117,9 +117,17 @@ def _admitted(request: web.Request) -> bool:
     )
 
 
-# Not in the OpenAPI document: its existence is not advertised (README: operations).
 @routes.get("/health/debug")
-async def debug(request: web.Request) -> web.Response:
+@operation(
+    Operation(
+        "Every component of the deployment, checked",
+        None,
+        {200: DebugReport},
+        # Not in the OpenAPI document: its existence is not advertised (README: operations).
+        listed=False,
+    )
+)
+async def debug(request: web.Request, call: Call[None]) -> web.Response:
     """Every component checked in parallel (3 s each, no writes). Anyone but the holder of
     the debug token or an admin key gets the 404 of a route that does not exist, so the
     probe cannot be found, nor used to make crewq call LLM providers on a stranger's behalf."""

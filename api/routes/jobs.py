@@ -7,19 +7,29 @@ import logging
 import orjson
 from aiohttp import web
 
-from api.auth import require
-from api.bodies import header, parse, query_datetime, query_enum, query_int, read_json
 from api.context import CREWS, DB, REDIS, SETTINGS, URLS
 from api.errors import ApiError, Code, invalid
 from api.notifications import HUB
-from api.openapi import CURSOR, Operation, Param, limit_param, operation
+from api.operations import (
+    CURSOR,
+    LIMIT,
+    NO_NUL,
+    Call,
+    Operation,
+    Param,
+    datetime_query,
+    enum_query,
+    operation,
+    text_header,
+    text_query,
+)
 from api.responses import json_response
 from api.routes.stream import hold_stream_slot, renew
 from schemas.account import Scope
 from schemas.events import Event, EventList
 from schemas.jobs import Job, JobBatch, JobBatchRead, JobCreate, JobList, JobStatus
 from schemas.webhooks import DeliveryList
-from shared import deliveries, events, jobs, metrics, queue, submissions
+from shared import after_commit, deliveries, events, jobs, metrics, queue, submissions
 from shared.db import is_connection_error
 from shared.events import JOB_EVENTS_CHANNEL
 from shared.stream_slots import StreamSlot
@@ -28,15 +38,20 @@ from shared.tracing import current_traceparent
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-IDEMPOTENCY_KEY = Param(
-    "Idempotency-Key",
-    {"type": "string", "minLength": 1, "maxLength": 255},
-    "Submitting again with the same key and body answers the first job (200).",
+IDEMPOTENCY_KEY = text_header(
+    "Idempotency-Key", "Submitting again with the same key and body answers the first job (200)."
 )
-LAST_EVENT_ID = Param(
-    "Last-Event-ID", {"type": "string", "maxLength": 255}, "Resume after this event."
+# Read even when the answer is a page, not a stream: refused now, not deep in a query.
+LAST_EVENT_ID = text_header("Last-Event-ID", "Resume after this event.")
+STATUS = enum_query("status", JobStatus, "Only jobs in this state.")
+CREW = text_query("crew", "Only jobs of this crew.")
+CREATED_AFTER = datetime_query("created_after", "Only jobs created after this instant.")
+CREATED_BEFORE = datetime_query("created_before", "Only jobs created before this instant.")
+AFTER = text_query(
+    "after",
+    "Only events after this event id (a page's `next_cursor`). A stream starts"
+    " after it too, unless `Last-Event-ID` is sent.",
 )
-DATE_TIME = {"type": "string", "format": "date-time"}
 
 # A comment line this often keeps idle proxies from closing a quiet stream.
 _KEEPALIVE_S = 15.0
@@ -46,21 +61,35 @@ _CLIENT_CHECK_S = 1.0
 _RETRY_AFTER_S = "30"
 
 
+def _metadata_filter(request: web.Request, name: str) -> dict[str, str]:
+    """`metadata[team]=red&metadata[env]=prod`: jobs whose metadata holds every pair."""
+    pairs: dict[str, str] = {}
+    for given, value in request.query.items():
+        if given.startswith(f"{name}[") and given.endswith("]"):
+            key = given[len(name) + 1 : -1]
+            if not key or key in pairs:
+                raise invalid(given, "give each metadata key once, as metadata[key]=value")
+            pairs[key] = value
+        elif given.startswith(name):
+            raise invalid(given, "filter metadata as metadata[key]=value")
+    return pairs
+
+
+METADATA = Param(
+    "metadata",
+    {
+        "type": "object",
+        "propertyNames": {"minLength": 1, "pattern": NO_NUL},
+        "additionalProperties": {"type": "string", "pattern": NO_NUL},
+    },
+    "metadata[key]=value: only jobs whose metadata holds every such pair.",
+    _metadata_filter,
+    style="deepObject",
+)
+
+
 def _not_found(job_id: str) -> ApiError:
     return ApiError(Code.JOB_NOT_FOUND, f"no job {job_id!r} for this tenant")
-
-
-async def _enqueue(request: web.Request, job_id: str, *, now: bool = False) -> None:
-    """Queue the job; `now` also pulls forward an entry arq still holds from an earlier run
-    (a retry delay that was pending when the job was cancelled)."""
-    try:
-        if now:
-            await queue.requeue_now(request.app[REDIS], job_id)
-        else:
-            await queue.enqueue(request.app[REDIS], job_id)
-    except Exception as exc:
-        # The job is safe in Postgres; the workers' reconciler queues it once Redis is back.
-        log.warning("job %s stored but not queued yet (%s)", job_id, exc)
 
 
 def _refusal(refused: submissions.Refused) -> ApiError:
@@ -125,20 +154,16 @@ def _refusal(refused: submissions.Refused) -> ApiError:
         tags=["jobs"],
     )
 )
-async def create_job(request: web.Request) -> web.Response:
-    principal = require(request, Scope.JOBS_WRITE)
-    idempotency_key = header(request, "Idempotency-Key")
-    data, raw = await read_json(request)
-    body = parse(JobCreate, data)
+async def create_job(request: web.Request, call: Call[JobCreate]) -> web.Response:
     answer = await submissions.submit(
         request.app[DB],
         request.app[CREWS],
         request.app[SETTINGS],
         request.app[URLS],
-        principal,
-        body,
-        raw_body=raw,
-        idempotency_key=idempotency_key,
+        call.principal,
+        call.body,
+        raw_body=call.raw_body,
+        idempotency_key=call[IDEMPOTENCY_KEY],
         traceparent=current_traceparent(),
     )
     if not isinstance(answer, submissions.Submitted):
@@ -149,8 +174,7 @@ async def create_job(request: web.Request) -> web.Response:
         headers["Idempotent-Replayed"] = "true"
         return json_response(job, status=200, headers=headers)
     metrics.job_submitted(job.crew)
-    if not answer.parked:  # a parked job is queued when its tenant has a free slot
-        await _enqueue(request, job.id)
+    await after_commit.carry_out(answer.after, request.app[REDIS])
     return json_response(job, status=202, headers=headers)
 
 
@@ -160,58 +184,27 @@ async def create_job(request: web.Request) -> web.Response:
         "List jobs, newest first",
         Scope.JOBS_READ,
         {200: JobList},
-        query=[
-            Param(
-                "status", {"type": "string", "enum": list(JobStatus)}, "Only jobs in this state."
-            ),
-            Param("crew", {"type": "string"}, "Only jobs of this crew."),
-            Param("created_after", DATE_TIME, "Only jobs created after this instant."),
-            Param("created_before", DATE_TIME, "Only jobs created before this instant."),
-            Param(
-                "metadata",
-                {"type": "object", "additionalProperties": {"type": "string"}},
-                "metadata[key]=value: only jobs whose metadata holds every such pair.",
-                style="deepObject",
-            ),
-            limit_param(),
-            CURSOR,
-        ],
+        query=[STATUS, CREW, CREATED_AFTER, CREATED_BEFORE, METADATA, LIMIT, CURSOR],
         tags=["jobs"],
     )
 )
-async def list_jobs(request: web.Request) -> web.Response:
+async def list_jobs(request: web.Request, call: Call[None]) -> web.Response:
     """Newest first; narrowed by status, crew, creation time and `metadata[key]=value`."""
-    principal = require(request, Scope.JOBS_READ)
-    limit = query_int(request, "limit", 20, 1, 100)
     page, has_more = await jobs.page(
         request.app[DB],
-        principal.owner,
+        call.principal.owner,
         jobs.JobFilter(
-            status=query_enum(request, "status", JobStatus),
-            crew=request.query.get("crew") or None,
-            created_after=query_datetime(request, "created_after"),
-            created_before=query_datetime(request, "created_before"),
-            metadata=_metadata_filter(request),
+            status=call[STATUS],
+            crew=call[CREW],
+            created_after=call[CREATED_AFTER],
+            created_before=call[CREATED_BEFORE],
+            metadata=call[METADATA],
         ),
-        before=request.query.get("cursor") or None,
-        limit=limit,
+        before=call[CURSOR],
+        limit=call[LIMIT],
         max_bytes=request.app[SETTINGS].api_max_page_bytes,
     )
     return json_response(JobList.of(page, has_more))
-
-
-def _metadata_filter(request: web.Request) -> dict[str, str]:
-    """`metadata[team]=red&metadata[env]=prod`: jobs whose metadata holds every pair."""
-    pairs: dict[str, str] = {}
-    for name, value in request.query.items():
-        if name.startswith("metadata[") and name.endswith("]"):
-            key = name[len("metadata[") : -1]
-            if not key or key in pairs:
-                raise invalid(name, "give each metadata key once, as metadata[key]=value")
-            pairs[key] = value
-        elif name.startswith("metadata"):
-            raise invalid(name, "filter metadata as metadata[key]=value")
-    return pairs
 
 
 @routes.post("/v1/jobs/batch")
@@ -224,15 +217,13 @@ def _metadata_filter(request: web.Request) -> dict[str, str]:
         tags=["jobs"],
     )
 )
-async def batch_jobs(request: web.Request) -> web.Response:
+async def batch_jobs(request: web.Request, call: Call[JobBatchRead]) -> web.Response:
     """Up to 100 jobs in one call: the caller's among `ids`, in the order asked; ids that
     are not the caller's jobs are simply absent."""
-    principal = require(request, Scope.JOBS_READ)
-    body = parse(JobBatchRead, (await read_json(request))[0])
     found, omitted = await jobs.many(
         request.app[DB],
-        principal.owner,
-        body.ids,
+        call.principal.owner,
+        call.body.ids,
         max_bytes=request.app[SETTINGS].api_max_page_bytes,
     )
     return json_response(JobBatch(data=found, omitted=omitted))
@@ -242,10 +233,9 @@ async def batch_jobs(request: web.Request) -> web.Response:
 @operation(
     Operation("Read a job", Scope.JOBS_READ, {200: Job}, errors=[Code.JOB_NOT_FOUND], tags=["jobs"])
 )
-async def get_job(request: web.Request) -> web.Response:
-    principal = require(request, Scope.JOBS_READ)
+async def get_job(request: web.Request, call: Call[None]) -> web.Response:
     job_id = request.match_info["job_id"]
-    job = await jobs.get(request.app[DB], principal.owner, job_id)
+    job = await jobs.get(request.app[DB], call.principal.owner, job_id)
     if job is None:
         raise _not_found(job_id)
     return json_response(job)
@@ -257,26 +247,22 @@ async def get_job(request: web.Request) -> web.Response:
         "The webhooks a job's events owed, with every attempt",
         Scope.JOBS_READ,
         {200: DeliveryList},
-        query=[limit_param(), CURSOR],
+        query=[LIMIT, CURSOR],
         errors=[Code.JOB_NOT_FOUND],
         tags=["jobs"],
     )
 )
-async def job_deliveries(request: web.Request) -> web.Response:
+async def job_deliveries(request: web.Request, call: Call[None]) -> web.Response:
     """The webhooks this job's events owed, newest first, with every attempt: how a client
     finds out why its `webhook_url` did not hear from crewq. Without `webhooks:manage`, the
     URLs of registered endpoints and what receivers answered are left out."""
-    principal = require(request, Scope.JOBS_READ)
+    principal = call.principal
     job_id = request.match_info["job_id"]
     db = request.app[DB]
     if not await jobs.exists(db, principal.owner, job_id):
         raise _not_found(job_id)
     page, has_more = await deliveries.job_page(
-        db,
-        principal.owner,
-        job_id,
-        before=request.query.get("cursor") or None,
-        limit=query_int(request, "limit", 20, 1, 100),
+        db, principal.owner, job_id, before=call[CURSOR], limit=call[LIMIT]
     )
     if not principal.may(Scope.WEBHOOKS_MANAGE):
         page = [d.without_receivers() for d in page]
@@ -301,38 +287,31 @@ def _wants_stream(request: web.Request) -> bool:
         " with `Accept: text/event-stream`",
         Scope.JOBS_READ,
         {200: EventList},
-        query=[
-            Param(
-                "after",
-                {"type": "string"},
-                "Only events after this event id (a page's `next_cursor`). A stream starts"
-                " after it too, unless `Last-Event-ID` is sent.",
-            ),
-            limit_param(),
-        ],
+        query=[AFTER, LIMIT],
         headers=[LAST_EVENT_ID],
         errors=[Code.JOB_NOT_FOUND, Code.TOO_MANY_STREAMS],
         event_stream=True,
         tags=["jobs"],
     )
 )
-async def job_events(request: web.Request) -> web.StreamResponse:
+async def job_events(request: web.Request, call: Call[None]) -> web.StreamResponse:
     """JSON: a page of the job's events in the order they happened, after `after`, with
     `limit` and `has_more`. `Accept: text/event-stream`: server-sent events, the job's events
     so far (after `Last-Event-ID` when resuming, else after `after`), then each new one as
     it commits, until the job has ended (a job retried after an outcome streams on). Each
     tenant holds at most its bound of streams open at once."""
-    principal = require(request, Scope.JOBS_READ)
+    principal, after = call.principal, call[AFTER]
     job_id = request.match_info["job_id"]
-    last_event_id = header(request, "Last-Event-ID")  # refused now, not deep in a query
-    after = request.query.get("after") or None
     db = request.app[DB]
     if not _wants_stream(request):
-        limit = query_int(request, "limit", 20, 1, 100)
         if not await jobs.exists(db, principal.owner, job_id):
             raise _not_found(job_id)
         found = await events.page(
-            db, job_id, after=after, limit=limit, max_bytes=request.app[SETTINGS].api_max_page_bytes
+            db,
+            job_id,
+            after=after,
+            limit=call[LIMIT],
+            max_bytes=request.app[SETTINGS].api_max_page_bytes,
         )
         if found is None:
             raise invalid("after", f"no event {after!r} of job {job_id!r}")
@@ -341,7 +320,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     if not await jobs.exists(db, principal.owner, job_id):
         raise _not_found(job_id)
     async with hold_stream_slot(request, principal.tenant_id) as slot:
-        return await _stream(request, job_id, last_event_id or after, slot)
+        return await _stream(request, job_id, call[LAST_EVENT_ID] or after, slot)
 
 
 async def _stream(
@@ -402,11 +381,13 @@ async def _stream(
         tags=["jobs"],
     )
 )
-async def cancel_job(request: web.Request) -> web.Response:
-    principal = require(request, Scope.JOBS_CANCEL)
+async def cancel_job(request: web.Request, call: Call[None]) -> web.Response:
+    principal = call.principal
     job_id = request.match_info["job_id"]
     db = request.app[DB]
-    outcome = await jobs.request_cancel(db, principal.owner, job_id)
+    cancel = await jobs.request_cancel(db, principal.owner, job_id)
+    await after_commit.carry_out(cancel.after, request.app[REDIS])
+    outcome = cancel.outcome
     if outcome is jobs.CancelOutcome.NOT_FOUND:
         raise _not_found(job_id)
     if outcome is jobs.CancelOutcome.ALREADY_FINISHED:
@@ -414,13 +395,11 @@ async def cancel_job(request: web.Request) -> web.Response:
     if outcome is jobs.CancelOutcome.REQUESTED:
         try:
             await queue.publish_cancel(request.app[REDIS], job_id)
-        except Exception as exc:
+        except queue.REDIS_UNAVAILABLE as exc:
             # The worker's heartbeat sees the request in Postgres within seconds anyway.
             log.warning("cancel of %s not broadcast (%s)", job_id, exc)
     job = await jobs.get(db, principal.owner, job_id)
     assert job is not None
-    if outcome is jobs.CancelOutcome.CANCELLED:  # a running one is counted by its worker
-        metrics.job_finished(job.crew, metrics.JobOutcome.CANCELLED, None)
     # 200: cancelled now (it was pending); 202: its worker is stopping the crew.
     return json_response(job, status=200 if outcome is jobs.CancelOutcome.CANCELLED else 202)
 
@@ -435,17 +414,17 @@ async def cancel_job(request: web.Request) -> web.Response:
         tags=["jobs"],
     )
 )
-async def retry_job(request: web.Request) -> web.Response:
-    principal = require(request, Scope.JOBS_CANCEL)
+async def retry_job(request: web.Request, call: Call[None]) -> web.Response:
+    principal = call.principal
     job_id = request.match_info["job_id"]
-    job = await jobs.restart(
+    restarted = await jobs.restart(
         request.app[DB], principal.owner, job_id, principal.allowance.jobs_per_month
     )
-    if job is None:
+    if restarted is None:
         if not await jobs.exists(request.app[DB], principal.owner, job_id):
             raise _not_found(job_id)
         raise ApiError(Code.JOB_NOT_RETRYABLE, "only failed or cancelled jobs can be retried")
-    if isinstance(job, jobs.QuotaExceeded):
-        raise _refusal(job)
-    await _enqueue(request, job_id, now=True)
-    return json_response(job, status=202, headers={"Location": f"/v1/jobs/{job_id}"})
+    if isinstance(restarted, jobs.QuotaExceeded):
+        raise _refusal(restarted)
+    await after_commit.carry_out(restarted.after, request.app[REDIS])
+    return json_response(restarted.job, status=202, headers={"Location": f"/v1/jobs/{job_id}"})

@@ -15,11 +15,10 @@ from collections.abc import AsyncIterator
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from api.auth import require
 from api.context import DB, REDIS, SETTINGS
 from api.errors import ApiError, Code, invalid
 from api.notifications import HUB
-from api.openapi import Operation, Param, operation
+from api.operations import Call, Operation, Param, operation, text_query
 from schemas.account import Scope
 from schemas.events import EventType
 from shared import tenants
@@ -88,19 +87,30 @@ async def renew(slot: StreamSlot | None) -> None:
         log.warning("stream slot not renewed: %s", exc)
 
 
-def _filter(request: web.Request) -> TenantFilter:
-    """`types=task.completed,job.completed` (or `types` given more than once) and `crew`."""
-    names = [n.strip() for given in request.query.getall("types", []) for n in given.split(",")]
+def _types(request: web.Request, name: str) -> frozenset[EventType] | None:
+    """`types=task.completed,job.completed` (or `types` given more than once); None: all."""
+    names = [n.strip() for given in request.query.getall(name, []) for n in given.split(",")]
     types: set[EventType] = set()
-    for name in filter(None, names):
-        if name not in _JOB_EVENT_TYPES:
+    for each in filter(None, names):
+        if each not in _JOB_EVENT_TYPES:
             raise invalid(
-                "types", f"{name!r} is not an event type; use: {', '.join(_JOB_EVENT_TYPES)}"
+                name, f"{each!r} is not an event type; use: {', '.join(_JOB_EVENT_TYPES)}"
             )
-        types.add(EventType(name))
-    return TenantFilter(
-        types=frozenset(types) if types else None, crew=request.query.get("crew") or None
-    )
+        types.add(EventType(each))
+    return frozenset(types) if types else None
+
+
+TYPES = Param(
+    "types",
+    {"type": "array", "items": {"type": "string", "enum": list(_JOB_EVENT_TYPES)}},
+    "Only these event types: `types=task.completed&types=job.completed`, or"
+    " comma-separated in one: `types=task.completed,job.completed`.",
+    _types,
+)
+CREW = text_query("crew", "Only events of this crew's jobs.")
+AFTER = text_query(
+    "after", "Resume after this event id (the last one received) instead of starting now."
+)
 
 
 @routes.get("/v1/stream")
@@ -109,33 +119,20 @@ def _filter(request: web.Request) -> TenantFilter:
         "Follow every event of the tenant's jobs live (WebSocket)",
         Scope.JOBS_READ,
         {101: None},
-        query=[
-            Param(
-                "types",
-                {"type": "string"},
-                "Only these event types, comma-separated: `task.completed,job.completed`.",
-            ),
-            Param("crew", {"type": "string"}, "Only events of this crew's jobs."),
-            Param(
-                "after",
-                {"type": "string"},
-                "Resume after this event id (the last one received) instead of starting now.",
-            ),
-        ],
+        query=[TYPES, CREW, AFTER],  # refused with a 400 before any upgrade
         errors=[Code.UPGRADE_REQUIRED, Code.TOO_MANY_STREAMS],
         tags=["jobs"],
     )
 )
-async def stream_tenant_events(request: web.Request) -> web.StreamResponse:
+async def stream_tenant_events(request: web.Request, call: Call[None]) -> web.StreamResponse:
     """A WebSocket that sends each event of the tenant's jobs as a text message (the JSON
     envelope a webhook carries) as it commits: from now on, or after the event `after`.
     Events of one job arrive in order. The server pings every 20 s and answers pings;
     messages from the client are ignored. Counted against the tenant's bound on open event
     streams; ends with close code 1011 when Postgres cannot be reached (reconnect with
     `after`), 1001 when the API stops."""
-    principal = require(request, Scope.JOBS_READ)
-    where = _filter(request)  # refused with a 400 before any upgrade
-    after = request.query.get("after") or None
+    principal, after = call.principal, call[AFTER]
+    where = TenantFilter(types=call[TYPES], crew=call[CREW])
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)
     if not ws.can_prepare(request).ok:
         raise ApiError(

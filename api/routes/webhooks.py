@@ -8,12 +8,10 @@ import asyncio
 
 from aiohttp import web
 
-from api.auth import require
-from api.bodies import parse, parse_optional, query_enum, query_int, read_json
 from api.context import BOX, DB, SETTINGS, URLS
 from api.errors import ApiError, Code
 from api.notifications import HUB
-from api.openapi import CURSOR, Operation, Param, limit_param, operation
+from api.operations import CURSOR, LIMIT, Call, Operation, enum_query, operation
 from api.responses import json_response
 from schemas.account import Scope
 from schemas.webhooks import (
@@ -37,6 +35,7 @@ routes = web.RouteTableDef()
 SCOPE = Scope.WEBHOOKS_MANAGE
 # How much longer than one attempt's timeout /test waits for the dispatcher to make it.
 _TEST_SLACK_S = 5.0
+DELIVERY_STATUS = enum_query("status", DeliveryStatus, "Only these.")
 
 
 def _not_found(endpoint_id: str) -> ApiError:
@@ -67,10 +66,8 @@ async def _check_url(request: web.Request, url: str) -> None:
         tags=["webhooks"],
     )
 )
-async def create_webhook(request: web.Request) -> web.Response:
-    principal = require(request, SCOPE)
-    data, _ = await read_json(request)
-    body = parse(WebhookCreate, data)
+async def create_webhook(request: web.Request, call: Call[WebhookCreate]) -> web.Response:
+    principal, body = call.principal, call.body
     await _check_url(request, body.url)
     created = await endpoints.create(
         request.app[DB],
@@ -101,18 +98,13 @@ async def create_webhook(request: web.Request) -> web.Response:
         "List webhook endpoints",
         SCOPE,
         {200: WebhookEndpointList},
-        query=[limit_param(), CURSOR],
+        query=[LIMIT, CURSOR],
         tags=["webhooks"],
     )
 )
-async def list_webhooks(request: web.Request) -> web.Response:
-    principal = require(request, SCOPE)
-    limit = query_int(request, "limit", 20, 1, 100)
+async def list_webhooks(request: web.Request, call: Call[None]) -> web.Response:
     page, has_more = await endpoints.page(
-        request.app[DB],
-        principal.owner,
-        before=request.query.get("cursor") or None,
-        limit=limit,
+        request.app[DB], call.principal.owner, before=call[CURSOR], limit=call[LIMIT]
     )
     return json_response(WebhookEndpointList.of(page, has_more))
 
@@ -127,10 +119,9 @@ async def list_webhooks(request: web.Request) -> web.Response:
         tags=["webhooks"],
     )
 )
-async def get_webhook(request: web.Request) -> web.Response:
-    principal = require(request, SCOPE)
+async def get_webhook(request: web.Request, call: Call[None]) -> web.Response:
     endpoint_id = request.match_info["endpoint_id"]
-    endpoint = await endpoints.get(request.app[DB], principal.owner, endpoint_id)
+    endpoint = await endpoints.get(request.app[DB], call.principal.owner, endpoint_id)
     if endpoint is None:
         raise _not_found(endpoint_id)
     return json_response(endpoint)
@@ -147,11 +138,9 @@ async def get_webhook(request: web.Request) -> web.Response:
         tags=["webhooks"],
     )
 )
-async def update_webhook(request: web.Request) -> web.Response:
-    principal = require(request, SCOPE)
+async def update_webhook(request: web.Request, call: Call[WebhookUpdate]) -> web.Response:
+    principal, body = call.principal, call.body
     endpoint_id = request.match_info["endpoint_id"]
-    data, _ = await read_json(request)
-    body = parse(WebhookUpdate, data)
     if body.url is not None:
         await _check_url(request, body.url)
     endpoint = await endpoints.update(
@@ -178,10 +167,9 @@ async def update_webhook(request: web.Request) -> web.Response:
         tags=["webhooks"],
     )
 )
-async def delete_webhook(request: web.Request) -> web.Response:
-    principal = require(request, SCOPE)
+async def delete_webhook(request: web.Request, call: Call[None]) -> web.Response:
     endpoint_id = request.match_info["endpoint_id"]
-    if not await endpoints.delete(request.app[DB], principal.owner, endpoint_id):
+    if not await endpoints.delete(request.app[DB], call.principal.owner, endpoint_id):
         raise _not_found(endpoint_id)
     return web.Response(status=204)
 
@@ -198,13 +186,15 @@ async def delete_webhook(request: web.Request) -> web.Response:
         tags=["webhooks"],
     )
 )
-async def rotate_secret(request: web.Request) -> web.Response:
-    principal = require(request, SCOPE)
+async def rotate_secret(request: web.Request, call: Call[SecretRotate]) -> web.Response:
     endpoint_id = request.match_info["endpoint_id"]
-    # The body is optional: none means the default grace.
-    body = await parse_optional(request, SecretRotate)
+    # The body is optional (body_optional): none means the default grace.
     rotated = await endpoints.rotate_secret(
-        request.app[DB], principal.owner, endpoint_id, body.grace_seconds, request.app[BOX]
+        request.app[DB],
+        call.principal.owner,
+        endpoint_id,
+        call.body.grace_seconds,
+        request.app[BOX],
     )
     if rotated is None:
         raise _not_found(endpoint_id)
@@ -221,14 +211,13 @@ async def rotate_secret(request: web.Request) -> web.Response:
         tags=["webhooks"],
     )
 )
-async def test_webhook(request: web.Request) -> web.Response:
+async def test_webhook(request: web.Request, call: Call[None]) -> web.Response:
     """Owe a `webhook.test` event to this endpoint, then wait for the dispatcher's first
     attempt and report what the receiver answered."""
-    principal = require(request, SCOPE)
     endpoint_id = request.match_info["endpoint_id"]
     db = request.app[DB]
     async with db.acquire() as conn:
-        sent = await events.send_test(conn, principal.owner, endpoint_id)
+        sent = await events.send_test(conn, call.principal.owner, endpoint_id)
     if sent is None:
         raise _not_found(endpoint_id)
     event_id, delivery_id = sent
@@ -269,19 +258,14 @@ async def test_webhook(request: web.Request) -> web.Response:
         "An endpoint's deliveries, newest first",
         SCOPE,
         {200: DeliveryList},
-        query=[
-            Param("status", {"type": "string", "enum": list(DeliveryStatus)}, "Only these."),
-            limit_param(),
-            CURSOR,
-        ],
+        query=[DELIVERY_STATUS, LIMIT, CURSOR],
         errors=[Code.WEBHOOK_NOT_FOUND],
         tags=["webhooks"],
     )
 )
-async def list_deliveries(request: web.Request) -> web.Response:
-    principal = require(request, SCOPE)
+async def list_deliveries(request: web.Request, call: Call[None]) -> web.Response:
+    principal = call.principal
     endpoint_id = request.match_info["endpoint_id"]
-    status = query_enum(request, "status", DeliveryStatus)
     db = request.app[DB]
     if not await endpoints.exists(db, principal.owner, endpoint_id):
         raise _not_found(endpoint_id)
@@ -289,9 +273,9 @@ async def list_deliveries(request: web.Request) -> web.Response:
         db,
         principal.owner,
         endpoint_id,
-        status=status,
-        before=request.query.get("cursor") or None,
-        limit=query_int(request, "limit", 20, 1, 100),
+        status=call[DELIVERY_STATUS],
+        before=call[CURSOR],
+        limit=call[LIMIT],
     )
     return json_response(DeliveryList.of(page, has_more))
 
@@ -306,10 +290,9 @@ async def list_deliveries(request: web.Request) -> web.Response:
         tags=["webhooks"],
     )
 )
-async def get_delivery(request: web.Request) -> web.Response:
-    principal = require(request, SCOPE)
+async def get_delivery(request: web.Request, call: Call[None]) -> web.Response:
     delivery_id = request.match_info["delivery_id"]
-    delivery = await deliveries.get(request.app[DB], principal.owner, delivery_id)
+    delivery = await deliveries.get(request.app[DB], call.principal.owner, delivery_id)
     if delivery is None:
         raise _delivery_not_found(delivery_id)
     return json_response(delivery)
@@ -325,8 +308,8 @@ async def get_delivery(request: web.Request) -> web.Response:
         tags=["webhooks"],
     )
 )
-async def retry_delivery(request: web.Request) -> web.Response:
-    principal = require(request, SCOPE)
+async def retry_delivery(request: web.Request, call: Call[None]) -> web.Response:
+    principal = call.principal
     delivery_id = request.match_info["delivery_id"]
     db = request.app[DB]
     outcome = await deliveries.retry(db, principal.owner, delivery_id)
