@@ -16,14 +16,14 @@ from api.ratelimit import rate_limit_middleware
 from api.routes import account, crews, docs, health, jobs, stream, webhooks
 from api.server import GuardedRunner, Limits
 from api.tracing import RequestAccessLogger, tracing_middleware
-from shared import metrics, queue
-from shared.crews import CrewRegistry
-from shared.db import pool_for
-from shared.role import Life
-from shared.secret_box import SecretBox
-from shared.settings import Settings
-from shared.supervisor import Supervisor
-from shared.webhook_urls import UrlPolicy
+from shared.domain.crews import CrewRegistry
+from shared.runtime import metrics, queue
+from shared.runtime.db import pool_for
+from shared.runtime.role import Life
+from shared.runtime.secret_box import SecretBox
+from shared.runtime.settings import Settings
+from shared.runtime.supervisor import Supervisor
+from shared.webhooks.urls import UrlPolicy
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def create_app(settings: Settings, supervisor: Supervisor) -> web.Application:
 
 
 class ApiService:
-    """The API's part of its life (shared/role.py): its site on the public port. The metrics
+    """The API's part of its life (shared/runtime/role.py): its site on the public port. The metrics
     port is the one every role has; here it serves `/metrics` and `/livez` only."""
 
     def __init__(self, settings: Settings) -> None:

@@ -21,9 +21,9 @@ from api.addresses import IpAddress, client_address, in_networks
 from api.context import DB, REDIS, SETTINGS
 from api.errors import ApiError, Code, Handler
 from schemas.account import Scope
-from shared.keys import Principal, Refusal, authenticate
-from shared.logs import bind
-from shared.queue import REDIS_UNAVAILABLE
+from shared.runtime.logs import bind
+from shared.runtime.queue import REDIS_UNAVAILABLE
+from shared.store.keys import Principal, Refusal, authenticate
 
 log = logging.getLogger(__name__)
 

@@ -3,12 +3,12 @@
 import asyncpg
 from aiohttp import web
 
-from shared import queue
-from shared.crews import CrewRegistry
-from shared.secret_box import SecretBox
-from shared.settings import Settings
-from shared.supervisor import Supervisor
-from shared.webhook_urls import UrlPolicy
+from shared.domain.crews import CrewRegistry
+from shared.runtime import queue
+from shared.runtime.secret_box import SecretBox
+from shared.runtime.settings import Settings
+from shared.runtime.supervisor import Supervisor
+from shared.webhooks.urls import UrlPolicy
 
 SETTINGS = web.AppKey("settings", Settings)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)

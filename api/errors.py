@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from api.responses import json_response
 from schemas.errors import STATUS, ApiErrorCode, ErrorBody, ErrorDetail
-from shared.db import is_connection_error
+from shared.runtime.db import is_connection_error
 
 log = logging.getLogger(__name__)
 

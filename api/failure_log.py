@@ -22,10 +22,10 @@ from aiohttp import web
 from api.auth import PRINCIPAL
 from api.context import DB, SUPERVISOR
 from api.errors import Handler, request_id
-from shared import request_failures
-from shared.keys import Principal
-from shared.request_failures import RequestFailure
-from shared.transient import is_transient
+from shared.runtime.transient import is_transient
+from shared.store import request_failures
+from shared.store.keys import Principal
+from shared.store.request_failures import RequestFailure
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The API's Prometheus side: a middleware counting and timing every request by method,
-route template and final status (`shared/metrics.py` defines both). They are served on
-`CREWQ_METRICS_PORT` (`shared/ops_server.py`, started by `api/app.py`), not on the public
+route template and final status (`shared/runtime/metrics.py` defines both). They are served on
+`CREWQ_METRICS_PORT` (`shared/runtime/ops_server.py`, started by `api/app.py`), not on the public
 port: a scrape shows every route's traffic and errors, which is for operators only."""
 
 import time
@@ -9,7 +9,7 @@ from aiohttp import web
 
 from api.auth import HIDDEN_PATHS
 from api.errors import Handler
-from shared.metrics import HTTP_DURATION, HTTP_REQUESTS
+from shared.runtime.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 UNMATCHED = "unmatched"  # the route label of a path no route matches (404, 405)
 OTHER_METHOD = "OTHER"

@@ -3,7 +3,8 @@ process, fanned out to the requests waiting on a key of a channel (a job's new e
 tenant's new job events, a test delivery's first attempt).
 
 Postgres NOTIFY, not Redis pub/sub, wakes them: it is sent by the same transaction that
-writes the row (shared/events.py, shared/deliveries.py) and delivered only when it commits,
+writes the row (shared/store/events.py, shared/store/deliveries.py) and delivered only when it
+commits,
 from every process that writes one, so a request is never told of a row it cannot read
 yet, and no path can forget to announce one.
 """
@@ -17,9 +18,9 @@ from functools import partial
 from aiohttp import web
 
 from api.context import SETTINGS, SUPERVISOR
-from shared.db import listen
-from shared.deliveries import ATTEMPTS_CHANNEL
-from shared.events import JOB_EVENTS_CHANNEL, TENANT_EVENTS_CHANNEL
+from shared.runtime.db import listen
+from shared.store.deliveries import ATTEMPTS_CHANNEL
+from shared.store.events import JOB_EVENTS_CHANNEL, TENANT_EVENTS_CHANNEL
 
 
 class NotificationHub:

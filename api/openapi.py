@@ -12,7 +12,7 @@ from pydantic.json_schema import models_json_schema
 
 from api.operations import NO_NUL, Operation, declared
 from schemas.errors import STATUS, ApiErrorCode, ErrorBody
-from shared.version import VERSION
+from shared.runtime.version import VERSION
 
 C = ApiErrorCode
 

@@ -24,7 +24,7 @@ from api.auth import PRINCIPAL, principal_of, require
 from api.bodies import header, parse, query_datetime, query_enum, query_int, read_json
 from schemas.account import Scope
 from schemas.errors import ApiErrorCode
-from shared.keys import Principal
+from shared.store.keys import Principal
 
 T = TypeVar("T")
 E = TypeVar("E", bound=StrEnum)

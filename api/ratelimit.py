@@ -1,4 +1,4 @@
-"""Per-tenant request rate limit: the plan's requests per second (shared/plans.py),
+"""Per-tenant request rate limit: the plan's requests per second (shared/domain/plans.py),
 counted in a one-second window in Redis, shared by every API replica. Answers carry
 `X-RateLimit-Limit/-Remaining/-Reset` (reset: a Unix time) and the IETF draft's
 `RateLimit-Limit/-Remaining/-Reset` (reset: seconds from now); a 429 carries `Retry-After`.
@@ -16,8 +16,8 @@ from aiohttp import web
 from api.auth import PRINCIPAL
 from api.context import REDIS
 from api.errors import ApiError, Code, Handler
-from shared.keys import Principal
-from shared.queue import REDIS_UNAVAILABLE
+from shared.runtime.queue import REDIS_UNAVAILABLE
+from shared.store.keys import Principal
 
 log = logging.getLogger(__name__)
 WINDOW_S = 1

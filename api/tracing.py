@@ -6,9 +6,9 @@ from aiohttp.web_log import AccessLogger
 
 from api.auth import PRINCIPAL
 from api.errors import Handler, ensure_request_id
-from shared.keys import Principal
-from shared.logs import log_context
-from shared.tracing import span_from
+from shared.runtime.logs import log_context
+from shared.runtime.tracing import span_from
+from shared.store.keys import Principal
 
 
 @web.middleware

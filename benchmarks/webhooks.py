@@ -22,7 +22,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from shared.deliveries import DELIVERIES_CHANNEL
+from shared.store.deliveries import DELIVERIES_CHANNEL
 from tests.fakes import Receiver
 from tests.harness import Platform, Services
 

@@ -3,8 +3,8 @@
 Receivers verify webhooks with `crewq.verify_webhook(secret, headers, body)`.
 """
 
-from shared.signing import WebhookVerificationError, verify_webhook
-from shared.version import VERSION
+from shared.runtime.version import VERSION
+from shared.webhooks.signing import WebhookVerificationError, verify_webhook
 
 __version__ = VERSION
 __all__ = ["WebhookVerificationError", "__version__", "verify_webhook"]

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 
 from schemas.account import Plan, Scope
-from shared.keys import DEFAULT_SCOPES
-from shared.logs import configure
-from shared.settings import Settings, get_settings
-from shared.tracing import setup_tracing
+from shared.runtime.logs import configure
+from shared.runtime.settings import Settings, get_settings
+from shared.runtime.tracing import setup_tracing
+from shared.store.keys import DEFAULT_SCOPES
 
 if TYPE_CHECKING:
-    from shared.secret_box import SecretBox
+    from shared.runtime.secret_box import SecretBox
 
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ def cmd_healthcheck(settings: Settings) -> None:
 
 
 def cmd_migrate(settings: Settings) -> None:
-    from shared.db import migrate
+    from shared.runtime.db import migrate
 
     applied = asyncio.run(migrate(settings.direct_database_url))
     print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
@@ -75,7 +75,7 @@ def cmd_worker(settings: Settings) -> None:
 
 
 def cmd_dispatcher(settings: Settings) -> None:
-    from worker.dispatcher import serve
+    from worker.dispatcher.main import serve
 
     _run(serve(settings))
 
@@ -99,8 +99,8 @@ def parse_duration(text: str) -> timedelta:
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> None:
     from schemas.account import KeyMode
-    from shared.keys import create_for_tenant, parse_scopes
-    from shared.secret_box import SecretBox
+    from shared.runtime.secret_box import SecretBox
+    from shared.store.keys import create_for_tenant, parse_scopes
 
     try:
         scopes = parse_scopes([s.strip() for s in args.scopes.split(",") if s.strip()])
@@ -129,7 +129,7 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_keys_list(settings: Settings, tenant: str) -> None:
-    from shared import keys, tenants
+    from shared.store import keys, tenants
 
     async def listing(conn: asyncpg.Connection) -> list[keys.ApiKey] | None:
         tenant_id = await tenants.id_of(conn, tenant)
@@ -156,7 +156,7 @@ def cmd_keys_list(settings: Settings, tenant: str) -> None:
 
 
 def cmd_keys_revoke(settings: Settings, key_id: str) -> None:
-    from shared import keys
+    from shared.store import keys
 
     revoked = asyncio.run(_with_conn(settings, lambda conn: keys.revoke(conn, None, key_id)))
     if revoked is None:
@@ -169,7 +169,7 @@ def cmd_tenants_set(settings: Settings, args: argparse.Namespace) -> None:
 
     from api.addresses import unmapped_network
     from schemas.account import Plan
-    from shared import tenants
+    from shared.store import tenants
 
     numbers = tuple(
         (name, getattr(args, name))
@@ -212,7 +212,7 @@ def cmd_tenants_set(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_secrets_reseal(settings: Settings) -> None:
-    from shared.secret_box import SecretBox
+    from shared.runtime.secret_box import SecretBox
 
     try:
         box = SecretBox.from_setting(settings.secret_key)
@@ -223,7 +223,7 @@ def cmd_secrets_reseal(settings: Settings) -> None:
 
 
 async def reseal(conn: asyncpg.Connection, box: "SecretBox") -> int:
-    from shared import endpoints, tenants
+    from shared.store import endpoints, tenants
 
     async with conn.transaction():
         return await tenants.reseal(conn, box) + await endpoints.reseal(conn, box)

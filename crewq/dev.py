@@ -20,15 +20,15 @@ import asyncpg
 from crewq.embedded import EmbeddedPostgres, EmbeddedRedis
 from crewq.private_files import private_dir, read_private, write_private
 from schemas.account import Plan, Scope
-from shared import tenants
-from shared.db import migrate
-from shared.keys import Refusal, authenticate, create_for_tenant
-from shared.owners import Owner
-from shared.secret_box import SecretBox, generate_key
-from shared.settings import Settings
+from shared.domain.owners import Owner
+from shared.runtime.db import migrate
+from shared.runtime.secret_box import SecretBox, generate_key
+from shared.runtime.settings import Settings
+from shared.store import tenants
+from shared.store.keys import Refusal, authenticate, create_for_tenant
 
 DEV_DEFAULTS = {
-    # Readable text logs, and the settings a laptop wants (shared/settings.py Environment).
+    # Readable text logs, and the settings a laptop wants (shared/runtime/settings.py Environment).
     "CREWQ_ENVIRONMENT": "development",
     # The dev key (the `dev` tenant's admin) opens GET /health/debug.
     "CREWQ_OPERATOR_TENANTS": "dev",

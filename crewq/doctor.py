@@ -7,10 +7,11 @@ from typing import Any
 import orjson
 
 from schemas.health import ComponentStatus, DebugReport, Verdict
-from shared import diagnostics, queue
-from shared.crews import CrewRegistry
-from shared.db import create_pool
-from shared.settings import Settings
+from shared.domain import diagnostics
+from shared.domain.crews import CrewRegistry
+from shared.runtime import queue
+from shared.runtime.db import create_pool
+from shared.runtime.settings import Settings
 
 _MARKS = {ComponentStatus.OK: "ok  ", ComponentStatus.FAIL: "FAIL", ComponentStatus.SKIPPED: "skip"}
 

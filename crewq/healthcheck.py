@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
 

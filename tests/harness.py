@@ -22,11 +22,11 @@ from multidict import CIMultiDict
 from crewq.dev import role_command
 from crewq.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from schemas.account import KeyMode, Plan, Scope
-from shared import tenants
-from shared.db import migrate
-from shared.keys import create_for_tenant, parse_scopes
-from shared.owners import Owner
-from shared.secret_box import SecretBox, generate_key
+from shared.domain.owners import Owner
+from shared.runtime.db import migrate
+from shared.runtime.secret_box import SecretBox, generate_key
+from shared.store import tenants
+from shared.store.keys import create_for_tenant, parse_scopes
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CREWS = ROOT / "tests" / "crews"

@@ -1,7 +1,7 @@
 """Taking jobs off arq's queue the moment they are there.
 
 arq finds new jobs by polling its queue. crewq's enqueue also publishes a wake-up
-(shared/queue.py), and a worker that hears one, or frees one of its own slots, polls at
+(shared/runtime/queue.py), and a worker that hears one, or frees one of its own slots, polls at
 once: a job starts a millisecond or two after it is queued instead of after half the poll
 interval on average, and an idle worker polls only as a backstop. Redis pub/sub delivers
 at most once (a worker reconnecting misses what was published meanwhile), so the poll
@@ -21,8 +21,8 @@ from arq import Worker
 from arq.connections import ArqRedis
 from arq.worker import Function, Retry, func
 
-from shared import queue
-from shared.logs import log_context
+from shared.runtime import queue
+from shared.runtime.logs import log_context
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def job_function(handle: Callable[[str], Awaitable[queue.Handled]]) -> Function:
 class PromptWorker(Worker):
     """arq's worker, polling when `wake` is set rather than only every `poll_delay`.
 
-    It always reads and writes crewq's JSON records (shared/queue.py), never arq's default
+    It always reads and writes crewq's JSON records (shared/runtime/queue.py), never arq's default
     pickle, and refuses any other payload.
 
     It reaches into three of arq 0.28's internals (pinned): `_poll_iteration`, one look at

@@ -16,16 +16,18 @@ import asyncpg
 
 from schemas.health import ProcessReport
 from schemas.jobs import MAX_TIMEOUT_S
-from shared import after_commit, fingerprints, jobs, llm_providers, metrics, processes, queue
-from shared.crews import CrewRegistry
-from shared.db import pool_for
-from shared.periodic import every, skip_transient
-from shared.queue import REDIS_UNAVAILABLE
-from shared.role import Life
-from shared.settings import Settings
-from worker import crewai_dirs
+from shared.domain import after_commit
+from shared.domain.crews import CrewRegistry
+from shared.runtime import fingerprints, llm_providers, metrics, queue
+from shared.runtime.db import pool_for
+from shared.runtime.periodic import every, skip_transient
+from shared.runtime.queue import REDIS_UNAVAILABLE
+from shared.runtime.role import Life
+from shared.runtime.settings import Settings
+from shared.store import jobs, processes
 from worker.consumer import PromptWorker, consumer_for, listen
-from worker.crew_pool import CrewPool
+from worker.crew import dirs as crewai_dirs
+from worker.crew.pool import CrewPool
 from worker.recovery import run_recovery, run_retention
 from worker.runner import JobRunner, StopReason
 

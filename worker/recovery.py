@@ -10,7 +10,7 @@
 - Retention deletes finished jobs older than `retention_days`, in small batches.
 
 A lost connection to Postgres or Redis is logged and the loop goes on; any other error is
-a bug, ends the loop, and so stops the worker (see shared/periodic.py).
+a bug, ends the loop, and so stops the worker (see shared/runtime/periodic.py).
 """
 
 import asyncio
@@ -18,18 +18,11 @@ import logging
 
 import asyncpg
 
-from shared import (
-    after_commit,
-    endpoints,
-    events,
-    jobs,
-    processes,
-    queue,
-    request_failures,
-    tenants,
-)
-from shared.periodic import every
-from shared.settings import Settings
+from shared.domain import after_commit
+from shared.runtime import queue
+from shared.runtime.periodic import every
+from shared.runtime.settings import Settings
+from shared.store import endpoints, events, jobs, processes, request_failures, tenants
 
 log = logging.getLogger(__name__)
 

@@ -20,15 +20,16 @@ from typing import Any
 import asyncpg
 
 from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobResult
-from shared import jobs, metrics
-from shared.crews import CrewRegistry
-from shared.db import is_connection_error, with_db_retry
-from shared.logs import bind, log_context
-from shared.queue import Done, Handled, Requeue
-from shared.settings import OFFLINE_MODEL, Settings
-from shared.tracing import span_from
-from worker.crew_pool import Crashed, CrewPool, Outcome, Stopped, TimedOut
-from worker.crew_protocol import CrewFailed, CrewFinished, RunRequest
+from shared.domain.crews import CrewRegistry
+from shared.runtime import metrics
+from shared.runtime.db import is_connection_error, with_db_retry
+from shared.runtime.logs import bind, log_context
+from shared.runtime.queue import Done, Handled, Requeue
+from shared.runtime.settings import OFFLINE_MODEL, Settings
+from shared.runtime.tracing import span_from
+from shared.store import jobs
+from worker.crew.pool import Crashed, CrewPool, Outcome, Stopped, TimedOut
+from worker.crew.protocol import CrewFailed, CrewFinished, RunRequest
 from worker.steps import StepRecorder
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class JobRunner:
         self.registry = registry
         self.worker_id = worker_id
         # What an ended attempt leaves to do (count it, queue the job it unparked):
-        # shared/after_commit.py `carry_out`, with the worker's queue client.
+        # shared/domain/after_commit.py `carry_out`, with the worker's queue client.
         self.after_commit = after_commit
         self.active: dict[str, ActiveJob] = {}
 

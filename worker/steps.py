@@ -12,10 +12,11 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from schemas.events import EventType, LlmCompleted, TaskCompleted, TaskStarted, ToolCompleted
 from schemas.jobs import Progress
-from shared import jobs, metrics
-from shared.limits import DEFAULT_MAX_OUTPUT_BYTES, bound_task
-from shared.tracing import tracer
-from worker.crew_protocol import LlmCalled, Step, TaskBegan, TaskFinished, ToolCalled
+from shared.runtime import metrics
+from shared.runtime.limits import DEFAULT_MAX_OUTPUT_BYTES, bound_task
+from shared.runtime.tracing import tracer
+from shared.store import jobs
+from worker.crew.protocol import LlmCalled, Step, TaskBegan, TaskFinished, ToolCalled
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from schemas.account import (
     SigningSecretRotate,
     Usage,
 )
-from shared import keys, request_failures, tenants, usage
-from shared.keys import ApiKey
+from shared.store import keys, request_failures, tenants, usage
+from shared.store.keys import ApiKey
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()

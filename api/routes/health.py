@@ -1,7 +1,7 @@
 """How the deployment is: `/livez` (the process answers: for liveness probes), `/health`
 (a database ping, for readiness probes and load balancers), `/healthz` (the API and both
 stores) and `/health/debug` (every component, for an operator:
-`shared/diagnostics.py`)."""
+`shared/domain/diagnostics.py`)."""
 
 import logging
 from datetime import UTC, datetime
@@ -16,10 +16,10 @@ from api.operations import Call, Operation, operation
 from api.responses import json_response
 from schemas.account import Scope
 from schemas.health import Alive, DebugReport, Health, Liveness, Verdict
-from shared import diagnostics
-from shared.db import ping
-from shared.keys import Principal
-from shared.version import VERSION
+from shared.domain import diagnostics
+from shared.runtime.db import ping
+from shared.runtime.version import VERSION
+from shared.store.keys import Principal
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()

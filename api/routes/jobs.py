@@ -25,15 +25,17 @@ from api.operations import (
 )
 from api.responses import json_response
 from api.routes.stream import hold_stream_slot, renew
+from api.stream_slots import StreamSlot
 from schemas.account import Scope
 from schemas.events import Event, EventList
 from schemas.jobs import Job, JobBatch, JobBatchRead, JobCreate, JobList, JobStatus
 from schemas.webhooks import DeliveryList
-from shared import after_commit, deliveries, events, jobs, metrics, queue, submissions
-from shared.db import is_connection_error
-from shared.events import JOB_EVENTS_CHANNEL
-from shared.stream_slots import StreamSlot
-from shared.tracing import current_traceparent
+from shared.domain import after_commit, submissions
+from shared.runtime import metrics, queue
+from shared.runtime.db import is_connection_error
+from shared.runtime.tracing import current_traceparent
+from shared.store import deliveries, events, jobs
+from shared.store.events import JOB_EVENTS_CHANNEL
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()

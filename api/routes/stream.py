@@ -19,12 +19,12 @@ from api.context import DB, REDIS, SETTINGS
 from api.errors import ApiError, Code, invalid
 from api.notifications import HUB
 from api.operations import Call, Operation, Param, operation, text_query
+from api.stream_slots import REDIS_UNAVAILABLE, StreamSlot
 from schemas.account import Scope
 from schemas.events import EventType
-from shared import tenants
-from shared.db import is_connection_error
-from shared.events import TENANT_EVENTS_CHANNEL, TenantFilter, TenantTail
-from shared.stream_slots import REDIS_UNAVAILABLE, StreamSlot
+from shared.runtime.db import is_connection_error
+from shared.store import tenants
+from shared.store.events import TENANT_EVENTS_CHANNEL, TenantFilter, TenantTail
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -33,7 +33,7 @@ routes = web.RouteTableDef()
 # half of it: a peer that vanished without closing frees its slot within 30 s, and the ping
 # keeps idle proxies from closing a quiet socket.
 HEARTBEAT_S = 20.0
-# How often a quiet socket wakes to renew its slot (renewed when due, shared/stream_slots.py).
+# How often a quiet socket wakes to renew its slot (renewed when due, api/stream_slots.py).
 _RENEW_CHECK_S = 5.0
 # When a tenant over its bound may try again to open a stream.
 _RETRY_AFTER_S = "30"

@@ -27,9 +27,9 @@ from schemas.webhooks import (
     WebhookTestResult,
     WebhookUpdate,
 )
-from shared import deliveries, endpoints, events
-from shared.deliveries import ATTEMPTS_CHANNEL, RetryOutcome
-from shared.webhook_urls import UrlRefused
+from shared.store import deliveries, endpoints, events
+from shared.store.deliveries import ATTEMPTS_CHANNEL, RetryOutcome
+from shared.webhooks.urls import UrlRefused
 
 routes = web.RouteTableDef()
 SCOPE = Scope.WEBHOOKS_MANAGE

@@ -11,7 +11,7 @@ from datetime import datetime
 import psutil
 import pytest
 
-from shared import queue
+from shared.runtime import queue
 from tests.fakes import FakeLLM, Receiver
 from tests.harness import Platform, Process, eventually
 

@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import redis.asyncio as aioredis
 
-from shared import jobs, queue
-from shared.db import create_pool
-from shared.queue import QUEUE_NAME
+from shared.runtime import queue
+from shared.runtime.db import create_pool
+from shared.runtime.queue import QUEUE_NAME
+from shared.store import jobs
 from tests.acceptance.test_webhooks import register, settled_deliveries, unique
 from tests.fakes import FakeLLM, Receiver
 from tests.harness import Platform, Process

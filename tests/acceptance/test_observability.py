@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from crewq.dev import role_command
 from crewq.embedded import EmbeddedRedis, free_port
-from shared.secret_box import generate_key
-from shared.version import VERSION
+from shared.runtime.secret_box import generate_key
+from shared.runtime.version import VERSION
 from tests.fakes import FakeLLM, Receiver, postgres_proxy
 from tests.harness import Platform, Process, eventually
 

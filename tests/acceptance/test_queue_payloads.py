@@ -11,7 +11,7 @@ import orjson
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 
-from shared import queue
+from shared.runtime import queue
 from tests.harness import Platform, eventually
 
 

@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from crewq import verify_webhook
 from schemas.account import Plan, Scope
-from shared.keys import create_key
+from shared.store.keys import create_key
 from tests.fakes import FakeLLM, Receiver
 from tests.harness import Platform
 

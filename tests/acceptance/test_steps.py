@@ -7,13 +7,13 @@ from typing import Any
 
 import orjson
 
-from shared.crews import CrewRegistry
-from shared.settings import OFFLINE_MODEL, REPO_CREWS
+from shared.domain.crews import CrewRegistry
+from shared.runtime.settings import OFFLINE_MODEL, REPO_CREWS
 from tests.acceptance.test_webhooks import register, unique
 from tests.fakes import FakeLLM, Receiver
 from tests.harness import Platform
-from worker.crew_pool import CrewPool, Stopped, TimedOut
-from worker.crew_protocol import RunRequest, Step
+from worker.crew.pool import CrewPool, Stopped, TimedOut
+from worker.crew.protocol import RunRequest, Step
 
 STEP_TYPES = {"task.started", "task.completed", "tool.completed", "llm.completed"}
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from aiohttp import WSMsgType
 
-from shared import tenants
-from shared.events import TENANT_EVENTS_CHANNEL
+from shared.store import tenants
+from shared.store.events import TENANT_EVENTS_CHANNEL
 from tests.harness import Platform
 
 SSE = {"Accept": "text/event-stream"}

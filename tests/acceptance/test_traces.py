@@ -20,12 +20,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from api.app import create_app
 from crewq.embedded import free_port
-from shared.settings import OFFLINE_MODEL, Settings
-from shared.supervisor import Supervisor
+from shared.runtime.settings import OFFLINE_MODEL, Settings
+from shared.runtime.supervisor import Supervisor
 from tests.acceptance.test_webhooks import unique
 from tests.fakes import Receiver
 from tests.harness import Platform
-from worker.dispatcher import Dispatcher
+from worker.dispatcher.main import Dispatcher
 from worker.main import WorkerService
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ async def exporter() -> AsyncIterator[InMemorySpanExporter]:
     memory = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    # crewq's tracer (`shared.tracing.tracer`) follows the global provider once it is set.
+    # crewq's tracer (`shared.runtime.tracing.tracer`) follows the global provider once it is set.
     trace.set_tracer_provider(provider)
     yield memory
     memory.clear()

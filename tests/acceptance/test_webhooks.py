@@ -14,7 +14,7 @@ import pytest_asyncio
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from shared.ids import new_signing_secret
+from shared.runtime.ids import new_signing_secret
 from tests.fakes import Receiver
 from tests.harness import Platform
 

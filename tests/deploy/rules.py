@@ -7,8 +7,8 @@ from pathlib import Path
 
 import dockerfile
 
-from shared.llm_providers import PROVIDERS, SECRET_VARS
-from shared.settings import PROVIDER_ENV_VARS, Settings
+from shared.runtime.llm_providers import PROVIDERS, SECRET_VARS
+from shared.runtime.settings import PROVIDER_ENV_VARS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("api", "worker", "dispatcher", "migrate", "keys", "doctor")
@@ -32,7 +32,7 @@ OTHER_VARIABLES = frozenset(
 
 
 # The variables that hold secrets, and the roles that use each; a role is given no other.
-# Found in the code: every role opens the database (shared/db.py; the direct URL is the
+# Found in the code: every role opens the database (shared/runtime/db.py; the direct URL is the
 # same database's credentials, so it goes where the URL goes); the API (api/app.py)
 # and workers (worker/main.py) reach Redis, dispatchers and migrate never do; the API
 # (sealing signing secrets), dispatchers (opening them to sign) and migrate (resealing;

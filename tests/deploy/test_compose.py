@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from api.routes.health import routes as api_routes
-from shared.ops_server import PATHS as OPS_PATHS
-from shared.settings import Settings
+from shared.runtime.ops_server import PATHS as OPS_PATHS
+from shared.runtime.settings import Settings
 from tests.deploy.rules import (
     ROLES,
     ROOT,

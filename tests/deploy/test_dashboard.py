@@ -16,8 +16,8 @@ import yaml
 from prometheus_client import REGISTRY, Info
 from prometheus_client.metrics import MetricWrapperBase
 
-from shared import metrics
-from shared.metrics import Role
+from shared.runtime import metrics
+from shared.runtime.metrics import Role
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "crewq.json"
@@ -52,7 +52,7 @@ Exposed = Mapping[str, frozenset[str]]
 def _declared_labels() -> dict[str, frozenset[str]]:
     """Label names of each crewq metric family, by family name. A labelled metric shows its
     labels only in its samples, and one nothing has touched yet has none, so they are read
-    from the declarations in `shared.metrics`."""
+    from the declarations in `shared.runtime.metrics`."""
     declared: dict[str, frozenset[str]] = {}
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):
@@ -77,7 +77,7 @@ def series_of(family_name: str, family_type: str) -> set[str]:
 
 def exposed_series() -> dict[str, frozenset[str]]:
     """Every series name a crewq process exposes on `/metrics` (the default registry, once
-    `shared.metrics` is imported), plus Prometheus' own `up`, each with the label names a
+    `shared.runtime.metrics` is imported), plus Prometheus' own `up`, each with the label names a
     query may use on it."""
     declared = _declared_labels()
     series: dict[str, set[str]] = {name: set() for name in SCRAPE_SERIES}
@@ -333,7 +333,7 @@ def test_required_areas_are_covered(dashboard: dict[str, Any]) -> None:
 
 
 def test_every_crewq_metric_is_on_the_dashboard(dashboard: dict[str, Any]) -> None:
-    """A metric added to `shared.metrics` shows up here until it gets a panel."""
+    """A metric added to `shared.runtime.metrics` shows up here until it gets a panel."""
     shown = _metric_names(list(_panels(dashboard)))
     families = [
         family

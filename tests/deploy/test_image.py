@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.crews import CrewRegistry
-from shared.settings import Settings
+from shared.domain.crews import CrewRegistry
+from shared.runtime.settings import Settings
 from tests.deploy.rules import (
     ROLES,
     ROOT,

@@ -22,9 +22,9 @@ import yaml
 from aiohttp import web
 from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
 
-from shared.jobs import WORKER_DEMAND_SQL
-from shared.settings import Settings
-from shared.version import VERSION
+from shared.runtime.settings import Settings
+from shared.runtime.version import VERSION
+from shared.store.jobs import WORKER_DEMAND_SQL
 from tests.deploy.rules import (
     DATABASE_SECRETS,
     PROVIDER_VARIABLES,
@@ -196,7 +196,7 @@ def paths_of(routes: web.RouteTableDef, method: str = "GET") -> set[str]:
 def served_paths() -> dict[str, set[str]]:
     """What each role answers on its port (PORTS)."""
     from api.routes.health import routes as api_health_routes
-    from shared.ops_server import PATHS
+    from shared.runtime.ops_server import PATHS
 
     return {"api": paths_of(api_health_routes), "worker": set(PATHS), "dispatcher": set(PATHS)}
 
@@ -362,7 +362,7 @@ def test_probes_and_scrapes_ask_for_what_each_role_serves_on_its_port(
         assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", METRICS_PORT)
         assert METRICS_PORT in declared.values(), f"{role}: declare the metrics port"
         if role == "api":
-            from shared.ops_server import API_PATHS
+            from shared.runtime.ops_server import API_PATHS
 
             assert "/metrics" in API_PATHS and "/metrics" not in PUBLIC_PATHS
         else:

@@ -77,7 +77,7 @@ def test_worker_with_an_unwritable_home_exits_and_names_it(
 
 
 def test_a_writable_home_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.crewai_dirs import unwritable
+    from worker.crew.dirs import unwritable
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)

@@ -10,7 +10,7 @@ import asyncpg
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from shared.db import create_pool, migrate
+from shared.runtime.db import create_pool, migrate
 from tests.harness import Services
 
 

@@ -7,11 +7,11 @@ import asyncpg
 
 from schemas.account import KeyMode, Plan, Scope
 from schemas.jobs import Job
-from shared import endpoints, jobs, tenants
-from shared.keys import Principal
-from shared.owners import Owner
-from shared.plans import allowance
-from shared.secret_box import SecretBox, generate_key
+from shared.domain.owners import Owner
+from shared.domain.plans import allowance
+from shared.runtime.secret_box import SecretBox, generate_key
+from shared.store import endpoints, jobs, tenants
+from shared.store.keys import Principal
 
 # Seals the secrets of every tenant and endpoint the integration tier makes.
 BOX_KEY = generate_key()

@@ -1,4 +1,4 @@
-"""shared/after_commit.py against real Redis: what a job's move leaves to do once it
+"""shared/domain/after_commit.py against real Redis: what a job's move leaves to do once it
 commits is done by one function, for every caller: each end or retry counted once, each job
 queued the way the move asked, and a Redis that is away logged, not raised (the reconciler
 queues the job later)."""
@@ -12,8 +12,9 @@ import pytest_asyncio
 from prometheus_client import REGISTRY
 
 from schemas.jobs import ErrorCode, JobStatus
-from shared import after_commit, queue
-from shared.jobs import AfterCommit, Finished, Queueing, Retried, ToQueue, queue_job
+from shared.domain import after_commit
+from shared.runtime import queue
+from shared.store.jobs import AfterCommit, Finished, Queueing, Retried, ToQueue, queue_job
 
 
 def _value(name: str, **labels: str) -> float:
@@ -74,10 +75,10 @@ async def test_a_redis_that_is_away_is_logged_and_the_counts_still_made(
         (ToQueue("job_a", Queueing.QUEUE), ToQueue("job_b", Queueing.AT_ONCE)),
         (Finished(crew, JobStatus.FAILED, 1.0),),
     )
-    with caplog.at_level(logging.WARNING, logger="shared.after_commit"):
+    with caplog.at_level(logging.WARNING, logger="shared.domain.after_commit"):
         await after_commit.carry_out(after, away)
     assert _value("crewq_jobs_finished_total", crew=crew, outcome="failed") == 1
-    logged = [r.getMessage() for r in caplog.records if r.name == "shared.after_commit"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "shared.domain.after_commit"]
     assert [m.split(" stored")[0] for m in logged] == ["job job_a", "job job_b"]
     await away.aclose()
 

@@ -9,11 +9,11 @@ import asyncpg
 from schemas.account import KeyMode, Plan, Scope
 from schemas.events import EventType
 from schemas.jobs import JobStatus
-from shared import deliveries, endpoints, events, jobs, keys, request_failures, tenants, usage
-from shared.keys import Principal, Refusal
-from shared.owners import Owner
-from shared.request_failures import RequestFailure
-from shared.secret_box import SecretBox, generate_key
+from shared.domain.owners import Owner
+from shared.runtime.secret_box import SecretBox, generate_key
+from shared.store import deliveries, endpoints, events, jobs, keys, request_failures, tenants, usage
+from shared.store.keys import Principal, Refusal
+from shared.store.request_failures import RequestFailure
 from tests.integration.factories import BOX, BOX_KEY, submit, tenant
 
 

@@ -15,7 +15,7 @@ from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 from arq.worker import func
 
-from shared import queue
+from shared.runtime import queue
 from worker.consumer import PromptWorker, consumer_for, listen
 
 # Far beyond the tests' own waits: a job that starts in time was woken, not polled.

@@ -9,11 +9,11 @@ from pathlib import Path
 import psutil
 import pytest_asyncio
 
-from shared.crews import CrewRegistry
-from shared.settings import OFFLINE_MODEL
-from worker.crew_pool import CrewPool
-from worker.crew_protocol import CrewFinished, RunRequest, Step
-from worker.tls import share_default_context
+from shared.domain.crews import CrewRegistry
+from shared.runtime.settings import OFFLINE_MODEL
+from worker.crew.pool import CrewPool
+from worker.crew.protocol import CrewFinished, RunRequest, Step
+from worker.crew.tls import share_default_context
 
 ECHO = CrewRegistry.load([Path(__file__).parent.parent / "crews"]).crews["echo"]
 

@@ -6,10 +6,10 @@ makes a receiver new."""
 import asyncpg
 
 from schemas.events import EventType, WebhookTest
-from shared import deliveries, events
-from shared.webhook_urls import origin
+from shared.store import deliveries, events
+from shared.webhooks.urls import origin
 from tests.integration.factories import BOX, endpoint, tenant
-from worker.dispatcher import EndpointGuard
+from worker.dispatcher.main import EndpointGuard
 
 LEASE_S = 60.0
 ORIGIN = "https://hooks.example.com:443"

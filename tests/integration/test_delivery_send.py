@@ -9,11 +9,11 @@ import pytest
 import pytest_asyncio
 
 from schemas.events import EventType
-from shared.deliveries import Due
-from shared.ids import new_signing_secret
-from shared.webhook_urls import make_resolver, origin
+from shared.runtime.ids import new_signing_secret
+from shared.store.deliveries import Due
+from shared.webhooks.urls import make_resolver, origin
 from tests.fakes import Receiver
-from worker.delivery import make_session, send
+from worker.dispatcher.delivery import make_session, send
 
 
 @pytest_asyncio.fixture

@@ -8,11 +8,11 @@ import asyncpg
 
 from schemas.events import Event, EventType, TaskStarted
 from schemas.jobs import Job
-from shared import events, jobs
-from shared.db import Executor
-from shared.deliveries import DELIVERIES_CHANNEL
-from shared.events import JOB_EVENTS_CHANNEL, TENANT_EVENTS_CHANNEL, TenantFilter, TenantTail
-from shared.owners import Owner
+from shared.domain.owners import Owner
+from shared.runtime.db import Executor
+from shared.store import events, jobs
+from shared.store.deliveries import DELIVERIES_CHANNEL
+from shared.store.events import JOB_EVENTS_CHANNEL, TENANT_EVENTS_CHANNEL, TenantFilter, TenantTail
 from tests.integration.factories import endpoint, submit, tenant
 
 
@@ -217,4 +217,3 @@ async def test_emit_notifies_each_channel_when_it_commits(db: asyncpg.Pool) -> N
         assert heard.empty()
         for channel in channels:
             await listener.remove_listener(channel, hear)
-

@@ -6,9 +6,9 @@ import asyncio
 import asyncpg
 
 from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobResult
-from shared import jobs
-from shared.db import TenantLock
-from shared.owners import Owner
+from shared.domain.owners import Owner
+from shared.runtime.db import TenantLock
+from shared.store import jobs
 from tests.integration.factories import start, submit, tenant
 
 RESULT = JobResult(raw="done", tasks=[], models=["m"], offline=True)

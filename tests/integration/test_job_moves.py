@@ -7,8 +7,8 @@ import asyncpg
 import pytest
 
 from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobResult, JobStatus
-from shared import jobs
-from shared.owners import Owner
+from shared.domain.owners import Owner
+from shared.store import jobs
 from tests.integration.factories import event_types, reap, start, status_of, submit, tenant
 
 RESULT = JobResult(raw="done", tasks=[], models=["m"], offline=True)

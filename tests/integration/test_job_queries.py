@@ -8,11 +8,12 @@ import asyncpg
 import pytest_asyncio
 
 from schemas.jobs import AttemptOutcome, JobCreate, JobResult
-from shared import events, jobs, submissions
-from shared.crews import CrewRegistry
-from shared.owners import Owner
-from shared.settings import Settings
-from shared.webhook_urls import UrlPolicy
+from shared.domain import submissions
+from shared.domain.crews import CrewRegistry
+from shared.domain.owners import Owner
+from shared.runtime.settings import Settings
+from shared.store import events, jobs
+from shared.webhooks.urls import UrlPolicy
 from tests.integration.factories import endpoint, principal, start, submit, tenant
 
 CREWS = CrewRegistry.load([Path(__file__).parent.parent / "crews"])

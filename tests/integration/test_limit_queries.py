@@ -5,8 +5,8 @@ import asyncpg
 
 from schemas.events import EventType, TaskStarted
 from schemas.jobs import AttemptOutcome, Job, JobResult, TaskResult
-from shared import events, jobs
-from shared.owners import Owner
+from shared.domain.owners import Owner
+from shared.store import events, jobs
 from tests.integration.factories import start, submit, tenant
 
 KIB = 1024

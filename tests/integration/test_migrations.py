@@ -1,4 +1,4 @@
-"""The migrator (shared/db.py `migrate`) against real Postgres: nontransactional migrations
+"""The migrator (shared/runtime/db.py `migrate`) against real Postgres: nontransactional migrations
 run statement by statement outside a transaction, a failed one is left unrecorded and runs
 again cleanly, replicas migrating at once neither deadlock nor apply anything twice, and
 the functions the previous release calls stay callable as it calls them (migration 0008).
@@ -13,8 +13,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared import jobs
-from shared.db import _MIGRATION_LOCK, TenantLock, _migration_files, migrate
+from shared.runtime.db import _MIGRATION_LOCK, TenantLock, _migration_files, migrate
+from shared.store import jobs
 from tests.integration.factories import submit, tenant
 
 

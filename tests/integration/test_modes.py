@@ -10,10 +10,10 @@ import asyncpg
 from schemas.account import KeyMode, Plan, Scope
 from schemas.events import EventType
 from schemas.jobs import AttemptOutcome, ErrorCode, Job, JobError
-from shared import deliveries, endpoints, events, jobs, keys, request_failures, tenants
-from shared.events import TenantFilter, TenantTail
-from shared.owners import Owner
-from shared.request_failures import RequestFailure
+from shared.domain.owners import Owner
+from shared.store import deliveries, endpoints, events, jobs, keys, request_failures, tenants
+from shared.store.events import TenantFilter, TenantTail
+from shared.store.request_failures import RequestFailure
 from tests.integration.factories import BOX, endpoint, start, submit, tenant
 
 FAILED = JobError(code=ErrorCode.CREW_ERROR, message="boom")

@@ -15,12 +15,14 @@ from crewq.embedded import free_port
 from schemas.events import EventType, LlmCompleted, TaskStarted
 from schemas.health import ComponentStatus, LlmConnection, ProcessReport, ProcessRole, Verdict
 from schemas.jobs import AttemptOutcome, JobResult, Progress
-from shared import deliveries, diagnostics, endpoints, jobs, processes, queue
-from shared.crews import CrewRegistry
-from shared.db import pending_migrations
-from shared.fingerprints import fingerprint
-from shared.owners import Owner
-from shared.settings import REPO_CREWS, Settings
+from shared.domain import diagnostics
+from shared.domain.crews import CrewRegistry
+from shared.domain.owners import Owner
+from shared.runtime import queue
+from shared.runtime.db import pending_migrations
+from shared.runtime.fingerprints import fingerprint
+from shared.runtime.settings import REPO_CREWS, Settings
+from shared.store import deliveries, endpoints, jobs, processes
 from tests.fakes import start_site
 from tests.integration.factories import endpoint, event_types, start, submit, tenant
 

@@ -8,9 +8,9 @@ import asyncpg
 
 from schemas.events import EventType, WebhookTest
 from schemas.webhooks import DeliveryStatus, DisabledReason
-from shared import deliveries, endpoints, events
-from shared.deliveries import AttemptRecord, Due
-from shared.owners import Owner
+from shared.domain.owners import Owner
+from shared.store import deliveries, endpoints, events
+from shared.store.deliveries import AttemptRecord, Due
 from tests.integration.factories import BOX, endpoint, tenant
 
 LEASE_S = 60.0

@@ -1,9 +1,8 @@
 """A role's Postgres pool as the settings size it, including the way through a pooler in
 transaction mode (no named prepared statements)."""
 
-
-from shared.db import pool_for
-from shared.settings import Settings
+from shared.runtime.db import pool_for
+from shared.runtime.settings import Settings
 
 
 async def test_pool_size_and_statement_cache_follow_the_settings(db_url: str) -> None:

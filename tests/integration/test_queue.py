@@ -1,4 +1,4 @@
-"""shared/queue.py against real Redis: crewq's one-round-trip enqueue writes exactly what
+"""shared/runtime/queue.py against real Redis: crewq's one-round-trip enqueue writes exactly what
 arq's own `enqueue_job` writes with crewq's serializer (JSON, never pickle), so arq's worker
 takes it as its own, and holds a job at most once."""
 
@@ -13,7 +13,7 @@ from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import Job as ArqJob
 from arq.jobs import JobStatus
 
-from shared import queue
+from shared.runtime import queue
 
 
 @pytest_asyncio.fixture

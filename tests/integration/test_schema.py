@@ -1,7 +1,7 @@
 """The schema as one file, and the CHECK lists that copy Python's enums, against real
 Postgres.
 
-`shared/schema.sql` describes every table, index, function and trigger as they are after
+`shared/store/schema.sql` describes every table, index, function and trigger as they are after
 all migrations. Its test builds one database from the migrations and one from the file and
 compares what the catalogs say of each (through pg_catalog, not pg_dump, whose version
 need not match the server's). A migration that changes the schema without the file, or the
@@ -29,11 +29,11 @@ from schemas.jobs import AttemptOutcome, ErrorCode, JobStatus
 from schemas.webhooks import DeliveryStatus, DisabledReason
 from tests.harness import Services
 
-SCHEMA_FILE = Path(__file__).parents[2] / "shared" / "schema.sql"
+SCHEMA_FILE = Path(__file__).parents[2] / "shared" / "store" / "schema.sql"
 
 # What describes the schema, one query per kind of object, each row a plain tuple so that
 # two catalogs compare (and differ readably) as lists. Only the public schema; not
-# schema_migrations, which is the migrator's own table (shared/db.py), not the schema's.
+# schema_migrations, which is the migrator's own table (shared/runtime/db.py), not the schema's.
 CATALOG: dict[str, str] = {
     "tables": """
         SELECT c.relname, c.relkind, c.relpersistence, c.reloptions, c.relrowsecurity
@@ -145,7 +145,7 @@ async def catalog(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
 
 @pytest_asyncio.fixture
 async def from_schema_file(services: Services) -> AsyncIterator[str]:
-    """A database built from shared/schema.sql alone."""
+    """A database built from shared/store/schema.sql alone."""
     name = f"crewq_s_{uuid.uuid4().hex[:10]}"
     url = await services.create_database(name)
     conn = await asyncpg.connect(url)
@@ -169,13 +169,13 @@ async def test_the_schema_file_describes_what_the_migrations_build(
     for kind in CATALOG:
         # One kind at a time, so a failure names the kind and shows only its rows' diff.
         assert described[kind] == migrated[kind], (
-            f"shared/schema.sql and the migrations disagree on {kind}: update the file"
+            f"shared/store/schema.sql and the migrations disagree on {kind}: update the file"
             " in the same change as the migration (docs/migrations.md)"
         )
 
 
 # Each CHECK that copies an enum: (table, constraint) -> the enum and the expression whose
-# value it checks, as Postgres prints it. Found by grepping CHECK in shared/migrations.
+# value it checks, as Postgres prints it. Found by grepping CHECK in shared/store/migrations.
 ENUM_CHECKS: dict[tuple[str, str], tuple[type[StrEnum], str]] = {
     ("jobs", "jobs_status_check"): (JobStatus, "status"),
     ("jobs", "jobs_error_code"): (ErrorCode, "(error ->> 'code'::text)"),

@@ -1,12 +1,12 @@
 """Signing secrets rotated, forgotten and read for signing through the one mechanism
-(shared/signing_secrets.py), for the secret the other tests rotate least: a tenant's test
+(shared/store/signing_secrets.py), for the secret the other tests rotate least: a tenant's test
 secret, which may not have been made yet when it rotates."""
 
 import asyncpg
 
 from schemas.events import EventType
-from shared import deliveries, events, tenants
-from shared.owners import Owner
+from shared.domain.owners import Owner
+from shared.store import deliveries, events, tenants
 from tests.integration.factories import BOX, submit, tenant
 
 

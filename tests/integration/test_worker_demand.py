@@ -7,9 +7,9 @@ from typing import Any
 import asyncpg
 
 from schemas.jobs import AttemptOutcome, ErrorCode, JobError
-from shared import jobs
-from shared.jobs import WORKER_DEMAND_SQL
-from shared.owners import Owner
+from shared.domain.owners import Owner
+from shared.store import jobs
+from shared.store.jobs import WORKER_DEMAND_SQL
 from tests.integration.factories import start, status_of, submit, tenant
 
 LLM_DOWN = JobError(code=ErrorCode.LLM_UNAVAILABLE, message="provider said 503")

@@ -12,17 +12,17 @@ import pytest_asyncio
 
 from schemas.events import EventType, WebhookTest
 from schemas.jobs import JobResult
-from shared import deliveries, events, jobs
-from shared.crews import CrewRegistry
-from shared.db import create_pool
-from shared.owners import Owner
-from shared.secret_box import generate_key
-from shared.settings import Settings
+from shared.domain.crews import CrewRegistry
+from shared.domain.owners import Owner
+from shared.runtime.db import create_pool
+from shared.runtime.secret_box import generate_key
+from shared.runtime.settings import Settings
+from shared.store import deliveries, events, jobs
 from tests.fakes import TcpProxy, postgres_proxy
 from tests.integration.factories import BOX, endpoint, reap, start, submit, tenant
-from worker.crew_pool import CrewPool
-from worker.delivery import Answer
-from worker.dispatcher import Dispatcher
+from worker.crew.pool import CrewPool
+from worker.dispatcher.delivery import Answer
+from worker.dispatcher.main import Dispatcher
 from worker.runner import ActiveJob, JobRunner, StopReason
 
 FAST = Settings(heartbeat_interval=0.2, heartbeat_timeout=2.0)

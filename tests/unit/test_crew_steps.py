@@ -10,12 +10,12 @@ from crewai import Agent, Crew, Task
 from crewai.llms import retry as crewai_retry
 from crewai.tools import tool
 
-from shared.crews import CrewRegistry
-from shared.settings import OFFLINE_MODEL, REPO_CREWS
-from worker.crew_builder import build_crew
-from worker.crew_events import OUTPUT_EXCERPT_CHARS, StepReporter
-from worker.crew_protocol import LlmCalled, Step, TaskBegan, TaskFinished, ToolCalled
-from worker.llm import OfflineLLM, make_llm
+from shared.domain.crews import CrewRegistry
+from shared.runtime.settings import OFFLINE_MODEL, REPO_CREWS
+from worker.crew.builder import build_crew
+from worker.crew.events import OUTPUT_EXCERPT_CHARS, StepReporter
+from worker.crew.llm import OfflineLLM, make_llm
+from worker.crew.protocol import LlmCalled, Step, TaskBegan, TaskFinished, ToolCalled
 
 
 class Collected:
@@ -117,9 +117,7 @@ def test_a_tool_call_is_reported_with_its_input_and_an_excerpt_of_its_output() -
         tools=[count_words],
         llm=ToolUsingLLM(model="scripted"),
     )
-    crew = Crew(
-        agents=[agent], tasks=[Task(description="Count", expected_output="n", agent=agent)]
-    )
+    crew = Crew(agents=[agent], tasks=[Task(description="Count", expected_output="n", agent=agent)])
     with REPORTER.watching(crew):
         crew.kickoff()
     [call] = [s for s in COLLECTED.steps if isinstance(s, ToolCalled)]
@@ -134,7 +132,7 @@ def test_a_tool_call_is_reported_with_its_input_and_an_excerpt_of_its_output() -
 
 
 def test_crewais_retry_flag_still_makes_its_rate_limit_loop_try_once() -> None:
-    """worker/llm_retry.py sets this flag so CrewAI's own 429 loop does not multiply
+    """worker/crew/llm_retry.py sets this flag so CrewAI's own 429 loop does not multiply
     crewq's tenacity retries. CrewAI offers no public switch for it."""
     flag = getattr(crewai_retry, "_active_llm_rate_limit_retry", None)
     assert isinstance(flag, contextvars.ContextVar)

@@ -3,9 +3,9 @@ the verdict, and `crewq doctor`'s rendering."""
 
 from crewq.doctor import render
 from schemas.health import Component, ComponentStatus, DebugReport, Verdict
-from shared.diagnostics import verdict
-from shared.fingerprints import UNSET, fingerprint
-from shared.llm_providers import connections, provider_of
+from shared.domain.diagnostics import verdict
+from shared.runtime.fingerprints import UNSET, fingerprint
+from shared.runtime.llm_providers import connections, provider_of
 
 
 def test_models_map_to_crewais_providers() -> None:

@@ -9,8 +9,8 @@ import pytest
 from api.bodies import duplicate_key, is_json
 from api.failure_log import FailureLog
 from api.headers import secret_matches
-from shared.keys import DEFAULT_SCOPES
-from shared.request_failures import RequestFailure
+from shared.store.keys import DEFAULT_SCOPES
+from shared.store.request_failures import RequestFailure
 
 
 @pytest.mark.parametrize(

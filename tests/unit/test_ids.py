@@ -1,6 +1,6 @@
-"""shared/ids.py: prefixed ids that sort in the order they were made."""
+"""shared/runtime/ids.py: prefixed ids that sort in the order they were made."""
 
-from shared.ids import new_id
+from shared.runtime.ids import new_id
 
 
 def test_ids_made_in_the_same_millisecond_sort_in_the_order_made() -> None:

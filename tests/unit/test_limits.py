@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from api.errors import validation_error
 from schemas.jobs import MAX_METADATA_DEPTH, JobCreate, JobResult, TaskResult
-from shared.limits import bound_json, bound_output, bound_result, cut_string, json_size
+from shared.runtime.limits import bound_json, bound_output, bound_result, cut_string, json_size
 
 
 def _metadata_refusal(metadata: Any) -> list[str]:

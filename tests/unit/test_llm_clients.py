@@ -9,9 +9,9 @@ import httpx
 import pytest
 from crewai import LLM
 
-from shared.llm_providers import crewai_modules
-from shared.settings import OFFLINE_MODEL
-from worker.tls import share_default_context
+from shared.runtime.llm_providers import crewai_modules
+from shared.runtime.settings import OFFLINE_MODEL
+from worker.crew.tls import share_default_context
 
 
 def _ssl_context(client: httpx.Client | httpx.AsyncClient) -> ssl.SSLContext:

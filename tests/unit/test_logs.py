@@ -1,4 +1,5 @@
-"""Structured logs (shared/logs.py): the ids each line carries, the two formats, redaction of
+"""Structured logs (shared/runtime/logs.py): the ids each line carries, the two formats,
+redaction of
 every kind of secret, and CrewAI's token-count warning once per model."""
 
 import asyncio
@@ -20,8 +21,8 @@ from api.auth import PRINCIPAL
 from api.errors import error_middleware
 from api.tracing import RequestAccessLogger, tracing_middleware
 from schemas.account import KeyMode, Plan
-from shared.keys import Principal
-from shared.logs import (
+from shared.domain.plans import ALLOWANCES
+from shared.runtime.logs import (
     CREWAI_TOKEN_LOGGER,
     SECRET_ENV_VARS,
     bind,
@@ -29,8 +30,8 @@ from shared.logs import (
     context_ids,
     log_context,
 )
-from shared.plans import ALLOWANCES
-from shared.settings import LogFormat
+from shared.runtime.settings import LogFormat
+from shared.store.keys import Principal
 
 log = logging.getLogger("tests.logs")
 Configure = Callable[[LogFormat], io.StringIO]

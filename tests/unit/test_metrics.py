@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from api import metrics as api_metrics
 from api.errors import ApiError, Code, error_middleware
 from schemas.jobs import ErrorCode
-from shared import metrics
-from shared.metrics import JobOutcome, Role, WebhookOutcome
-from shared.version import VERSION
+from shared.runtime import metrics
+from shared.runtime.metrics import JobOutcome, Role, WebhookOutcome
+from shared.runtime.version import VERSION
 
 
 def _value(name: str, **labels: str) -> float:

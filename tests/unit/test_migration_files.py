@@ -1,7 +1,7 @@
-"""How the migrator reads migration files (shared/db.py): the split of a nontransactional
+"""How the migrator reads migration files (shared/runtime/db.py): the split of a nontransactional
 migration into statements, which Postgres would otherwise run as one implicit transaction."""
 
-from shared.db import _migration_files, read_migration, split_statements
+from shared.runtime.db import _migration_files, read_migration, split_statements
 
 
 def test_statements_are_cut_only_at_a_semicolon_that_ends_one() -> None:

@@ -12,9 +12,9 @@ import pytest
 from crewq.embedded import free_port
 from crewq.healthcheck import check, health_urls
 from schemas.health import ProcessRole
-from shared import metrics
-from shared.ops_server import API_PATHS, PATHS, Presence, ops_server
-from shared.settings import Settings
+from shared.runtime import metrics
+from shared.runtime.ops_server import API_PATHS, PATHS, Presence, ops_server
+from shared.runtime.settings import Settings
 
 
 def test_presence_starts_then_follows_its_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:

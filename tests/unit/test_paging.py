@@ -1,7 +1,7 @@
-"""Cursor pages (shared/paging.py): a page and whether more follow, from rows fetched with
+"""Cursor pages (shared/store/paging.py): a page and whether more follow, from rows fetched with
 one more than the page holds, or from what a byte-budgeted query says it looked at."""
 
-from shared.paging import cut, one_more
+from shared.store.paging import cut, one_more
 
 
 def test_the_row_past_the_page_says_more_follow_and_is_not_shown() -> None:

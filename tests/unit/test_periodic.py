@@ -8,9 +8,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.periodic import every, skip_transient
-from shared.supervisor import Supervisor
-from shared.transient import is_transient
+from shared.runtime.periodic import every, skip_transient
+from shared.runtime.supervisor import Supervisor
+from shared.runtime.transient import is_transient
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 import pytest
 
 from schemas.account import Plan
-from shared.plans import allowance
-from shared.secret_box import SecretBox, SecretKeyMissing, generate_key
-from shared.usage import month_ends, month_starts
+from shared.domain.plans import allowance
+from shared.runtime.secret_box import SecretBox, SecretKeyMissing, generate_key
+from shared.store.usage import month_ends, month_starts
 
 
 def test_plans_and_overrides() -> None:

@@ -1,4 +1,4 @@
-"""arq is the platform's queue, and its names belong to the queue adapter (shared/queue.py)
+"""arq is the platform's queue, and its names belong to the queue adapter (shared/runtime/queue.py)
 and to the consumer that runs arq's worker (worker/consumer.py). Every other module speaks
 to the queue through those two, and a job's handler answers it with typed outcomes
 (`queue.Done`, `queue.Requeue`), never with arq's exceptions."""
@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("api", "worker", "shared", "schemas", "crewq")
-ADAPTER = Path("shared/queue.py")
+ADAPTER = Path("shared/runtime/queue.py")
 ALLOWED = {ADAPTER, Path("worker/consumer.py")}
 _IMPORTERS = {"import_module", "__import__"}
 
@@ -59,11 +59,11 @@ def _adapters_arq_names() -> set[str]:
 
 
 def arq_names_through_the_adapter(tree: ast.Module, names: set[str]) -> list[tuple[int, str]]:
-    """Where `tree` takes one of arq's `names` from the adapter: `from shared.queue import
+    """Where `tree` takes one of arq's `names` from the adapter: `from shared.runtime.queue import
     X` or `queue.X`."""
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "shared.queue":
+        if isinstance(node, ast.ImportFrom) and node.module == "shared.runtime.queue":
             found += [(node.lineno, a.name) for a in node.names if a.name in names]
         elif (
             isinstance(node, ast.Attribute)
@@ -81,7 +81,7 @@ def test_only_the_queue_adapter_and_the_consumer_import_arq() -> None:
         if found := arq_imports(tree):
             importers[path] = found
     outside = {path: found for path, found in importers.items() if path not in ALLOWED}
-    assert outside == {}, "import arq only in shared/queue.py and worker/consumer.py"
+    assert outside == {}, "import arq only in shared/runtime/queue.py and worker/consumer.py"
     # The walk saw the sources: the two allowed modules are found importing it.
     assert set(importers) == ALLOWED
 
@@ -102,14 +102,14 @@ def test_the_checks_find_each_way_of_naming_arq() -> None:
 import arq
 import arq.worker as w
 from arq.connections import ArqRedis
-from shared.queue import ArqRedis as R
+from shared.runtime.queue import ArqRedis as R
 import importlib
 importlib.import_module("arq.jobs")
 __import__("arq")
-from shared import queue
+from shared.runtime import queue
 queue.ArqRedis
 from arqueue import x  # not arq
-import shared.queue
+import shared.runtime.queue
 """
     tree = ast.parse(source)
     assert [line for line, _ in arq_imports(tree)] == [2, 3, 4, 7, 8]

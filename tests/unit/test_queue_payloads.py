@@ -1,4 +1,4 @@
-"""shared/queue.py's job records: JSON holding the job id, and nothing else accepted. The
+"""shared/runtime/queue.py's job records: JSON holding the job id, and nothing else accepted. The
 payloads refused here are only ever parsed as JSON; none is unpickled."""
 
 import pickle
@@ -6,7 +6,7 @@ import pickle
 import orjson
 import pytest
 
-from shared import queue
+from shared.runtime import queue
 
 
 class _Marker:

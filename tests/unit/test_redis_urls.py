@@ -1,7 +1,7 @@
-"""shared/queue.py's reading of CREWQ_REDIS_URL: the password, and TLS for `rediss://` with
+"""shared/runtime/queue.py's reading of CREWQ_REDIS_URL: the password, and TLS for `rediss://` with
 the options in its query string (which arq alone would drop) and the server's name checked."""
 
-from shared import queue
+from shared.runtime import queue
 
 
 def test_a_password_and_database_come_from_the_url() -> None:

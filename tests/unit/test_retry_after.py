@@ -6,7 +6,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from worker.delivery import parse_retry_after
+from worker.dispatcher.delivery import parse_retry_after
 
 
 def test_seconds_and_dates() -> None:

@@ -1,4 +1,5 @@
-"""A role's life (shared/role.py): started, stopped on a signal or on the end of a supervised
+"""A role's life (shared/runtime/role.py): started, stopped on a signal or on the end of a
+supervised
 task, in order, with the exit code that says which; the ops port open throughout."""
 
 import asyncio
@@ -9,9 +10,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from shared import metrics
-from shared.role import Life
-from shared.settings import Settings
+from shared.runtime import metrics
+from shared.runtime.role import Life
+from shared.runtime.settings import Settings
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from api.auth import HIDDEN_PATHS, is_public
 from api.operations import Call, Operation, declared, int_query, operation
 from schemas.account import Scope
 from schemas.jobs import JobBatchRead, JobCreate
-from shared.settings import Settings
-from shared.supervisor import Supervisor
+from shared.runtime.settings import Settings
+from shared.runtime.supervisor import Supervisor
 
 
 def _served() -> list[tuple[str, str, Operation | None]]:

@@ -1,6 +1,6 @@
 """What Postgres text and jsonb can hold."""
 
-from shared.db import storable
+from shared.runtime.db import storable
 
 
 def test_nul_goes_and_lone_surrogates_are_replaced_at_any_depth() -> None:

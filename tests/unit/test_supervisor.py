@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from shared.supervisor import Supervisor
+from shared.runtime.supervisor import Supervisor
 
 
 async def forever() -> None:

@@ -7,9 +7,10 @@ import pytest
 from crewai.events.event_bus import crewai_event_bus
 from crewai.events.types.crew_events import CrewKickoffCompletedEvent
 
-from shared.settings import OFFLINE_MODEL
-from worker import crew_process, llm
-from worker.crew_process import warm_up
+from shared.runtime.settings import OFFLINE_MODEL
+from worker.crew import llm
+from worker.crew import process as crew_process
+from worker.crew.process import warm_up
 
 
 def test_warm_up_runs_a_kickoff_and_builds_the_default_models_client() -> None:

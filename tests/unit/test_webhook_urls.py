@@ -8,7 +8,7 @@ import time
 import aiohttp.helpers
 import pytest
 
-from shared.webhook_urls import (
+from shared.webhooks.urls import (
     UrlRefused,
     embedded_ipv4,
     literal_address,

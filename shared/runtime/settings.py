@@ -1,0 +1,287 @@
+"""Every crewq setting, read from `CREWQ_*` environment variables."""
+
+import os
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.account import Plan
+from shared.runtime.limits import (
+    DEFAULT_MAX_INPUT_BYTES,
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_PAGE_BYTES,
+)
+
+REPO_CREWS = Path(__file__).resolve().parents[2] / "crews"
+
+# Variables whose presence means a real LLM provider is configured.
+PROVIDER_ENV_VARS = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_BASE",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "AZURE_API_KEY",
+    "OPENROUTER_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "OLLAMA_HOST",
+    "AWS_ACCESS_KEY_ID",
+)
+
+OFFLINE_MODEL = "crewq/offline"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"  # `crewq dev` sets it
+    PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"  # for a person at a terminal
+    JSON = "json"  # one object per line, for a log pipeline
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CREWQ_", extra="ignore")
+
+    database_url: str | None = None
+    database_direct_url: str | None = Field(
+        default=None,
+        description="A direct (session) connection to the same database, for LISTEN and"
+        " migrations, when CREWQ_DATABASE_URL goes through a pooler in transaction mode;"
+        " unset: CREWQ_DATABASE_URL.",
+    )
+    database_pool_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most connections one process's Postgres pool opens; unset: api 20,"
+        " worker 2 x CREWQ_WORKER_CONCURRENCY + 4, dispatcher 10.",
+    )
+    database_statement_cache: int = Field(
+        default=100,
+        ge=0,
+        description="Prepared statements asyncpg caches per connection; 0 through a"
+        " transaction-mode pooler without prepared-statement support (PgBouncer < 1.21).",
+    )
+    redis_url: str | None = None
+    data_dir: Path = Path(".crewq")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_max_body_bytes: int = 1_000_000
+    api_keepalive_timeout: float = Field(
+        default=15.0, gt=0, description="Seconds an idle API connection is kept open."
+    )
+    api_header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a whole request head, then its connection"
+        " is closed.",
+    )
+    api_max_connections: int = Field(
+        default=1000, ge=1, description="Connections the API keeps open at once; more get 503."
+    )
+    api_max_page_bytes: int = Field(
+        default=DEFAULT_MAX_PAGE_BYTES,
+        ge=1024,
+        description="Most bytes of jobs or events one list answer carries (one item at"
+        " least); a page stops early at it, with has_more, and the client pages on.",
+    )
+    default_plan: Plan = Field(
+        default=Plan.PRO, description="The plan of a tenant `crewq keys create` makes."
+    )
+    auth_failure_limit: int = Field(
+        default=30,
+        ge=1,
+        description="Requests with unknown keys one address may make a minute, then 429.",
+    )
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default=[],
+        description="Comma-separated CIDRs whose X-Forwarded-For / -Proto are believed.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[], description="Comma-separated origins browsers may call from; none: off."
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Fernet keys sealing signing secrets, comma-separated, newest first.",
+    )
+    request_log_days: float = Field(
+        default=7, gt=0, description="How long a tenant's failed requests are kept."
+    )
+
+    crews_path: str = Field(
+        default=str(REPO_CREWS),
+        description="Directories holding one folder per crew, separated by os.pathsep.",
+    )
+    llm_model: str | None = Field(
+        default=None,
+        description="Default CrewAI model string; offline model when no provider is configured.",
+    )
+
+    llm_retry_attempts: int = Field(
+        default=5, ge=1, description="Tries per LLM call on 429, 5xx, timeouts, broken connections."
+    )
+    llm_retry_max_wait: float = Field(default=30.0, gt=0)
+
+    job_default_timeout: int = Field(default=3600, ge=1, le=7200)
+    job_default_max_retries: int = Field(default=2, ge=0, le=10)
+    job_max_input_bytes: int = Field(
+        default=DEFAULT_MAX_INPUT_BYTES,
+        ge=1024,
+        description="Most bytes a job's inputs and metadata may take together, as JSON; more: 400.",
+    )
+    job_max_output_bytes: int = Field(
+        default=DEFAULT_MAX_OUTPUT_BYTES,
+        ge=1024,
+        description="Most bytes stored of each output of a job (a task's, the crew's final one)"
+        " and of each event's data; the rest is cut off and marked `truncated`.",
+    )
+    retry_base_delay: float = Field(default=5.0, ge=0, description="Seconds before a job retry.")
+    retry_max_delay: float = Field(default=300.0, ge=0)
+
+    worker_concurrency: int = Field(default=2, ge=1)
+    worker_id: str | None = None
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    heartbeat_timeout: float = Field(
+        default=30.0, gt=0, description="A running job silent this long lost its worker."
+    )
+    reaper_interval: float = Field(default=10.0, gt=0)
+    timeout_grace: float = Field(default=30.0, ge=0)
+    drain_timeout: float = Field(default=30.0, ge=0)
+    child_max_jobs: int = Field(default=50, ge=1)
+    child_max_rss_mb: int = Field(default=1024, ge=64)
+    tenant_max_running_jobs: int = Field(default=10, ge=1)
+    tenant_max_pending_jobs: int = Field(
+        default=10_000, ge=1, description="Pending jobs a tenant may have; more get 429."
+    )
+    tenant_max_webhook_endpoints: int = Field(default=20, ge=0)
+    tenant_max_event_streams: int = Field(
+        default=20, ge=1, description="Event streams a tenant may hold open at once."
+    )
+    retention_days: float = Field(
+        default=30, ge=0, description="Delete finished jobs this old; 0 keeps everything."
+    )
+    retention_interval: float = Field(default=300.0, gt=0)
+
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    webhook_max_response_bytes: int = Field(default=4096, ge=0)
+    webhook_backoff: list[float] = Field(
+        default=[0, 5, 300, 1800, 7200, 18000, 36000, 36000],
+        description="Seconds to wait before each delivery attempt (Svix's schedule).",
+    )
+    webhook_throttle_min_delay: float = Field(
+        default=60.0, ge=0, description="Least wait after a 429, 502, 504 or a timeout."
+    )
+    webhook_disable_after: float = Field(
+        default=5 * 86400, gt=0, description="Disable an endpoint failing this long (seconds)."
+    )
+    webhook_endpoint_concurrency: int = Field(default=4, ge=1)
+    webhook_breaker_threshold: int = Field(default=5, ge=1)
+    webhook_breaker_cooldown: float = Field(default=30.0, ge=0)
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    webhook_dns_timeout: float = Field(
+        default=5.0, gt=0, le=30, description="Longest a webhook host name may take to resolve."
+    )
+    webhook_dns_servers: list[str] = Field(
+        default=[], description="Name servers (ip or ip:port) for webhook hosts; [] = system."
+    )
+    dispatcher_concurrency: int = Field(default=32, ge=1)
+    dispatcher_poll_interval: float = Field(default=5.0, gt=0)
+
+    environment: Environment = Field(
+        default=Environment.PRODUCTION, description="`crewq dev` runs as development."
+    )
+    log_level: str = "INFO"
+    log_format: LogFormat | None = Field(
+        default=None, description="text or json; by default text in development, else json."
+    )
+    debug_token: str | None = Field(
+        default=None,
+        description="Sent as X-Debug-Token, opens GET /health/debug.",
+    )
+    operator_tenants: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Comma-separated tenants whose admin keys open GET /health/debug too: "
+        "an admin of any other tenant administers only its tenant, not the deployment.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Workers and dispatchers serve /metrics, /health and /livez here, the API"
+        " /metrics and /livez; unset: none.",
+    )
+    metrics_host: str = "0.0.0.0"
+    process_heartbeat_interval: float = Field(
+        default=5.0, gt=0, description="How often workers and dispatchers report they live."
+    )
+    process_dead_after: float = Field(
+        default=20.0, gt=0, description="A worker or dispatcher silent this long is dead."
+    )
+
+    @field_validator("trusted_proxies", "cors_origins", "operator_tenants", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _lease_fits(self) -> "Settings":
+        # A running attempt's lease is heartbeat_timeout - heartbeat_interval: its crew is
+        # stopped when that much passes without a renewal (worker/runner.py).
+        if self.heartbeat_timeout < 2 * self.heartbeat_interval:
+            raise ValueError("CREWQ_HEARTBEAT_TIMEOUT must be at least twice the interval")
+        return self
+
+    @property
+    def crew_dirs(self) -> list[Path]:
+        return [Path(p) for p in self.crews_path.split(os.pathsep) if p]
+
+    @property
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError("CREWQ_DATABASE_URL is not set (crewq dev sets it for you)")
+        return self.database_url
+
+    @property
+    def direct_database_url(self) -> str:
+        """Where LISTEN and migrations connect: they need a session of their own, which a
+        pooler in transaction mode does not keep."""
+        return self.database_direct_url or self.require_database_url
+
+    @property
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise RuntimeError("CREWQ_REDIS_URL is not set (crewq dev sets it for you)")
+        return self.redis_url
+
+    def default_model(self) -> str:
+        """The model agents use when their YAML names none."""
+        if self.llm_model:
+            return self.llm_model
+        if any(os.environ.get(name) for name in PROVIDER_ENV_VARS):
+            return "openai/gpt-4o-mini"
+        return OFFLINE_MODEL
+
+    @property
+    def logs_as(self) -> LogFormat:
+        if self.log_format is not None:
+            return self.log_format
+        return LogFormat.TEXT if self.environment is Environment.DEVELOPMENT else LogFormat.JSON
+
+    def offline(self) -> bool:
+        """No provider configured: every agent runs on the built-in offline model."""
+        return self.default_model() == OFFLINE_MODEL
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,217 @@
+"""CrewAI's event bus, heard inside a crew process: each step of the running crew (a task
+started or finished, a tool or an LLM called) becomes a `Step` message to the worker.
+
+The bus is process-wide: a listener hears every crew of its process (crewAI #2991). A crew
+process runs one job at a time, and `StepReporter` keeps only the events whose task or
+agent belongs to the crew it is watching now, so an event left over from an earlier job (a
+handler still queued, a thread that outlived its crew) is dropped, never reported as this
+job's. Its handlers are async: CrewAI runs those one after another on its own event-loop
+thread, in the order the events were emitted (its sync handlers run on a pool of ten
+threads, in any order), so a task's steps reach the worker in the order they happened.
+"""
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from crewai import Crew
+from crewai.events.base_events import BaseEvent
+from crewai.events.event_bus import crewai_event_bus
+from crewai.events.types.llm_events import (
+    LLMCallCompletedEvent,
+    LLMCallFailedEvent,
+    LLMCallStartedEvent,
+)
+from crewai.events.types.task_events import TaskCompletedEvent, TaskStartedEvent
+from crewai.events.types.tool_usage_events import (
+    ToolUsageErrorEvent,
+    ToolUsageFinishedEvent,
+    ToolUsageStartedEvent,
+)
+
+from schemas.jobs import TaskResult
+from worker.crew.protocol import LlmCalled, Step, TaskBegan, TaskFinished, ToolCalled
+
+# How much of a tool's output a `tool.completed` event carries.
+OUTPUT_EXCERPT_CHARS = 1000
+# How long a finished crew waits for its last events to be handled.
+_FLUSH_S = 10.0
+
+
+def structured_output(output: Any) -> dict[str, Any] | None:
+    """What a task's or crew's output holds beyond text: its pydantic model or JSON."""
+    if getattr(output, "pydantic", None) is not None:
+        return output.pydantic.model_dump(mode="json")  # type: ignore[no-any-return]
+    json_dict = getattr(output, "json_dict", None)
+    return dict(json_dict) if json_dict else None
+
+
+def task_result(output: Any) -> TaskResult:
+    """A CrewAI `TaskOutput` as crewq reports it."""
+    return TaskResult(
+        name=output.name, agent=output.agent, raw=output.raw, structured=structured_output(output)
+    )
+
+
+def _ns(at: datetime) -> int:
+    return int(at.timestamp() * 1e9)
+
+
+def _excerpt(value: Any) -> str | None:
+    return None if value is None else str(value)[:OUTPUT_EXCERPT_CHARS]
+
+
+def _bounded(args: dict[str, Any] | str) -> dict[str, Any] | str:
+    """A tool's arguments as given, or their excerpt when they are long."""
+    return args if len(str(args)) <= OUTPUT_EXCERPT_CHARS else str(args)[:OUTPUT_EXCERPT_CHARS]
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """The crew being watched: its tasks (id -> name, place) and agents' ids."""
+
+    tasks: dict[str, tuple[str, int]]
+    agents: frozenset[str]
+    total: int
+
+    @classmethod
+    def of(cls, crew: Crew) -> "_Scope":
+        tasks = {
+            str(task.id): (task.name or f"task {i}", i) for i, task in enumerate(crew.tasks, 1)
+        }
+        agents = frozenset(str(agent.id) for agent in crew.agents)
+        return cls(tasks, agents, len(crew.tasks))
+
+    def owns(self, event: BaseEvent) -> bool:
+        return event.task_id in self.tasks or (
+            event.task_id is None and event.agent_id in self.agents
+        )
+
+
+class StepReporter:
+    """Reports the steps of the crew it is `watching` through `send`."""
+
+    def __init__(self, send: Callable[[Step], None]) -> None:
+        self._send = send
+        self._scope: _Scope | None = None
+        self._lock = threading.Lock()
+        # When a call began, by its call id (LLM) or its started event's id (tool).
+        self._started: dict[str, int] = {}
+        self._installed = False
+
+    def install(self) -> None:
+        """Register the handlers on CrewAI's bus, once per process."""
+        if self._installed:
+            return
+        self._installed = True
+        handlers: dict[type[BaseEvent], Callable[[Any, Any], Step | None]] = {
+            TaskStartedEvent: self._task_started,
+            TaskCompletedEvent: self._task_completed,
+            ToolUsageStartedEvent: self._tool_started,
+            ToolUsageFinishedEvent: self._tool_finished,
+            ToolUsageErrorEvent: self._tool_failed,
+            LLMCallStartedEvent: self._llm_started,
+            LLMCallCompletedEvent: self._llm_completed,
+            LLMCallFailedEvent: self._llm_failed,
+        }
+        for event_type, handle in handlers.items():
+            crewai_event_bus.on(event_type)(self._scoped(handle))
+
+    def _scoped(self, handle: Callable[[Any, Any], Step | None]) -> Callable[[Any, Any], Any]:
+        async def handler(source: Any, event: BaseEvent) -> None:
+            with self._lock:
+                scope = self._scope
+            if scope is None or not scope.owns(event):
+                return
+            step = handle(scope, event)
+            # Sent under the lock, and only while the same watch lasts: a handler that ran
+            # late (CrewAI's flush gave up waiting) never sends into the child's next job.
+            with self._lock:
+                if step is not None and self._scope is scope:
+                    self._send(step)
+
+        return handler
+
+    @contextlib.contextmanager
+    def watching(self, crew: Crew) -> Iterator[None]:
+        """Report `crew`'s steps until the block ends, then wait for its last events to be
+        handled, so each step is sent before the crew's outcome."""
+        with self._lock:
+            self._scope = _Scope.of(crew)
+            self._started.clear()
+        try:
+            yield
+        finally:
+            crewai_event_bus.flush(timeout=_FLUSH_S)
+            with self._lock:
+                self._scope = None
+
+    def _task_of(self, scope: _Scope, event: BaseEvent) -> str | None:
+        known = scope.tasks.get(event.task_id or "")
+        return known[0] if known else event.task_name
+
+    def _task_started(self, scope: _Scope, event: TaskStartedEvent) -> Step:
+        name, index = scope.tasks[event.task_id or ""]
+        agent = getattr(getattr(event.task, "agent", None), "role", None)
+        return TaskBegan(name, agent, index, scope.total, _ns(event.timestamp))
+
+    def _task_completed(self, scope: _Scope, event: TaskCompletedEvent) -> Step:
+        # Named as its start was: an unnamed task's output has no name of its own.
+        result = task_result(event.output)
+        result = result.model_copy(update={"name": self._task_of(scope, event)})
+        return TaskFinished(result, _ns(event.timestamp))
+
+    def _tool_started(self, scope: _Scope, event: ToolUsageStartedEvent) -> None:
+        self._started[event.event_id] = _ns(event.timestamp)
+        return None
+
+    def _tool_call(
+        self, scope: _Scope, event: Any, output: str | None, started: int, error: str | None
+    ) -> ToolCalled:
+        return ToolCalled(
+            task=self._task_of(scope, event),
+            agent=event.agent_role,
+            tool=event.tool_name,
+            input=_bounded(event.tool_args),
+            output=output,
+            started_ns=started,
+            ended_ns=_ns(event.timestamp),
+            from_cache=bool(getattr(event, "from_cache", False)),
+            error=error,
+        )
+
+    def _tool_finished(self, scope: _Scope, event: ToolUsageFinishedEvent) -> Step:
+        self._started.pop(event.started_event_id or "", None)
+        return self._tool_call(scope, event, _excerpt(event.output), _ns(event.started_at), None)
+
+    def _tool_failed(self, scope: _Scope, event: ToolUsageErrorEvent) -> Step:
+        started = self._started.pop(event.started_event_id or "", _ns(event.timestamp))
+        return self._tool_call(scope, event, None, started, _excerpt(event.error))
+
+    def _llm_started(self, scope: _Scope, event: LLMCallStartedEvent) -> None:
+        self._started[event.call_id] = _ns(event.timestamp)
+        return None
+
+    def _llm_call(
+        self, scope: _Scope, event: Any, usage: dict[str, Any], error: str | None
+    ) -> LlmCalled:
+        ended = _ns(event.timestamp)
+        return LlmCalled(
+            task=self._task_of(scope, event),
+            agent=event.agent_role,
+            model=event.model or "unknown",
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            started_ns=self._started.pop(event.call_id, ended),
+            ended_ns=ended,
+            error=error,
+        )
+
+    def _llm_completed(self, scope: _Scope, event: LLMCallCompletedEvent) -> Step:
+        return self._llm_call(scope, event, event.usage or {}, None)
+
+    def _llm_failed(self, scope: _Scope, event: LLMCallFailedEvent) -> Step:
+        return self._llm_call(scope, event, {}, _excerpt(event.error))

@@ -1,0 +1,189 @@
+"""The child side of crew execution: a process that runs one crew at a time.
+
+The worker keeps these children warm and kills one to stop its crew for real (timeout,
+cancel). They are started by the forkserver, which imports this module, and so CrewAI,
+once, with the provider modules of the models the worker's crews use
+(`llm_providers.crewai_modules`): a child starts in milliseconds instead of paying CrewAI's
+multi-second import. CrewAI still does a second's worth of set-up on the first kickoff of a
+process (lazy imports, prompt templates, its event bus), so a new child runs a throwaway
+offline kickoff, and builds the default model's client, before it tells the worker it is
+ready (`Ready`): the worker offers a child to a job only then.
+"""
+
+import os
+
+# Before CrewAI is imported: it must not reach the network on its own (LiteLLM, its
+# fallback for models without a native provider, would fetch a price list at import). A
+# deployment may still opt back in by setting these variables itself.
+for _name, _value in (
+    ("CREWAI_DISABLE_TELEMETRY", "true"),
+    ("CREWAI_TRACING_ENABLED", "false"),
+    ("CREWAI_DISABLE_VERSION_CHECK", "true"),
+    ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
+):
+    os.environ.setdefault(_name, _value)
+
+import signal  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from multiprocessing.connection import Connection  # noqa: E402
+
+from worker.crew.tls import share_default_context  # noqa: E402
+
+share_default_context()
+
+import crewai  # noqa: E402, F401  (the point of the forkserver preload)
+from crewai import Agent, Crew, Task  # noqa: E402
+from crewai.crews.crew_output import CrewOutput  # noqa: E402
+from crewai_core import lock_store  # noqa: E402
+
+from schemas.jobs import ErrorCode, JobResult  # noqa: E402
+from shared.domain.crews import CrewConfigError  # noqa: E402
+from shared.runtime.logs import configure, log_context  # noqa: E402
+from shared.runtime.settings import OFFLINE_MODEL, get_settings  # noqa: E402
+from worker.crew.builder import build_crew  # noqa: E402
+from worker.crew.errors import is_transient  # noqa: E402
+from worker.crew.events import StepReporter, structured_output, task_result  # noqa: E402
+from worker.crew.llm import make_llm  # noqa: E402
+from worker.crew.protocol import (  # noqa: E402
+    Accepted,
+    CheckCrews,
+    ChildMessage,
+    CrewFailed,
+    CrewFinished,
+    CrewsChecked,
+    Ready,
+    RunRequest,
+)
+
+
+def run_one(request: RunRequest, steps: StepReporter) -> CrewFinished | CrewFailed:
+    try:
+        built = build_crew(
+            request.spec,
+            request.default_model,
+            llm_retry_attempts=request.llm_retry_attempts,
+            llm_retry_max_wait=request.llm_retry_max_wait,
+        )
+        with steps.watching(built.crew):
+            output = built.crew.kickoff(inputs=request.inputs)
+        assert isinstance(output, CrewOutput)  # crewq never asks for a streaming kickoff
+    except CrewConfigError as exc:
+        return CrewFailed(ErrorCode.CREW_CONFIG_ERROR, str(exc), transient=False)
+    except Exception as exc:
+        transient = is_transient(exc)
+        return CrewFailed(
+            ErrorCode.LLM_UNAVAILABLE if transient else ErrorCode.CREW_ERROR,
+            f"{type(exc).__name__}: {exc}"[:2000],
+            transient=transient,
+            traceback=traceback.format_exc(limit=20)[-8000:],
+        )
+    return CrewFinished(
+        JobResult(
+            raw=output.raw,
+            structured=structured_output(output),
+            tasks=[task_result(t) for t in output.tasks_output],
+            models=built.models,
+            offline=built.models == [OFFLINE_MODEL],
+        ),
+        output.token_usage.model_dump() if output.token_usage else None,
+    )
+
+
+def check_crews(request: CheckCrews) -> CrewsChecked:
+    errors = {}
+    for spec in request.specs:
+        try:
+            build_crew(spec, OFFLINE_MODEL)
+        except Exception as exc:
+            errors[spec.name] = f"{type(exc).__name__}: {exc}"[:500]
+    return CrewsChecked(errors)
+
+
+def warm_up(default_model: str) -> Ready:
+    """What a crew process does once before its first job: a kickoff of a one-agent crew on
+    the offline model (CrewAI's first-kickoff set-up, with no network), and the default
+    model's LLM object with its clients (the provider's lazy imports and TLS context)."""
+    started = time.perf_counter()
+    try:
+        agent = Agent(
+            role="Warm-up",
+            goal="Warm up",
+            backstory="-",
+            llm=make_llm(OFFLINE_MODEL),
+            verbose=False,
+        )
+        task = Task(description="Warm up.", expected_output="Anything.", agent=agent)
+        Crew(agents=[agent], tasks=[task], verbose=False).kickoff()
+        llm = make_llm(default_model)
+        client = getattr(llm, "_get_sync_client", None)
+        if client is not None:  # the OpenAI SDK builds its resources on first use
+            _ = client().chat.completions
+    except Exception as exc:  # a cold first job is slower, not wrong: serve anyway
+        return Ready(time.perf_counter() - started, f"{type(exc).__name__}: {exc}"[:500])
+    return Ready(time.perf_counter() - started, None)
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+
+
+@contextmanager
+def _thread_lock(name: str, *, timeout: float) -> Iterator[None]:
+    lock = _LOCKS.setdefault(name, threading.Lock())
+    if not lock.acquire(timeout=timeout):
+        raise TimeoutError(f"CrewAI's lock {name!r} not taken in {timeout:.0f} s")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def use_private_storage(directory: str) -> None:
+    """Give this process CrewAI storage of its own, under `directory` (absolute).
+
+    Every kickoff writes its task outputs to a SQLite file (for `crewai replay`, which
+    crewq does not use) under a file lock that a waiter polls every 250 ms. Shared by a
+    worker's crew processes, that file made concurrent kickoffs wait on each other: one
+    job in fifteen took 250-300 ms longer at two crews at a time. With a file of its own,
+    the process needs only a lock among its own threads (CrewAI's `set_lock_backend`)."""
+    # An absolute CREWAI_STORAGE_DIR is used as is: appdirs joins it to its base.
+    os.environ["CREWAI_STORAGE_DIR"] = directory
+    lock_store.set_lock_backend(_thread_lock)
+
+
+def child_main(conn: Connection, storage_dir: str) -> None:
+    """Serve run requests until the parent sends None or goes away."""
+    use_private_storage(storage_dir)
+    # CrewAI warns that a task callback cannot be checkpointed; crewq never checkpoints.
+    warnings.filterwarnings("ignore", message="function callbacks cannot be serialized")
+    sending = threading.Lock()  # steps are sent from CrewAI's event thread, outcomes from here
+
+    def send(message: ChildMessage | CrewsChecked | Ready) -> None:
+        with sending:
+            conn.send(message)
+
+    steps = StepReporter(send)
+    steps.install()
+    settings = get_settings()  # the worker's environment, through the forkserver
+    configure(settings.log_level, role="crew", fmt=settings.logs_as)
+    # Ctrl-C in a terminal reaches the whole process group; the worker decides when
+    # children stop, so they ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    send(warm_up(settings.default_model()))
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        if isinstance(request, CheckCrews):
+            send(check_crews(request))
+        else:
+            send(Accepted())
+            with log_context(job_id=request.job_id, tenant_id=request.tenant_id):
+                send(run_one(request, steps))

@@ -1,0 +1,121 @@
+"""What the worker and its crew processes say to each other, as frozen dataclasses sent
+over a pipe. Light on purpose: the worker imports it without importing CrewAI; only crew
+processes (via the forkserver) do that."""
+
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from schemas.jobs import ErrorCode, JobResult, TaskResult
+from shared.domain.crews import CrewSpec
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Worker -> crew process: run this crew once. The child answers with any number of
+    `Step`s, then one `CrewFinished` or `CrewFailed`."""
+
+    job_id: str
+    tenant_id: str
+    spec: CrewSpec
+    inputs: dict[str, Any]
+    default_model: str
+    llm_retry_attempts: int
+    llm_retry_max_wait: float
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Crew process -> worker, once, when it has warmed up: a throwaway offline kickoff and
+    the default model's client built, so a job's first LLM request is not CrewAI's first."""
+
+    warm_up_s: float
+    error: str | None  # the warm-up failed (the process still serves; its first job is cold)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Crew process -> worker, first thing on a `RunRequest`: the job is in this process's
+    hands. A process that dies before saying so never started it, and the job goes to
+    another process instead of counting as a crash."""
+
+
+@dataclass(frozen=True)
+class CheckCrews:
+    """Worker -> crew process: build each crew once, offline, without running it, and
+    answer `CrewsChecked`: a crew that cannot be built is reported before a job needs it."""
+
+    specs: list[CrewSpec]
+
+
+@dataclass(frozen=True)
+class CrewsChecked:
+    errors: dict[str, str]  # crew name -> why it cannot be built
+
+
+@dataclass(frozen=True)
+class TaskBegan:
+    name: str
+    agent: str | None
+    index: int  # its place in the crew, from 1
+    total: int
+    at_ns: int  # wall clock, for the task's span
+
+
+@dataclass(frozen=True)
+class TaskFinished:
+    task: TaskResult
+    at_ns: int
+
+
+@dataclass(frozen=True)
+class ToolCalled:
+    task: str | None
+    agent: str | None
+    tool: str
+    input: dict[str, Any] | str
+    output: str | None  # an excerpt
+    started_ns: int
+    ended_ns: int
+    from_cache: bool
+    error: str | None
+
+
+@dataclass(frozen=True)
+class LlmCalled:
+    task: str | None
+    agent: str | None
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    started_ns: int
+    ended_ns: int
+    error: str | None
+
+
+# What a crew reports as it goes, between a `RunRequest` and its outcome.
+Step = TaskBegan | TaskFinished | ToolCalled | LlmCalled
+
+
+@dataclass(frozen=True)
+class CrewFinished:
+    result: JobResult
+    token_usage: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class CrewFailed:
+    code: ErrorCode
+    message: str
+    transient: bool  # worth another attempt (the provider was unavailable)
+    traceback: str | None = None
+
+
+ChildMessage = Accepted | Step | CrewFinished | CrewFailed
+
+
+def child_entry(conn: Connection, storage_dir: str) -> None:
+    """A crew process's entry point (the forkserver has already imported the module)."""
+    from worker.crew.process import child_main
+
+    child_main(conn, storage_dir)
