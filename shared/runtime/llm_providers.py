@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from schemas.health import LlmConnection
-from shared.runtime.settings import OFFLINE_MODEL
+from shared.runtime.settings import OFFLINE_MODEL, PROVIDER_SECRET_VARS
 
 
 @dataclass(frozen=True)
@@ -86,16 +86,7 @@ PROVIDERS = (
 OPENAI = PROVIDERS[0]
 
 # Every variable holding a provider credential: fingerprinted, never shown.
-SECRET_VARS = (
-    "OPENAI_API_KEY",
-    "ANTHROPIC_API_KEY",
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "AZURE_API_KEY",
-    "OPENROUTER_API_KEY",
-    "DEEPSEEK_API_KEY",
-    "AWS_SECRET_ACCESS_KEY",
-)
+SECRET_VARS = PROVIDER_SECRET_VARS
 
 
 def provider_of(model: str) -> Provider | None:

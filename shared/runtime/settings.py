@@ -18,17 +18,24 @@ from shared.runtime.limits import (
 
 REPO_CREWS = Path(__file__).resolve().parents[2] / "crews"
 
-# Variables whose presence means a real LLM provider is configured.
-PROVIDER_ENV_VARS = (
+# Every variable holding a provider credential: fingerprinted, never shown
+# (shared/runtime/llm_providers.py, shared/runtime/logs.py).
+PROVIDER_SECRET_VARS = (
     "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "OPENAI_API_BASE",
     "ANTHROPIC_API_KEY",
     "GEMINI_API_KEY",
     "GOOGLE_API_KEY",
     "AZURE_API_KEY",
     "OPENROUTER_API_KEY",
     "DEEPSEEK_API_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+)
+# Variables whose presence means a real LLM provider is configured: a credential, or an
+# endpoint that needs none (a local server). AWS counts by its key id, not its secret.
+PROVIDER_ENV_VARS = (
+    *(name for name in PROVIDER_SECRET_VARS if name != "AWS_SECRET_ACCESS_KEY"),
+    "OPENAI_BASE_URL",
+    "OPENAI_API_BASE",
     "OLLAMA_HOST",
     "AWS_ACCESS_KEY_ID",
 )
