@@ -3,6 +3,7 @@ route's `@operation(...)` (`api/operations.py`) names its scope, body, parameter
 and the error codes it may give, as the same pydantic models and readers the route parses
 with. No copy is kept by hand."""
 
+import copy
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -10,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from api.bodies import MAX_DEPTH, MAX_SAFE_NUMBER
 from api.operations import NO_NUL, Operation, declared
 from schemas.errors import STATUS, ApiErrorCode, ErrorBody
 from shared.runtime.version import VERSION
@@ -56,7 +58,122 @@ def _json(refs: Refs, model: type[BaseModel], mode: Mode) -> dict[str, Any]:
     return {"application/json": {"schema": refs[model, mode]}}
 
 
-def _operation_doc(op: Operation, path_params: list[str], op_id: str, refs: Refs) -> dict[str, Any]:
+# What api/bodies.py refuses in any body, wherever in it, stated in every body's schema:
+# strings and keys holding NUL, numbers beyond ±(2^53 - 1), nesting past MAX_DEPTH. A body's
+# free-form parts (a job's `inputs`) take any JSON value within those bounds.
+_JSON_VALUE = "JsonValue"
+_JSON_VALUE_REF = {"$ref": f"#/components/schemas/{_JSON_VALUE}"}
+_SAFE_BOUNDS = {"minimum": -MAX_SAFE_NUMBER, "maximum": MAX_SAFE_NUMBER}
+_JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "description": (
+        "Any JSON value: strings and keys without NUL, numbers within ±(2^53 - 1) (send"
+        f" larger ones as strings), objects and arrays nested at most {MAX_DEPTH} deep in"
+        " the body."
+    ),
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "number", **_SAFE_BOUNDS},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": _JSON_VALUE_REF},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": _JSON_VALUE_REF,
+        },
+    ],
+}
+# Keys of a schema that only annotate it: a schema of nothing else is free-form (`Any`).
+_ANNOTATIONS = {"title", "description", "default", "examples"}
+
+
+def _free_form(schema: object) -> bool:
+    return schema is True or (isinstance(schema, dict) and set(schema) <= _ANNOTATIONS)
+
+
+def _bounded(schema: Any, reached: set[str]) -> Any:
+    """`schema` with the body bounds stated in it, and the components it refers to added to
+    `reached` (bounded in turn by the caller)."""
+    if isinstance(schema, list):
+        return [_bounded(item, reached) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if _free_form(schema):
+        reached.add(_JSON_VALUE)
+        return {**schema, **_JSON_VALUE_REF}
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("properties", "$defs"):
+            out[key] = {name: _bounded(sub, reached) for name, sub in value.items()}
+        elif key in ("additionalProperties", "items") and _free_form(value):
+            reached.add(_JSON_VALUE)
+            out[key] = dict(_JSON_VALUE_REF)
+        elif key in ("enum", "const", "default", "examples"):
+            out[key] = value  # values, not schemas
+        else:
+            out[key] = _bounded(value, reached)
+    if isinstance(ref := out.get("$ref"), str) and ref.startswith("#/components/schemas/"):
+        reached.add(ref.rsplit("/", 1)[1])
+    kind = out.get("type")
+    if kind == "string" and "pattern" not in out and not {"enum", "const"} & set(out):
+        out["pattern"] = NO_NUL
+    if kind in ("number", "integer"):
+        out.setdefault("minimum", -MAX_SAFE_NUMBER)
+        out.setdefault("maximum", MAX_SAFE_NUMBER)
+    open_keys = out.get("additionalProperties", False) is not False
+    if kind == "object" and open_keys and "propertyNames" not in out:
+        out["propertyNames"] = {"pattern": NO_NUL}
+    elif isinstance(names := out.get("propertyNames"), dict) and "pattern" not in names:
+        out["propertyNames"] = {**names, "pattern": NO_NUL}
+    return out
+
+
+def _bound_bodies(schemas: dict[str, Any], bodies: set[str]) -> None:
+    """Bound, in place, every component a body reaches. A component an answer shares is
+    bounded too: nothing crewq answers lies outside what it accepts."""
+    todo, done = set(bodies), set[str]()
+    while todo:
+        name = todo.pop()
+        done.add(name)
+        if name == _JSON_VALUE:
+            continue  # bounded as written
+        reached: set[str] = set()
+        schemas[name] = _bounded(schemas[name], reached)
+        todo |= reached - done
+    if _JSON_VALUE in done:
+        schemas[_JSON_VALUE] = copy.deepcopy(_JSON_VALUE_SCHEMA)
+
+
+def _component(refs: Refs, model: type[BaseModel], mode: Mode) -> str:
+    ref: str = refs[model, mode]["$ref"]
+    return ref.rsplit("/", 1)[1]
+
+
+def _links(op: Operation, op_id: str, targets: Mapping[str, list[str]]) -> dict[str, Any]:
+    links: dict[str, Any] = {}
+    for link in op.links:
+        params = targets.get(link.to)
+        if params is None or len(params) != 1:
+            raise ValueError(
+                f"{op_id}: links to {link.to!r}, which is no documented operation with one"
+                " path parameter"
+            )
+        links[link.to] = {
+            "operationId": link.to,
+            "parameters": {params[0]: f"$response.body#{link.at}"},
+        }
+    return links
+
+
+def _operation_doc(
+    app: web.Application,
+    op: Operation,
+    path_params: list[str],
+    op_id: str,
+    refs: Refs,
+    components: Mapping[str, Any],
+    targets: Mapping[str, list[str]],
+) -> dict[str, Any]:
     doc: dict[str, Any] = {"operationId": op_id, "summary": op.summary, "tags": list(op.tags)}
     if op.scope is not None:
         doc["description"] = f"Needs the `{op.scope.value}` scope (or `admin`)."
@@ -80,10 +197,11 @@ def _operation_doc(op: Operation, path_params: list[str], op_id: str, refs: Refs
     if params:
         doc["parameters"] = params
     if op.body is not None:
-        doc["requestBody"] = {
-            "required": not op.body_optional,
-            "content": _json(refs, op.body, "validation"),
-        }
+        body = _json(refs, op.body, "validation")
+        if op.refine_body is not None:
+            own = copy.deepcopy(components[_component(refs, op.body, "validation")])
+            body["application/json"]["schema"] = op.refine_body(app, own)
+        doc["requestBody"] = {"required": not op.body_optional, "content": body}
     responses: dict[str, Any] = {}
     for status, model in op.answers.items():
         answer: dict[str, Any] = {"description": _HTTP_REASONS.get(status, str(status))}
@@ -92,6 +210,8 @@ def _operation_doc(op: Operation, path_params: list[str], op_id: str, refs: Refs
             content["text/event-stream"] = {"schema": {"type": "string"}}
         if content:
             answer["content"] = content
+        if model is not None and op.links:
+            answer["links"] = _links(op, op_id, targets)
         responses[str(status)] = answer
     by_status: dict[int, list[str]] = {}
     for code in _errors_of(op):
@@ -122,10 +242,18 @@ def build(app: web.Application) -> dict[str, Any]:
         documented.append((path, route.method.lower(), op, route.handler.__name__))
     wanted = list(dict.fromkeys(pair for _, _, op, _ in documented for pair in _models(op)))
     refs, schemas = models_json_schema(wanted, ref_template="#/components/schemas/{model}")
+    components: dict[str, Any] = schemas.get("$defs", {})
+    bodies = {_component(refs, op.body, "validation") for _, _, op, _ in documented if op.body}
+    _bound_bodies(components, bodies)
+    targets = {
+        op_id: [p.strip("{}") for p in path.split("/") if p.startswith("{")]
+        for path, _, _, op_id in documented
+    }
     paths: dict[str, dict[str, Any]] = {}
     for path, method, op, op_id in documented:
-        path_params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
-        paths.setdefault(path, {})[method] = _operation_doc(op, path_params, op_id, refs)
+        paths.setdefault(path, {})[method] = _operation_doc(
+            app, op, targets[op_id], op_id, refs, components, targets
+        )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -140,7 +268,7 @@ def build(app: web.Application) -> dict[str, Any]:
         "security": [{"bearer": []}, {"apiKey": []}],
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": schemas.get("$defs", {}),
+            "schemas": dict(sorted(components.items())),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

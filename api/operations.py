@@ -49,6 +49,23 @@ class Param(Generic[T]):
 
 
 @dataclass(frozen=True)
+class Link:
+    """Where a successful answer leads: its value at `at` (a JSON pointer into the body;
+    `/id` by default) is the path parameter of the operation `to` (its handler's name, the
+    operationId). Rendered as an OpenAPI link, which clients and the stateful phase of
+    tests/acceptance/test_openapi_strict.py follow from the answer that made a resource to
+    the operations on it."""
+
+    to: str
+    at: str = "/id"
+
+
+# Given the running app and the body's schema as its model renders it, the schema to
+# document instead: for what only the app knows once started (the registered crews).
+BodyRefinement = Callable[[web.Application, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Operation:
     summary: str
     scope: Scope | None  # None: any valid key (or no key at all, when public)
@@ -58,6 +75,8 @@ class Operation:
     query: Sequence[Param[Any]] = ()
     headers: Sequence[Param[Any]] = ()
     errors: Sequence[ApiErrorCode] = ()
+    links: Sequence[Link] = ()
+    refine_body: BodyRefinement | None = field(default=None, compare=False)
     public: bool = False
     event_stream: bool = False  # answers text/event-stream
     tags: Sequence[str] = field(default_factory=tuple)
@@ -69,6 +88,8 @@ class Operation:
         names = [p.name.lower() for p in (*self.query, *self.headers)]
         if len(names) != len(set(names)):
             raise ValueError(f"{self.summary!r}: a parameter is declared twice")
+        if self.links and all(model is None for model in self.answers.values()):
+            raise ValueError(f"{self.summary!r}: links lead from an answer, and none has a body")
 
     async def call(self, request: web.Request) -> "Call[Any]":
         """Everything the handler needs, checked: the first refusal is the answer."""
@@ -194,11 +215,16 @@ def datetime_query(name: str, description: str) -> Param[datetime | None]:
     return Param(name, {"type": "string", "format": "date-time"}, description, query_datetime)
 
 
+# Printable ASCII, neither starting nor ending with a space: a header's value as `header`
+# (api/bodies.py) reads it, once HTTP has trimmed the spaces around it.
+PRINTABLE_ASCII = "^[!-~]([ -~]*[!-~])?$"
+
+
 def text_header(name: str, description: str, *, max_length: int = 255) -> Param[str | None]:
     """Printable ASCII of 1 to `max_length` characters; None when absent."""
     return Param(
         name,
-        {"type": "string", "minLength": 1, "maxLength": max_length},
+        {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": PRINTABLE_ASCII},
         description,
         lambda r, n: header(r, n, max_length),
     )

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.fields import WHOLE
 from schemas.pages import Page
 from schemas.webhooks import DEFAULT_GRACE_S, MAX_GRACE_S
 
@@ -100,8 +101,8 @@ class ApiKeyCreate(BaseModel):
         default=None,
         description="None: the calling key's mode. A test key makes test keys only.",
     )
-    expires_in_days: Annotated[int, Field(strict=True, ge=1, le=MAX_KEY_DAYS)] | None = Field(
-        default=None, description="None: the key never expires."
+    expires_in_days: Annotated[int, Field(strict=True, ge=1, le=MAX_KEY_DAYS), WHOLE] | None = (
+        Field(default=None, description="None: the key never expires.")
     )
 
 
@@ -150,7 +151,7 @@ class SigningSecretRotate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    grace_seconds: Annotated[int, Field(ge=0, le=MAX_GRACE_S)] = Field(
+    grace_seconds: Annotated[int, Field(strict=True, ge=0, le=MAX_GRACE_S), WHOLE] = Field(
         default=DEFAULT_GRACE_S,
         description="How long the old secret keeps signing alongside the new one.",
     )

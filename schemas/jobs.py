@@ -4,8 +4,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from schemas.fields import WHOLE, WebhookUrl
 from schemas.pages import Page
 
 MAX_TIMEOUT_S = 7200
@@ -47,10 +48,44 @@ def _metadata_bounds(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def _metadata_value_schema(depth: int) -> dict[str, Any]:
+    """The JSON Schema of a metadata value at `depth` (1: a top-level value), stating what
+    `_metadata_refusal` refuses: long strings and keys, and objects or arrays deeper than
+    MAX_METADATA_DEPTH. Written out level by level, as JSON Schema has no depth bound."""
+    scalars: list[dict[str, Any]] = [
+        {"type": "string", "maxLength": MAX_METADATA_STRING},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+    ]
+    if depth > MAX_METADATA_DEPTH:
+        return {"anyOf": scalars}
+    inner = _metadata_value_schema(depth + 1)
+    return {
+        "anyOf": [
+            *scalars,
+            {"type": "array", "items": inner},
+            {
+                "type": "object",
+                "propertyNames": {"maxLength": MAX_METADATA_KEY},
+                "additionalProperties": inner,
+            },
+        ]
+    }
+
+
 Metadata = Annotated[
     dict[Annotated[str, Field(max_length=MAX_METADATA_KEY)], Any],
     Field(max_length=MAX_METADATA_KEYS),
     AfterValidator(_metadata_bounds),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_METADATA_KEYS,
+            "propertyNames": {"maxLength": MAX_METADATA_KEY},
+            "additionalProperties": _metadata_value_schema(1),
+        }
+    ),
 ]
 
 
@@ -97,13 +132,13 @@ class JobCreate(BaseModel):
     inputs: dict[str, Any] = Field(
         default_factory=dict, description="The crew's inputs; GET /v1/crews/{name} names them."
     )
-    webhook_url: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
+    webhook_url: WebhookUrl | None = Field(
         default=None, description="Receives this job's outcome (completed, failed, cancelled)."
     )
-    timeout: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_S)] | None = Field(
+    timeout: Annotated[int, Field(strict=True, ge=1, le=MAX_TIMEOUT_S), WHOLE] | None = Field(
         default=None, description="Seconds; default: the crew's, then the platform's."
     )
-    max_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = None
+    max_retries: Annotated[int, Field(strict=True, ge=0, le=MAX_RETRIES), WHOLE] | None = None
     metadata: Metadata = Field(
         default_factory=dict,
         description=f"Up to {MAX_METADATA_KEYS} keys of yours, kept with the job; strings"

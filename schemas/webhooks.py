@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from schemas.events import EventType
+from schemas.fields import WHOLE, WebhookUrl
 from schemas.pages import Page
 
 # What an endpoint may subscribe to: any event a job causes, or `*`: every one but the steps
@@ -34,7 +35,6 @@ EventTypeName = Annotated[
 EventTypes = Annotated[
     list[EventTypeName], Field(min_length=1, max_length=20), AfterValidator(_event_types)
 ]
-Url = Annotated[str, Field(min_length=1, max_length=2048)]
 Description = Annotated[str, Field(max_length=500)]
 
 
@@ -43,7 +43,7 @@ class WebhookCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: Url
+    url: WebhookUrl
     events: EventTypes = Field(
         default_factory=lambda: ["*"],
         description="Event types to receive; `*`: all but the crew steps, which must be named.",
@@ -57,10 +57,11 @@ class WebhookUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: Url | None = None
+    url: WebhookUrl | None = None
     events: EventTypes | None = None
     description: Description | None = None
-    enabled: bool | None = None
+    # Strict, as the document says: `0` or `"no"` is refused, not read as false.
+    enabled: Annotated[bool, Field(strict=True)] | None = None
 
 
 class SecretRotate(BaseModel):
@@ -68,7 +69,7 @@ class SecretRotate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    grace_seconds: Annotated[int, Field(ge=0, le=MAX_GRACE_S)] = Field(
+    grace_seconds: Annotated[int, Field(strict=True, ge=0, le=MAX_GRACE_S), WHOLE] = Field(
         default=DEFAULT_GRACE_S,
         description="How long the old secret keeps signing alongside the new one.",
     )

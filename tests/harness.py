@@ -59,6 +59,24 @@ FAST_ENV = {
 }
 
 
+# For a platform that schemathesis fuzzes: limits that protect a deployment, and that are not
+# what a fuzzer examines, raised out of its way. Its thousands of requests with made-up keys
+# (the ignored_auth check) would exhaust the per-address bound on them and get 429 instead
+# of 401; it registers more endpoints than a tenant may keep; and its generated receivers,
+# all unreachable, would open the circuit breaker of their origin, holding a requested test
+# event past the route's wait (504). Every job it submits owes its events to each endpoint
+# it registered: the dispatcher works through that backlog with more concurrency, and
+# `POST /v1/webhooks/{id}/test` waits for its attempt as long as in production (the attempt
+# timeout, 10 s, and a slack), not the 3 s of FAST_ENV.
+FUZZ_ENV = {
+    "CREWQ_AUTH_FAILURE_LIMIT": "1000000",
+    "CREWQ_TENANT_MAX_WEBHOOK_ENDPOINTS": "100000",
+    "CREWQ_WEBHOOK_BREAKER_THRESHOLD": "1000000",
+    "CREWQ_DISPATCHER_CONCURRENCY": "128",
+    "CREWQ_WEBHOOK_TIMEOUT": "10",
+}
+
+
 async def eventually(
     check: Callable[[], Awaitable[Any]], timeout: float = 30, what: str = "condition"
 ) -> Any:

@@ -9,7 +9,16 @@ from aiohttp import web
 
 from api.context import BOX, DB
 from api.errors import ApiError, Code
-from api.operations import CURSOR, LIMIT, Call, Operation, enum_query, limit_param, operation
+from api.operations import (
+    CURSOR,
+    LIMIT,
+    Call,
+    Link,
+    Operation,
+    enum_query,
+    limit_param,
+    operation,
+)
 from api.ratelimit import RATE_WINDOW, RateWindow, current_window
 from api.responses import json_response
 from schemas.account import (
@@ -122,6 +131,7 @@ async def list_keys(request: web.Request, call: Call[None]) -> web.Response:
         {201: ApiKeyCreated},
         body=ApiKeyCreate,
         errors=[Code.LIVE_MODE_REQUIRED],
+        links=[Link("revoke_key")],
         tags=["account"],
     )
 )

@@ -2,7 +2,9 @@
 
 import asyncio
 import contextlib
+import copy
 import logging
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -15,6 +17,7 @@ from api.operations import (
     LIMIT,
     NO_NUL,
     Call,
+    Link,
     Operation,
     Param,
     datetime_query,
@@ -137,6 +140,30 @@ def _refusal(refused: submissions.Refused) -> ApiError:
             )
 
 
+def _one_variant_per_crew(app: web.Application, schema: dict[str, Any]) -> dict[str, Any]:
+    """The body as the registered crews take it: one variant per crew, naming it and
+    requiring the inputs it needs. The registry is read once, at start, as the document
+    is built: a crew the API does not know is refused (UNKNOWN_CREW), as are its missing
+    inputs (MISSING_INPUTS), and the document says so."""
+    variants = []
+    for name, spec in sorted(app[CREWS].crews.items()):
+        variant = copy.deepcopy(schema)
+        variant["title"] = f"JobCreate ({name})"
+        variant["properties"]["crew"] = {"type": "string", "const": name}
+        if spec.inputs:
+            inputs = variant["properties"]["inputs"]
+            variant["properties"]["inputs"] = {**inputs, "required": list(spec.inputs)}
+            variant["required"] = [*variant.get("required", []), "inputs"]
+        variants.append(variant)
+    return {"anyOf": variants} if variants else schema
+
+
+# Where a job's answer leads: the operations on that job.
+_ON_A_JOB = [
+    Link(op) for op in ("get_job", "cancel_job", "retry_job", "job_events", "job_deliveries")
+]
+
+
 @routes.post("/v1/jobs")
 @operation(
     Operation(
@@ -153,6 +180,8 @@ def _refusal(refused: submissions.Refused) -> ApiError:
             Code.IDEMPOTENCY_KEY_REUSED,
             Code.TOO_MANY_PENDING_JOBS,
         ],
+        links=_ON_A_JOB,
+        refine_body=_one_variant_per_crew,
         tags=["jobs"],
     )
 )
@@ -251,6 +280,7 @@ async def get_job(request: web.Request, call: Call[None]) -> web.Response:
         {200: DeliveryList},
         query=[LIMIT, CURSOR],
         errors=[Code.JOB_NOT_FOUND],
+        links=[Link("get_delivery", "/data/0/id"), Link("retry_delivery", "/data/0/id")],
         tags=["jobs"],
     )
 )
@@ -413,6 +443,7 @@ async def cancel_job(request: web.Request, call: Call[None]) -> web.Response:
         Scope.JOBS_CANCEL,
         {202: Job},
         errors=[Code.JOB_NOT_FOUND, Code.JOB_NOT_RETRYABLE, Code.QUOTA_EXCEEDED],
+        links=_ON_A_JOB,
         tags=["jobs"],
     )
 )

@@ -11,7 +11,7 @@ from aiohttp import web
 from api.context import BOX, DB, SETTINGS, URLS
 from api.errors import ApiError, Code
 from api.notifications import HUB
-from api.operations import CURSOR, LIMIT, Call, Operation, enum_query, operation
+from api.operations import CURSOR, LIMIT, Call, Link, Operation, enum_query, operation
 from api.responses import json_response
 from schemas.account import Scope
 from schemas.webhooks import (
@@ -63,6 +63,17 @@ async def _check_url(request: web.Request, url: str) -> None:
         {201: WebhookEndpointCreated},
         body=WebhookCreate,
         errors=[Code.INVALID_WEBHOOK_URL, Code.TOO_MANY_WEBHOOK_ENDPOINTS],
+        links=[
+            Link(op)
+            for op in (
+                "get_webhook",
+                "update_webhook",
+                "delete_webhook",
+                "rotate_secret",
+                "test_webhook",
+                "list_deliveries",
+            )
+        ],
         tags=["webhooks"],
     )
 )
@@ -260,6 +271,7 @@ async def test_webhook(request: web.Request, call: Call[None]) -> web.Response:
         {200: DeliveryList},
         query=[DELIVERY_STATUS, LIMIT, CURSOR],
         errors=[Code.WEBHOOK_NOT_FOUND],
+        links=[Link("get_delivery", "/data/0/id"), Link("retry_delivery", "/data/0/id")],
         tags=["webhooks"],
     )
 )

@@ -317,6 +317,14 @@ async def record_attempt(
     """Store one attempt, move its delivery on, and note what it says of its endpoint, in
     one transaction. False: the delivery had moved on without this attempt."""
     async with pool.acquire() as conn, conn.transaction():
+        if due.endpoint_id is not None:
+            # The endpoint's row first, then its delivery's: the order in which deleting
+            # an endpoint (whose deliveries go with it) and disabling one (which fails
+            # them) take the same two locks. The other order deadlocked against them.
+            await conn.execute(
+                "SELECT 1 FROM webhook_endpoints WHERE id = $1 FOR NO KEY UPDATE",
+                due.endpoint_id,
+            )
         if not await deliveries.record_attempt(conn, due, attempt, status, retry_at):
             return False
         if due.endpoint_id is not None:

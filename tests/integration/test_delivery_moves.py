@@ -3,6 +3,7 @@ the store functions that use it, guarded by the states (and the attempt) it may 
 `webhook_deliveries_state_machine` trigger (migration 0009) refuses every other change of
 status, even one written by hand."""
 
+import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -241,3 +242,43 @@ async def test_the_trigger_refuses_every_change_of_status_no_move_makes(
             with pytest.raises(asyncpg.CheckViolationError, match="delivery state machine"):
                 await hand_written
             assert (await _row(db, delivery_id))["status"] == source
+
+
+async def test_an_attempt_waits_for_its_endpoint_before_touching_its_delivery(
+    db: asyncpg.Pool,
+) -> None:
+    """Disabling an endpoint locks it, then fails its deliveries; deleting one locks it, then
+    its deliveries go with it. Recording an attempt takes the same two locks in the same
+    order, so it waits instead of deadlocking (found by the strict schemathesis run: a
+    DELETE of an endpoint failed with Postgres's `deadlock detected` while the dispatcher
+    recorded an attempt to it)."""
+    _, due = await _claimed(db)
+    assert due.endpoint_id is not None
+    async with db.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute(
+                "SELECT 1 FROM webhook_endpoints WHERE id = $1 FOR UPDATE", due.endpoint_id
+            )
+            recording = asyncio.create_task(
+                endpoints.record_attempt(
+                    db,
+                    due,
+                    AttemptRecord(7, 503, "HTTP 503", "body"),
+                    FAILED,
+                    None,
+                    disable=None,
+                    disable_after_s=3600,
+                )
+            )
+            await asyncio.sleep(0.5)  # let it reach the lock it waits for
+            assert not recording.done()
+            # The other order would hold the delivery here: this would wait for it, and
+            # Postgres would end one of the two transactions.
+            await deliveries.fail_pending(conn, due.endpoint_id, DisabledReason.BY_API)
+        finally:
+            await tx.commit()
+    # It went on once the endpoint was free, and found its delivery already failed.
+    assert await asyncio.wait_for(recording, 10) is False
+    assert (await _row(db, due.id))["status"] == FAILED

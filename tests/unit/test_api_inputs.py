@@ -14,6 +14,7 @@ from api.bodies import MAX_DEPTH, _refusal
 from api.errors import _unexpected, validation_error
 from crewq.cli import parse_duration
 from schemas.jobs import JobCreate
+from schemas.webhooks import SecretRotate, WebhookUpdate
 
 
 def _details(body: dict[str, Any]) -> dict[str, list[str]]:
@@ -37,6 +38,23 @@ def test_types_are_strict_and_each_field_is_named() -> None:
     assert _details({"inputs": []}) == {"crew": ["is required"], "inputs": ["must be an object"]}
     assert _details({"crew": "echo", "colour": "red"}) == {"colour": ["is not a known field"]}
     assert _details({"crew": "echo", "webhook_url": ""}) == {"webhook_url": ["must not be empty"]}
+
+
+def test_whole_numbers_may_be_written_as_floats_but_never_as_strings_or_bools() -> None:
+    # JSON Schema's `integer`, which the document states, takes 942.0: so does the API.
+    job = JobCreate.model_validate({"crew": "echo", "timeout": 942.0, "max_retries": 2.0})
+    assert (job.timeout, job.max_retries) == (942, 2)
+    assert type(job.timeout) is int
+    for refused in ("942", True, 942.5):
+        assert _details({"crew": "echo", "timeout": refused}) == {
+            "timeout": ["must be an integer between 1 and 7200"]
+        }
+    # The webhook rotation body was lax, and read "600" as 600; it is strict like the rest.
+    with pytest.raises(ValidationError):
+        SecretRotate.model_validate({"grace_seconds": "600"})
+    assert SecretRotate.model_validate({"grace_seconds": 60.0}).grace_seconds == 60
+    with pytest.raises(ValidationError):
+        WebhookUpdate.model_validate({"enabled": 0})
 
 
 def test_metadata_limits() -> None:
