@@ -3,16 +3,15 @@ ones, every check, NUL bytes in generated strings, and the stateful phase, which
 document's OpenAPI links from the answer that made a resource to the operations on it. Each
 failure it can report is a place where the document and the API disagree."""
 
-import asyncio
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.harness import FUZZ_ENV, Platform
+from tests import schemathesis_runs
+from tests.harness import Platform
 
 # What positive_data_acceptance takes by default (schemathesis's own list), and the one
 # answer each of two operations gives to a request no schema can tell from a valid one.
@@ -61,56 +60,27 @@ async def test_the_api_matches_its_openapi_document_strictly(
     own_stack: Platform, tmp_path: Path
 ) -> None:
     stack = own_stack
-    await stack.start_api(**FUZZ_ENV)
-    await stack.start_worker(**FUZZ_ENV)
-    await stack.start_dispatcher(**FUZZ_ENV)
-    admin, _, _ = await stack.new_tenant("schemathesis-strict", ["admin"])
+    admin = await schemathesis_runs.start_fuzzed(stack, "schemathesis-strict")
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG.format(steps=os.environ.get("CREWQ_SCHEMATHESIS_STEPS", "10")))
     started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "schemathesis.cli",
-        "--config-file",
-        str(config),
-        "run",
-        f"{stack.base_url}/openapi.json",
+    text = await schemathesis_runs.run(
+        stack,
+        admin,
+        tmp_path,
         "--mode",
         "all",
         "--checks",
         "all",
         "--phases",
         "examples,coverage,fuzzing,stateful",
-        "--max-examples",
-        os.environ.get("CREWQ_SCHEMATHESIS_EXAMPLES", "20"),
-        "--seed",
-        "1",
-        # One worker: with two, hypothesis's threads parse its source concurrently, which
-        # CPython 3.11 before 3.11.9 can fail ("AST constructor recursion depth mismatch").
-        "--workers",
-        "1",
-        "--header",
-        f"Authorization: Bearer {admin}",
-        # Above the 15 s that `POST /v1/webhooks/{id}/test` may wait for its attempt.
-        "--request-timeout",
-        "30",
-        "--report",
-        "junit",
-        "--report-dir",
-        str(tmp_path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=tmp_path,
+        examples="20",
+        before_run=("--config-file", str(config)),
     )
-    output, _ = await process.communicate()
-    text = output.decode(errors="replace")
     print(f"schemathesis took {time.monotonic() - started:.0f} s")
     print(text)
-    assert process.returncode == 0, text[-8000:]
     # It did test: every documented operation, and the links between them.
-    tested = re.search(r"Tested: (\d+)", text)
-    assert tested is not None and int(tested.group(1)) >= 30, text[-3000:]
+    assert schemathesis_runs.tested(text) >= 30, text[-3000:]
     links = re.search(r"API Links:\s+(\d+) covered / (\d+) selected", text)
     assert links is not None and int(links.group(2)) >= 20, text[-3000:]
     assert int(links.group(1)) >= int(links.group(2)) // 2, text[-3000:]
