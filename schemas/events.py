@@ -16,6 +16,9 @@ class EventType(StrEnum):
     JOB_FAILED = "job.failed"
     JOB_CANCELLED = "job.cancelled"
     JOB_RETRYING = "job.retrying"
+    JOB_INPUT_REQUIRED = "job.input_required"
+    JOB_INPUT_RECEIVED = "job.input_received"
+    JOB_RESUMED = "job.resumed"
     TASK_STARTED = "task.started"
     TASK_COMPLETED = "task.completed"
     TOOL_COMPLETED = "tool.completed"
@@ -24,7 +27,15 @@ class EventType(StrEnum):
 
 
 # What a job's own `webhook_url` receives: the outcome only, not every step.
-JOB_URL_EVENTS = frozenset({EventType.JOB_COMPLETED, EventType.JOB_FAILED, EventType.JOB_CANCELLED})
+# And a request for a person's input, which someone must answer.
+JOB_URL_EVENTS = frozenset(
+    {
+        EventType.JOB_COMPLETED,
+        EventType.JOB_FAILED,
+        EventType.JOB_CANCELLED,
+        EventType.JOB_INPUT_REQUIRED,
+    }
+)
 # The steps of a running crew, many per job: an endpoint receives these only when it names
 # them; `*` does not include them, so a receiver is never flooded by a type it never chose.
 STEP_EVENTS = frozenset({EventType.TASK_STARTED, EventType.TOOL_COMPLETED, EventType.LLM_COMPLETED})
@@ -97,6 +108,15 @@ class LlmCompleted(BaseModel):
     completion_tokens: int
     duration_ms: int
     error: str | None = None
+
+
+class JobResumed(BaseModel):
+    """`data` of a `job.resumed` event: an attempt took up the crew from its checkpoint."""
+
+    job_id: str
+    attempt: int
+    after_task: str = Field(description="The last task the checkpoint holds as finished.")
+    tasks_done: int = Field(description="How many of the crew's tasks it skipped.")
 
 
 class WebhookTest(BaseModel):

@@ -17,6 +17,8 @@ MAX_METADATA_STRING = 1000
 # Labels, not documents: an object or array in metadata may hold others this deep.
 MAX_METADATA_DEPTH = 5
 MAX_BATCH_IDS = 100
+MAX_INPUT_TIMEOUT_S = 30 * 86400
+MAX_FEEDBACK_CHARS = 10_000
 
 
 def _metadata_refusal(value: Any, path: str, depth: int) -> str | None:
@@ -95,6 +97,9 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # A task needs a person's answer: the attempt ended and freed its worker; the job's
+    # checkpoint holds the crew's state until `POST /v1/jobs/{id}/input` resumes it.
+    AWAITING_INPUT = "awaiting_input"
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
@@ -108,6 +113,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "TIMEOUT"
     WORKER_LOST = "WORKER_LOST"
     LLM_UNAVAILABLE = "LLM_UNAVAILABLE"
+    INPUT_TIMEOUT = "INPUT_TIMEOUT"  # nobody answered in time and the job's default is `fail`
 
 
 class AttemptOutcome(StrEnum):
@@ -120,6 +126,22 @@ class AttemptOutcome(StrEnum):
     RELEASED = "released"  # handed back by a draining worker; not counted against retries
     LOST = "lost"  # its worker stopped heartbeating
     TIMEOUT = "timeout"  # ran past its timeout and the reaper ended it
+    AWAITING_INPUT = "awaiting_input"  # paused for a person; the next attempt resumes it
+
+
+class InputDefault(StrEnum):
+    """What happens to a job nobody answers within its input timeout."""
+
+    APPROVE = "approve"  # as if approved: the crew goes on with the output as it stands
+    REJECT = "reject"  # the job is cancelled
+    FAIL = "fail"  # the job fails with INPUT_TIMEOUT
+
+
+class ResumeFrom(StrEnum):
+    """Where `POST /v1/jobs/{id}/retry` starts the crew again."""
+
+    CHECKPOINT = "checkpoint"  # after the last task the crew finished
+    START = "start"  # from its first task; the job's checkpoints are deleted
 
 
 class JobCreate(BaseModel):
@@ -139,6 +161,19 @@ class JobCreate(BaseModel):
         default=None, description="Seconds; default: the crew's, then the platform's."
     )
     max_retries: Annotated[int, Field(strict=True, ge=0, le=MAX_RETRIES), WHOLE] | None = None
+    input_timeout: (
+        Annotated[int, Field(strict=True, ge=1, le=MAX_INPUT_TIMEOUT_S), WHOLE] | None
+    ) = Field(
+        default=None,
+        description="Seconds a task asking for a person's input waits for an answer before"
+        " `input_default` is taken; default: the crew's, then the platform's.",
+    )
+    input_default: InputDefault | None = Field(
+        default=None,
+        strict=False,  # JSON gives an enum as its string
+        description="What an unanswered request for input comes to; default: the crew's,"
+        " then the platform's.",
+    )
     metadata: Metadata = Field(
         default_factory=dict,
         description=f"Up to {MAX_METADATA_KEYS} keys of yours, kept with the job; strings"
@@ -199,6 +234,54 @@ class JobAttempt(BaseModel):
     finished_at: datetime | None
     outcome: AttemptOutcome | None
     error: JobError | None
+    resumed_from: str | None = Field(
+        default=None,
+        description="The task this attempt resumed after, from the job's checkpoint; null:"
+        " it ran the crew from its first task.",
+    )
+
+
+class InputRequest(BaseModel):
+    """What a job in `awaiting_input` asks a person."""
+
+    task: str = Field(description="The task that asks.")
+    task_index: int = Field(description="Its place in the crew, from 1.")
+    output: str = Field(description="The task's answer so far, for the person to review.")
+    prompt: str = Field(description="What is asked.")
+    asked_at: datetime
+    expires_at: datetime = Field(description="When `default_action` is taken without an answer.")
+    default_action: InputDefault
+
+
+class InputAnswer(BaseModel):
+    """Body of `POST /v1/jobs/{id}/input`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    feedback: Annotated[str, Field(max_length=MAX_FEEDBACK_CHARS)] = Field(
+        default="",
+        description="What the person says about the task's answer. With `approve: false`"
+        " the task runs again with this feedback, and asks again.",
+    )
+    approve: bool = Field(
+        default=True,
+        description="true: the answer stands and the crew goes on; false: the task is done"
+        " again with the feedback.",
+    )
+
+
+class JobRetry(BaseModel):
+    """Body of `POST /v1/jobs/{id}/retry` (optional)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    from_: ResumeFrom = Field(
+        default=ResumeFrom.CHECKPOINT,
+        alias="from",
+        strict=False,  # JSON gives an enum as its string
+        description="checkpoint: resume after the last task the crew finished; start: run it"
+        " from its first task.",
+    )
 
 
 class Progress(BaseModel):
@@ -227,6 +310,9 @@ class JobState(BaseModel):
     )
     error: JobError | None
     worker_id: str | None
+    input_request: InputRequest | None = Field(
+        default=None, description="Set while the job is `awaiting_input`: what it asks."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -239,6 +325,10 @@ class Job(JobState):
     metadata: dict[str, Any]
     webhook_url: str | None
     timeout: int
+    input_timeout: int | None = Field(description="As submitted; null: the crew's or platform's.")
+    input_default: InputDefault | None = Field(
+        description="As submitted; null: the crew's or platform's."
+    )
     attempts: list[JobAttempt]
     last_activity_at: datetime | None
     cancel_requested_at: datetime | None

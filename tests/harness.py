@@ -206,6 +206,8 @@ class Platform:
         self.port = free_port()
         self.secret_key = generate_key()
         self.box = SecretBox([self.secret_key])
+        self.checkpoint_key = generate_key()
+        self.checkpoint_box = SecretBox([self.checkpoint_key])
         self.env = {
             **os.environ,
             **FAST_ENV,
@@ -213,6 +215,7 @@ class Platform:
             "CREWQ_REDIS_URL": self.redis_url,
             "CREWQ_API_PORT": str(self.port),
             "CREWQ_SECRET_KEY": self.secret_key,
+            "CREWQ_CHECKPOINT_KEY": self.checkpoint_key,
             "CREWQ_CREWS_PATH": os.pathsep.join([str(TEST_CREWS), str(ROOT / "crews")]),
             "OPENAI_API_KEY": "sk-test-not-a-real-key",
             "OPENAI_BASE_URL": llm_url,

@@ -23,8 +23,10 @@ from shared.runtime.db import pool_for
 from shared.runtime.periodic import every, skip_transient
 from shared.runtime.queue import REDIS_UNAVAILABLE
 from shared.runtime.role import Life
+from shared.runtime.secret_box import SecretBox
 from shared.runtime.settings import Settings
 from shared.store import jobs, processes
+from worker.checkpoints import CheckpointKeeper
 from worker.consumer import PromptWorker, consumer_for, listen
 from worker.crew import dirs as crewai_dirs
 from worker.crew.pool import CrewPool
@@ -193,8 +195,26 @@ class WorkerService:
         crew_errors = {**registry.errors, **await self.crews.check(list(registry.crews.values()))}
         for name, error in crew_errors.items():
             log.error("crew %s cannot be built: %s", name, error)
+        keeper = CheckpointKeeper(
+            self.db,
+            SecretBox.from_setting(self.settings.checkpoint_key)
+            if self.settings.checkpoint_key
+            else None,
+            self.settings.checkpoint_max_bytes,
+        )
+        if not keeper.enabled:
+            log.warning(
+                "CREWQ_CHECKPOINT_KEY is not set: crews run without checkpoints (a retried job"
+                " starts from its first task) and a task asking for a person fails its job"
+            )
         self.runner = JobRunner(
-            self.settings, self.db, self.crews, registry, self.worker_id, self._after_commit
+            self.settings,
+            self.db,
+            self.crews,
+            registry,
+            self.worker_id,
+            self._after_commit,
+            keeper,
         )
         log.info(
             "worker %s ready: %d crews, concurrency %d, model %s",
@@ -213,7 +233,9 @@ class WorkerService:
                 crew_errors=crew_errors,
                 default_model=self.settings.default_model(),
                 llm_connections=llm_providers.connections(crew_models(self.settings, registry)),
-                fingerprints=fingerprints.of_config(self.settings, secret_key=False),
+                fingerprints=fingerprints.of_config(
+                    self.settings, secret_key=False, checkpoint_key=True
+                ),
             ),
             lambda: len(runner.active),
         )

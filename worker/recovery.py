@@ -7,6 +7,8 @@
   persistence, FLUSHALL, a queue entry lost while its job key stayed): Postgres is the
   source of truth, Redis only carries wake-ups. It also unparks jobs whose tenant has free
   slots (its cap was raised), and folds the tenants' job count changes into their counts.
+- The input sweep takes the default action of each job whose wait for a person's input is
+  over (approve, reject or fail), within `reaper_interval` of its deadline.
 - Retention deletes finished jobs older than `retention_days`, in small batches.
 
 A lost connection to Postgres or Redis is logged and the loop goes on; any other error is
@@ -42,6 +44,17 @@ async def reap_once(db: asyncpg.Pool, redis: queue.Redis, settings: Settings) ->
     return queued
 
 
+async def expire_inputs_once(db: asyncpg.Pool, redis: queue.Redis) -> int:
+    """Take the default action of every job that waited for input past its timeout."""
+    taken = 0
+    async for expired in jobs.expire_inputs(db):
+        await after_commit.carry_out(expired, redis)
+        taken += 1
+    if taken:
+        log.info("took the default action of %d jobs nobody answered in time", taken)
+    return taken
+
+
 async def reconcile_once(db: asyncpg.Pool, redis: queue.Redis, settings: Settings) -> list[str]:
     """Queue every queueable pending job the queue does not hold (not queued, not deferred, not in
     progress), and free every pending job stuck behind a stale in-progress claim (its worker
@@ -69,10 +82,11 @@ async def reconcile_once(db: asyncpg.Pool, redis: queue.Redis, settings: Setting
 
 
 async def run_recovery(db: asyncpg.Pool, redis: queue.Redis, settings: Settings) -> None:
-    """Reap and reconcile every `reaper_interval` until cancelled."""
+    """Reap, sweep expired inputs and reconcile every `reaper_interval` until cancelled."""
 
     async def recover() -> None:
         await reap_once(db, redis, settings)
+        await expire_inputs_once(db, redis)
         await reconcile_once(db, redis, settings)
 
     await every(

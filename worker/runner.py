@@ -28,8 +28,10 @@ from shared.runtime.queue import Done, Handled, Requeue
 from shared.runtime.settings import OFFLINE_MODEL, Settings
 from shared.runtime.tracing import span_from
 from shared.store import jobs
+from shared.store.checkpoints import Checkpoint
+from worker.checkpoints import CheckpointKeeper
 from worker.crew.pool import Crashed, CrewPool, Outcome, Stopped, TimedOut
-from worker.crew.protocol import CrewFailed, CrewFinished, RunRequest
+from worker.crew.protocol import CrewFailed, CrewFinished, InputNeeded, RunRequest
 from worker.steps import StepRecorder
 
 log = logging.getLogger(__name__)
@@ -63,9 +65,11 @@ class JobRunner:
         registry: CrewRegistry,
         worker_id: str,
         after_commit: Callable[[jobs.AfterCommit], Awaitable[None]],
+        keeper: CheckpointKeeper,
     ) -> None:
         self.settings = settings
         self.db = db
+        self.keeper = keeper
         self.crews = crews
         self.registry = registry
         self.worker_id = worker_id
@@ -123,7 +127,8 @@ class JobRunner:
             return Done("failed")
 
         self.active[claim.job_id] = active
-        steps = StepRecorder(self.db, claim, self.settings.job_max_output_bytes)
+        steps = StepRecorder(self.db, claim, self.keeper, self.settings.job_max_output_bytes)
+        resume = await with_db_retry(lambda: self.keeper.newest(claim))
         heartbeat = asyncio.create_task(self._heartbeat(active), name=f"heartbeat {claim.job_id}")
         log.info("job %s attempt %d: running crew %s", claim.job_id, claim.attempt, claim.crew)
         try:
@@ -137,6 +142,9 @@ class JobRunner:
                     self.settings.default_model() if claim.livemode else OFFLINE_MODEL,
                     self.settings.llm_retry_attempts,
                     self.settings.llm_retry_max_wait,
+                    resume=resume.state if resume else None,
+                    answer=claim.answer,
+                    checkpoints=self.keeper.enabled,
                 ),
                 timeout=claim.timeout_s,
                 stop=active.stop,
@@ -242,6 +250,37 @@ class JobRunner:
         )
         return Requeue(delay)
 
+    async def _pause(self, claim: jobs.Claim, needed: InputNeeded) -> Handled:
+        """The crew waits for a person: keep its state, end the attempt in awaiting_input
+        (its crew process and slot go to other jobs), and let the job wait."""
+        state = Checkpoint(needed.tasks_done, needed.task, True, needed.state)
+        await self.keeper.keep(claim, state)
+        spec = self.registry.get(claim.crew)
+        waits = claim.input_timeout_s or (spec and spec.input_timeout)
+        default = claim.input_default or (spec and spec.input_default)
+        asked = jobs.InputAsked(
+            task=needed.task,
+            task_index=needed.task_index,
+            output=needed.output,
+            prompt=needed.prompt,
+            default_action=default or self.settings.job_input_default,
+        )
+        waits_s = float(waits or self.settings.job_input_timeout)
+        bound = self.settings.job_max_output_bytes
+        moved = await with_db_retry(lambda: jobs.pause(self.db, claim, asked, waits_s, bound))
+        if moved is None:
+            return Done("discarded")
+        await self.after_commit(moved.after)
+        log.info(
+            "job %s attempt %d: task %r waits for input (%.0f s, then %s)",
+            claim.job_id,
+            claim.attempt,
+            needed.task,
+            waits_s,
+            asked.default_action,
+        )
+        return Done("awaiting_input")
+
     async def _record(self, active: ActiveJob, outcome: Outcome) -> Handled:
         claim = active.claim
         if active.reason is StopReason.CANCEL and not isinstance(outcome, CrewFinished):
@@ -252,6 +291,8 @@ class JobRunner:
         match outcome:
             case CrewFinished(result=result, token_usage=token_usage):
                 return Done(await self._complete(claim, result, token_usage))
+            case InputNeeded():
+                return await self._pause(claim, outcome)
             case CrewFailed(transient=True):
                 error = JobError(code=outcome.code, message=outcome.message)
                 return await self._retry_or_fail(claim, error)

@@ -1,7 +1,8 @@
 """The steps of a running attempt, as its crew process reports them, recorded: a job event
-each (`task.started`, `task.completed`, `tool.completed`, `llm.completed`), the job's
-`progress` and running `token_usage`, metrics, and a span each under the job's span, so
-one trace runs from the submitting request through every task, model and tool call."""
+each (`task.started`, `task.completed`, `tool.completed`, `llm.completed`, `job.resumed`),
+the job's `progress` and running `token_usage`, metrics, a span each under the job's span,
+so one trace runs from the submitting request through every task, model and tool call, and
+the crew's checkpoints (worker/checkpoints.py)."""
 
 import logging
 from typing import Any
@@ -16,7 +17,18 @@ from shared.runtime import metrics
 from shared.runtime.limits import DEFAULT_MAX_OUTPUT_BYTES, bound_task
 from shared.runtime.tracing import tracer
 from shared.store import jobs
-from worker.crew.protocol import LlmCalled, Step, TaskBegan, TaskFinished, ToolCalled
+from shared.store.checkpoints import Checkpoint
+from worker.checkpoints import CheckpointKeeper
+from worker.crew.protocol import (
+    Checkpointed,
+    LlmCalled,
+    NotResumed,
+    Resumed,
+    Step,
+    TaskBegan,
+    TaskFinished,
+    ToolCalled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +42,15 @@ class StepRecorder:
     the job's span (the parent of the spans it makes) and closes it when the attempt ends."""
 
     def __init__(
-        self, db: asyncpg.Pool, claim: jobs.Claim, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+        self,
+        db: asyncpg.Pool,
+        claim: jobs.Claim,
+        keeper: CheckpointKeeper,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
         self.db = db
         self.claim = claim
+        self.keeper = keeper
         self.max_output_bytes = max_output_bytes  # of a task's output in its event
         self.progress = Progress(completed_tasks=0, total_tasks=0, current_task=None)
         self.tokens = {
@@ -148,6 +165,28 @@ class StepRecorder:
                     ),
                     token_usage=dict(self.tokens),
                 )
+            case Checkpointed():
+                await self.keeper.keep(
+                    self.claim, Checkpoint(step.tasks_done, step.task, False, step.state)
+                )
+            case Resumed():
+                metrics.RESUMES.labels(self.claim.crew).inc()
+                self.progress = self.progress.model_copy(
+                    update={"completed_tasks": step.tasks_done}
+                )
+                log.info(
+                    "job %s attempt %d: resumed after task %r (%d done)",
+                    job_id,
+                    attempt,
+                    step.after_task,
+                    step.tasks_done,
+                )
+                try:
+                    await jobs.record_resume(self.db, self.claim, step.after_task, step.tasks_done)
+                except Exception as exc:  # best effort, as every step
+                    log.warning("job %s: its resume not recorded: %s", job_id, exc)
+            case NotResumed():
+                self.keeper.not_restored(self.claim, step.reason)
 
     def _span(
         self,

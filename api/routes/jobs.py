@@ -31,7 +31,17 @@ from api.routes.stream import hold_stream_slot, renew
 from api.stream_slots import StreamSlot
 from schemas.account import Scope
 from schemas.events import Event, EventList
-from schemas.jobs import Job, JobBatch, JobBatchRead, JobCreate, JobList, JobStatus
+from schemas.jobs import (
+    InputAnswer,
+    Job,
+    JobBatch,
+    JobBatchRead,
+    JobCreate,
+    JobList,
+    JobRetry,
+    JobStatus,
+    ResumeFrom,
+)
 from schemas.webhooks import DeliveryList
 from shared.domain import after_commit, submissions
 from shared.runtime import metrics, queue
@@ -160,7 +170,15 @@ def _one_variant_per_crew(app: web.Application, schema: dict[str, Any]) -> dict[
 
 # Where a job's answer leads: the operations on that job.
 _ON_A_JOB = [
-    Link(op) for op in ("get_job", "cancel_job", "retry_job", "job_events", "job_deliveries")
+    Link(op)
+    for op in (
+        "get_job",
+        "cancel_job",
+        "retry_job",
+        "answer_job_input",
+        "job_events",
+        "job_deliveries",
+    )
 ]
 
 
@@ -439,19 +457,25 @@ async def cancel_job(request: web.Request, call: Call[None]) -> web.Response:
 @routes.post("/v1/jobs/{job_id}/retry")
 @operation(
     Operation(
-        "Run a failed or cancelled job again",
+        "Run a failed or cancelled job again (by default after its last finished task)",
         Scope.JOBS_CANCEL,
         {202: Job},
+        body=JobRetry,
+        body_optional=True,
         errors=[Code.JOB_NOT_FOUND, Code.JOB_NOT_RETRYABLE, Code.QUOTA_EXCEEDED],
         links=_ON_A_JOB,
         tags=["jobs"],
     )
 )
-async def retry_job(request: web.Request, call: Call[None]) -> web.Response:
+async def retry_job(request: web.Request, call: Call[JobRetry]) -> web.Response:
     principal = call.principal
     job_id = request.match_info["job_id"]
     restarted = await jobs.restart(
-        request.app[DB], principal.owner, job_id, principal.allowance.jobs_per_month
+        request.app[DB],
+        principal.owner,
+        job_id,
+        principal.allowance.jobs_per_month,
+        from_start=call.body.from_ is ResumeFrom.START,
     )
     if restarted is None:
         if not await jobs.exists(request.app[DB], principal.owner, job_id):
@@ -461,3 +485,36 @@ async def retry_job(request: web.Request, call: Call[None]) -> web.Response:
         raise _refusal(restarted)
     await after_commit.carry_out(restarted.after, request.app[REDIS])
     return json_response(restarted.job, status=202, headers={"Location": f"/v1/jobs/{job_id}"})
+
+
+@routes.post("/v1/jobs/{job_id}/input")
+@operation(
+    Operation(
+        "Answer a job that waits for a person's input (`awaiting_input`)",
+        Scope.JOBS_WRITE,
+        {202: Job},
+        body=InputAnswer,
+        errors=[Code.JOB_NOT_FOUND, Code.JOB_NOT_AWAITING_INPUT],
+        links=_ON_A_JOB,
+        tags=["jobs"],
+    )
+)
+async def answer_job_input(request: web.Request, call: Call[InputAnswer]) -> web.Response:
+    """The job goes back to pending and resumes from its checkpoint: with `approve: true`
+    after the task under review, its answer standing; with `approve: false` at that task,
+    done again with the feedback (and reviewed again)."""
+    principal = call.principal
+    job_id = request.match_info["job_id"]
+    db = request.app[DB]
+    answered = await jobs.answer_input(db, principal.owner, job_id, call.body)
+    if answered.outcome is jobs.AnswerOutcome.NOT_FOUND:
+        raise _not_found(job_id)
+    if answered.outcome is jobs.AnswerOutcome.NOT_AWAITING:
+        raise ApiError(
+            Code.JOB_NOT_AWAITING_INPUT,
+            "the job is not waiting for input (answered already, or it never asked)",
+        )
+    await after_commit.carry_out(answered.after, request.app[REDIS])
+    job = await jobs.get(db, principal.owner, job_id)
+    assert job is not None
+    return json_response(job, status=202, headers={"Location": f"/v1/jobs/{job_id}"})

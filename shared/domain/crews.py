@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from schemas.crews import CrewInfo
-from schemas.jobs import MAX_RETRIES, MAX_TIMEOUT_S
+from schemas.jobs import MAX_INPUT_TIMEOUT_S, MAX_RETRIES, MAX_TIMEOUT_S, InputDefault
 from shared.runtime.settings import OFFLINE_MODEL
 
 # CrewAI interpolates `{name}` placeholders in agent and task text with the kickoff inputs.
@@ -40,6 +40,8 @@ class CrewSpec:
     llm: str | None = None
     default_timeout: int | None = None
     default_max_retries: int | None = None
+    input_timeout: int | None = None  # seconds a task asking a person waits; None: platform's
+    input_default: InputDefault | None = None  # what an unanswered one comes to
 
     def info(self) -> CrewInfo:
         return CrewInfo(
@@ -96,6 +98,16 @@ def placeholders(value: Any) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def _input_default(path: Path, value: Any) -> InputDefault | None:
+    if value is None:
+        return None
+    try:
+        return InputDefault(value)
+    except ValueError:
+        choices = ", ".join(d.value for d in InputDefault)
+        raise CrewConfigError(f"{path}: input_default must be one of {choices}") from None
+
+
 def load_crew(folder: Path) -> CrewSpec:
     name = folder.name
     meta_path = folder / "crew.yaml"
@@ -104,7 +116,12 @@ def load_crew(folder: Path) -> CrewSpec:
     process = str(meta.get("process", "sequential"))
     if process not in ("sequential", "hierarchical"):
         raise CrewConfigError(f"{meta_path}: process must be sequential or hierarchical")
-    for key, low, high in (("timeout", 1, MAX_TIMEOUT_S), ("max_retries", 0, MAX_RETRIES)):
+    bounds = (
+        ("timeout", 1, MAX_TIMEOUT_S),
+        ("max_retries", 0, MAX_RETRIES),
+        ("input_timeout", 1, MAX_INPUT_TIMEOUT_S),
+    )
+    for key, low, high in bounds:
         value = meta.get(key)
         if value is not None and (type(value) is not int or not low <= value <= high):
             raise CrewConfigError(f"{meta_path}: {key} must be a whole number from {low} to {high}")
@@ -116,6 +133,8 @@ def load_crew(folder: Path) -> CrewSpec:
         "llm": meta.get("llm"),
         "default_timeout": meta.get("timeout"),
         "default_max_retries": meta.get("max_retries"),
+        "input_timeout": meta.get("input_timeout"),
+        "input_default": _input_default(meta_path, meta.get("input_default")),
     }
     if meta.get("callable"):
         declared = meta.get("inputs", [])

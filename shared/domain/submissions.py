@@ -130,6 +130,8 @@ async def submit(
             traceparent=traceparent,
             livemode=principal.livemode,
             monthly_limit=principal.allowance.jobs_per_month,
+            input_timeout_s=body.input_timeout,
+            input_default=body.input_default,
         ),
         settings.tenant_max_pending_jobs,
         settings.tenant_max_running_jobs,

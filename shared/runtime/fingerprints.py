@@ -24,6 +24,7 @@ def of_config(
     *,
     providers: bool = True,
     secret_key: bool = True,
+    checkpoint_key: bool = False,
 ) -> dict[str, str]:
     """This process's fingerprint of each secret it uses: the key sealing signing secrets
     (unless `secret_key` is False: a worker, which seals and opens none and is not given
@@ -31,6 +32,8 @@ def of_config(
     none). A secret a role is not given is left out, not reported as unset, so that it does
     not stand out as a mismatch."""
     found = {"CREWQ_SECRET_KEY": fingerprint(settings.secret_key)} if secret_key else {}
+    if checkpoint_key:  # a worker's: it seals and opens crew checkpoints
+        found["CREWQ_CHECKPOINT_KEY"] = fingerprint(settings.checkpoint_key)
     for name in SECRET_VARS if providers else ():
         found[name] = fingerprint(environ.get(name))
     return found

@@ -167,6 +167,47 @@ HTTP_DURATION = Histogram(
 )
 
 
+class CheckpointProblem(StrEnum):
+    """Why a checkpoint was not written or not read (the job runs on regardless)."""
+
+    NO_KEY = "no_key"  # CREWQ_CHECKPOINT_KEY is not set on this worker
+    TOO_LARGE = "too_large"  # past CREWQ_CHECKPOINT_MAX_BYTES
+    WRITE_FAILED = "write_failed"  # Postgres refused or was unreachable
+    UNREADABLE = "unreadable"  # no key of CREWQ_CHECKPOINT_KEY opens it, or it is not a state
+    NOT_RESTORED = "not_restored"  # the crew no longer matches it (its tasks changed)
+
+
+CHECKPOINTS = Counter("crewq_checkpoints_total", "Crew checkpoints stored, by crew.", ["crew"])
+CHECKPOINT_PROBLEMS = Counter(
+    "crewq_checkpoint_problems_total",
+    "Checkpoints not written or not read, by crew and why; the job ran on without them.",
+    ["crew", "problem"],
+)
+CHECKPOINT_BYTES = Histogram(
+    "crewq_checkpoint_bytes",
+    "Size of each stored crew checkpoint before sealing.",
+    buckets=(1024, 4096, 16384, 65536, 262144, 1048576, 4194304),
+)
+CHECKPOINT_WRITE = Histogram(
+    "crewq_checkpoint_write_seconds",
+    "Time to seal and store one crew checkpoint.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+RESUMES = Counter(
+    "crewq_job_resumes_total", "Attempts that resumed a crew from its checkpoint.", ["crew"]
+)
+
+
+def checkpoint_stored(crew: str, size: int, seconds: float) -> None:
+    CHECKPOINTS.labels(crew).inc()
+    CHECKPOINT_BYTES.observe(size)
+    CHECKPOINT_WRITE.observe(seconds)
+
+
+def checkpoint_problem(crew: str, problem: CheckpointProblem) -> None:
+    CHECKPOINT_PROBLEMS.labels(crew, problem.value).inc()
+
+
 def identify(role: Role) -> None:
     """Set `crewq_build_info{version, role}` for this process; call once at start."""
     BUILD.info({"version": VERSION, "role": role.value})

@@ -51,6 +51,13 @@ class SecretBox:
                 " put the old key back (after the new one) and run crewq secrets reseal"
             ) from exc
 
+    def seal_bytes(self, data: bytes) -> bytes:
+        return self._fernet.encrypt(data)
+
+    def open_bytes(self, sealed: bytes) -> bytes:
+        """Raises cryptography's InvalidToken when no key opens it (or it was altered)."""
+        return self._fernet.decrypt(sealed)
+
     def reseal(self, stored: str) -> str:
         """The same secret sealed with the newest key (plaintext ones sealed for the first
         time)."""

@@ -10,6 +10,7 @@ from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.account import Plan
+from schemas.jobs import InputDefault
 from shared.runtime.limits import (
     DEFAULT_MAX_INPUT_BYTES,
     DEFAULT_MAX_OUTPUT_BYTES,
@@ -148,6 +149,29 @@ class Settings(BaseSettings):
         ge=1024,
         description="Most bytes stored of each output of a job (a task's, the crew's final one)"
         " and of each event's data; the rest is cut off and marked `truncated`.",
+    )
+    job_input_timeout: int = Field(
+        default=86400,
+        ge=1,
+        le=30 * 86400,
+        description="Seconds a job paused for a person's input waits, unless its job or crew"
+        " says otherwise; then CREWQ_JOB_INPUT_DEFAULT is taken.",
+    )
+    job_input_default: InputDefault = Field(
+        default=InputDefault.FAIL,
+        description="What an unanswered request for input comes to: approve, reject or fail.",
+    )
+    checkpoint_key: str | None = Field(
+        default=None,
+        description="Fernet keys sealing crew checkpoints, comma-separated, newest first"
+        " (workers only). Unset: crews run without checkpoints, and a task asking for a"
+        " person's input fails its job.",
+    )
+    checkpoint_max_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes one crew checkpoint may take; a larger one is not stored"
+        " (the crew resumes from the one before).",
     )
     retry_base_delay: float = Field(default=5.0, ge=0, description="Seconds before a job retry.")
     retry_max_delay: float = Field(default=300.0, ge=0)

@@ -27,11 +27,13 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from schemas.events import EventType
+from schemas.events import EventType, JobResumed
 from schemas.jobs import (
     TERMINAL_STATUSES,
     AttemptOutcome,
     ErrorCode,
+    InputAnswer,
+    InputDefault,
     Job,
     JobAttempt,
     JobError,
@@ -48,12 +50,13 @@ from shared.runtime.limits import (
     DEFAULT_MAX_PAGE_BYTES,
     bound_result,
 )
-from shared.store import usage
+from shared.store import checkpoints, usage
 from shared.store.events import emit
 from shared.store.paging import cut, one_more
 
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
+AWAITING_INPUT = JobStatus.AWAITING_INPUT
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,8 @@ class Move:
         return f"""
             UPDATE jobs j SET status = '{self.target}', last_activity_at = now(), {self.sets}
               FROM (SELECT $4::jsonb AS error, $5::text AS worker_id, $6::jsonb AS result,
-                           $7::jsonb AS token_usage, $8::float8 AS delay_s) given
+                           $7::jsonb AS token_usage, $8::float8 AS delay_s,
+                           $10::jsonb AS input) given
              WHERE j.id = $1 AND j.status IN ({sources})
                AND ($2::int IS NULL OR j.attempt = $2)
                AND ($3::text IS NULL OR (j.tenant_id = $3 AND j.livemode = $9))
@@ -116,13 +120,42 @@ RELEASE = Move(
     None,
     "worker_id = NULL, uncounted_attempts = j.uncounted_attempts + 1, run_after = now()",
 )
-# A pending job cancelled before it ran.
+# A pending job cancelled before it ran, or one waiting for input cancelled (or rejected
+# at its input timeout) while it waits.
+_NO_INPUT_ASKED = "input_request = NULL, input_expires_at = NULL"
 WITHDRAW = Move(
-    frozenset({PENDING}),
+    frozenset({PENDING, AWAITING_INPUT}),
     CANCELLED,
     EventType.JOB_CANCELLED,
     "finished_at = now(), cancel_requested_at = coalesce(j.cancel_requested_at, now()),"
-    " error = NULL, parked_at = NULL",
+    f" error = NULL, parked_at = NULL, {_NO_INPUT_ASKED}",
+)
+# A task asks a person: the attempt ends and frees its slot; the job waits for an answer
+# (`given.input`: what is asked) for `delay_s`. The answer of an earlier pause is spent.
+AWAIT_INPUT = Move(
+    frozenset({RUNNING}),
+    AWAITING_INPUT,
+    EventType.JOB_INPUT_REQUIRED,
+    "worker_id = NULL, input_answer = NULL,"
+    " input_request = given.input || jsonb_build_object('asked_at', now(),"
+    " 'expires_at', now() + make_interval(secs => given.delay_s)),"
+    " input_expires_at = now() + make_interval(secs => given.delay_s)",
+)
+# Answered (`given.input`), or approved at its timeout: back to pending, to resume from its
+# checkpoint with the answer, on a fresh retry budget (the pause spent none).
+ANSWER = Move(
+    frozenset({AWAITING_INPUT}),
+    PENDING,
+    EventType.JOB_INPUT_RECEIVED,
+    f"input_answer = given.input, {_NO_INPUT_ASKED}, uncounted_attempts = j.attempt,"
+    " error = NULL, run_after = now()",
+)
+# Nobody answered in time, and the job's default is to fail.
+EXPIRE = Move(
+    frozenset({AWAITING_INPUT}),
+    FAILED,
+    EventType.JOB_FAILED,
+    f"error = given.error, finished_at = now(), {_NO_INPUT_ASKED}",
 )
 # `POST /v1/jobs/{id}/retry`: a fresh run with a full retry budget.
 RESTART = Move(
@@ -130,10 +163,22 @@ RESTART = Move(
     PENDING,
     EventType.JOB_RETRYING,
     "uncounted_attempts = j.attempt, error = NULL, result = NULL, token_usage = NULL,"
-    " progress = NULL,"
+    " progress = NULL, input_answer = NULL,"
     " cancel_requested_at = NULL, finished_at = NULL, worker_id = NULL, run_after = now()",
 )
-MOVES = (START, COMPLETE, FAIL, CANCEL, RETRY, RELEASE, WITHDRAW, RESTART)
+MOVES = (
+    START,
+    COMPLETE,
+    FAIL,
+    CANCEL,
+    RETRY,
+    RELEASE,
+    WITHDRAW,
+    RESTART,
+    AWAIT_INPUT,
+    ANSWER,
+    EXPIRE,
+)
 
 
 @dataclass(frozen=True)
@@ -145,6 +190,7 @@ class Given:
     result: JobResult | None = None
     token_usage: dict[str, Any] | None = None
     delay_s: float = 0.0
+    input: dict[str, Any] | None = None  # what a paused job asks, or the answer it is given
     # How much of each of the result's outputs is stored, and of the event's data.
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
@@ -265,9 +311,12 @@ async def _move(
         storable(given.token_usage),
         given.delay_s,
         owner.livemode if owner else None,
+        storable(given.input),
     )
     if row is None:
         return None
+    if move.target is COMPLETED:  # nothing resumes a completed job: its state can go
+        await checkpoints.delete_all(conn, job_id)
     if move.target is RUNNING:
         await conn.execute(
             "INSERT INTO job_attempts (job_id, number, worker_id) VALUES ($1, $2, $3)",
@@ -332,6 +381,7 @@ def to_state(row: asyncpg.Record) -> JobState:
         token_usage=row["token_usage"],
         error=row["error"],
         worker_id=row["worker_id"],
+        input_request=row["input_request"],
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
@@ -345,6 +395,8 @@ def to_job(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> Job:
         metadata=row["metadata"],
         webhook_url=row["webhook_url"],
         timeout=row["timeout_s"],
+        input_timeout=row["input_timeout_s"],
+        input_default=row["input_default"],
         attempts=[
             JobAttempt(
                 number=a["number"],
@@ -353,6 +405,7 @@ def to_job(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> Job:
                 finished_at=a["finished_at"],
                 outcome=a["outcome"],
                 error=a["error"],
+                resumed_from=a["resumed_from"],
             )
             for a in attempts
         ],
@@ -508,6 +561,8 @@ class NewJob:
     traceparent: str | None = None
     livemode: bool = True  # False: a test key's sandbox job, counted against no quota
     monthly_limit: int | None = None  # the tenant's quota of live jobs a month; None: none
+    input_timeout_s: int | None = None  # None: the crew's, then the platform's
+    input_default: InputDefault | None = None
 
 
 @dataclass(frozen=True)
@@ -537,17 +592,18 @@ async def insert(
     job would exceed its monthly quota (counted in the same transaction). The job is
     parked when its tenant already has as many jobs running or queued as its cap allows.
     Counting and inserting are serialised per tenant: no bound is overshot, however many
-    submissions arrive at once. One round trip: `crewq_submit_job_v1` (migration 0008)
-    holds the tenant's lock only inside the server."""
+    submissions arrive at once. One round trip: `crewq_submit_job_v2` (migration 0010,
+    `crewq_submit_job_v1` of 0008 and the job's input settings) holds the tenant's lock only
+    inside the server."""
     row = await pool.fetchrow(
         # The job's columns spread out: asyncpg decodes no composite holding jsonb.
         # Named arguments: a later version may add parameters with defaults (0008).
-        "SELECT s.outcome, s.bound, s.decided_at, (s.job).* FROM crewq_submit_job_v1("
+        "SELECT s.outcome, s.bound, s.decided_at, (s.job).* FROM crewq_submit_job_v2("
         "p_lock_purpose => $1, p_id => $2, p_tenant_id => $3, p_crew => $4, p_inputs => $5,"
         " p_metadata => $6, p_webhook_url => $7, p_timeout_s => $8, p_max_retries => $9,"
         " p_idempotency_key => $10, p_request_hash => $11, p_traceparent => $12,"
         " p_livemode => $13, p_monthly_limit => $14, p_default_max_pending => $15,"
-        " p_default_cap => $16) s",
+        " p_default_cap => $16, p_input_timeout_s => $17, p_input_default => $18) s",
         int(TenantLock.JOBS),
         new_id("job"),
         new.tenant_id,
@@ -564,6 +620,8 @@ async def insert(
         new.monthly_limit,
         default_max_pending,
         default_cap,
+        new.input_timeout_s,
+        new.input_default,
     )
     assert row is not None
     match row["outcome"]:
@@ -595,6 +653,10 @@ class Claim:
     max_retries: int
     livemode: bool = True  # False: a test key's job, run on the offline model
     waited_s: float = 0.0  # how long it was due before this attempt started
+    # The answer of the person it last paused for (InputAnswer + the task it answers).
+    answer: dict[str, Any] | None = None
+    input_timeout_s: int | None = None  # as submitted; None: the crew's or platform's
+    input_default: InputDefault | None = None
 
     @property
     def retries_left(self) -> int:
@@ -675,10 +737,14 @@ async def start_attempt(
         max_retries=row["max_retries"],
         livemode=row["livemode"],
         waited_s=max(0.0, job["waited_s"]),
+        answer=row["input_answer"],
+        input_timeout_s=row["input_timeout_s"],
+        input_default=InputDefault(row["input_default"]) if row["input_default"] else None,
     )
 
 
 def _ending(outcome: AttemptOutcome, retry: bool) -> Move:
+    assert outcome is not AttemptOutcome.AWAITING_INPUT, "a pause is `pause`"
     if outcome is AttemptOutcome.RELEASED:
         return RELEASE
     if retry:
@@ -808,6 +874,159 @@ async def request_cancel(pool: asyncpg.Pool, owner: Owner, job_id: str) -> Cance
         return Cancel(CancelOutcome.ALREADY_FINISHED if found else CancelOutcome.NOT_FOUND)
 
 
+@dataclass(frozen=True)
+class InputAsked:
+    """What a task waiting for a person asks (stored as the job's `input_request`)."""
+
+    task: str
+    task_index: int  # from 1
+    output: str  # the task's answer, for the person to review
+    prompt: str
+    default_action: InputDefault
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "task_index": self.task_index,
+            "output": self.output,
+            "prompt": self.prompt,
+            "default_action": self.default_action.value,
+        }
+
+
+async def pause(
+    pool: asyncpg.Pool,
+    claim: Claim,
+    asked: InputAsked,
+    waits_s: float,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+) -> Moved | None:
+    """running -> awaiting_input: this attempt ends (its slot freed) and the job waits
+    `waits_s` for an answer to `asked`. None: the job moved on from this attempt."""
+    bounded = asked.as_json()
+    bounded["output"] = bounded["output"][:max_output_bytes]
+    given = Given(input=bounded, delay_s=waits_s, max_output_bytes=max_output_bytes)
+    async with pool.acquire() as conn, conn.transaction():
+        return await _move(
+            conn,
+            AWAIT_INPUT,
+            claim.job_id,
+            attempt=claim.attempt,
+            given=given,
+            outcome=AttemptOutcome.AWAITING_INPUT,
+        )
+
+
+class AnswerOutcome(StrEnum):
+    ANSWERED = "answered"
+    NOT_AWAITING = "not_awaiting"  # answered already, or never asked: a second answer
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True)
+class Answered:
+    outcome: AnswerOutcome
+    after: AfterCommit = AfterCommit()  # the job, to queue once answered
+
+
+def _answer_json(answer: InputAnswer, task_index: int, by: str) -> dict[str, Any]:
+    return {**answer.model_dump(mode="json"), "task_index": task_index, "by": by}
+
+
+async def answer_input(
+    pool: asyncpg.Pool, owner: Owner, job_id: str, answer: InputAnswer
+) -> Answered:
+    """awaiting_input -> pending with the person's answer, to resume from its checkpoint.
+    Compare-and-set: of two answers at once, one is taken and the other is NOT_AWAITING."""
+    async with pool.acquire() as conn, conn.transaction():
+        index = await conn.fetchval(
+            f"SELECT (input_request->>'task_index')::int FROM jobs WHERE id = $1 AND {_OWNED}"
+            " AND status = 'awaiting_input' FOR UPDATE",
+            job_id,
+            *_of(owner),
+        )
+        if index is not None:
+            given = Given(input=_answer_json(answer, index, "person"))
+            moved = await _move(conn, ANSWER, job_id, owner=owner, given=given)
+            assert moved is not None  # locked above in that state
+            return Answered(AnswerOutcome.ANSWERED, moved.after + queue_job(job_id))
+        found = await exists(conn, owner, job_id)
+    return Answered(AnswerOutcome.NOT_AWAITING if found else AnswerOutcome.NOT_FOUND)
+
+
+async def expire_inputs(pool: asyncpg.Pool, limit: int = 100) -> AsyncIterator[AfterCommit]:
+    """Take the default action of each job whose wait for input is over: `approve` resumes
+    it as if approved, `reject` cancels it, `fail` fails it with INPUT_TIMEOUT. Each job in
+    its own transaction, locked with SKIP LOCKED, compare-and-set; yields what each move
+    leaves to do once it commits (as `reap` does)."""
+    due = await pool.fetch(
+        "SELECT id FROM jobs WHERE status = 'awaiting_input' AND input_expires_at <= now()"
+        " ORDER BY input_expires_at LIMIT $1",
+        limit,
+    )
+    for candidate in due:
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT input_request FROM jobs WHERE id = $1 AND status = 'awaiting_input'"
+                " AND input_expires_at <= now() FOR UPDATE SKIP LOCKED",
+                candidate["id"],
+            )
+            if row is None:
+                continue  # answered, cancelled, or another worker has it
+            asked = row["input_request"]
+            action = InputDefault(asked["default_action"])
+            job_id = candidate["id"]
+            if action is InputDefault.APPROVE:
+                given = Given(input=_answer_json(InputAnswer(), asked["task_index"], "timeout"))
+                moved = await _move(conn, ANSWER, job_id, given=given)
+                queued = queue_job(job_id)
+            elif action is InputDefault.REJECT:
+                moved, queued = await _move(conn, WITHDRAW, job_id), AfterCommit()
+            else:
+                error = JobError(
+                    code=ErrorCode.INPUT_TIMEOUT,
+                    message=f"nobody answered task {asked['task']!r} before {asked['expires_at']}",
+                )
+                moved, queued = (
+                    await _move(conn, EXPIRE, job_id, given=Given(error=error)),
+                    AfterCommit(),
+                )
+        if moved is not None:
+            yield moved.after + queued
+
+
+async def record_resume(pool: asyncpg.Pool, claim: Claim, after_task: str, tasks_done: int) -> bool:
+    """This attempt took up the crew from its checkpoint: say so on the attempt
+    (`resumed_from`) and owe `job.resumed`. False: the attempt is no longer the job's."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE job_attempts a SET resumed_from = $3 FROM jobs j"
+            " WHERE a.job_id = $1 AND a.number = $2 AND j.id = a.job_id"
+            " AND j.attempt = $2 AND j.status = 'running'"
+            " RETURNING j.webhook_url, j.livemode",
+            claim.job_id,
+            claim.attempt,
+            after_task,
+        )
+        if row is None:
+            return False
+        await emit(
+            conn,
+            tenant_id=claim.tenant_id,
+            type=EventType.JOB_RESUMED,
+            data=JobResumed(
+                job_id=claim.job_id,
+                attempt=claim.attempt,
+                after_task=after_task,
+                tasks_done=tasks_done,
+            ),
+            job_id=claim.job_id,
+            job_webhook_url=row["webhook_url"],
+            livemode=row["livemode"],
+        )
+    return True
+
+
 class _QuotaUsedUp(Exception):
     """Rolls a restart back: its live job would exceed the tenant's monthly quota."""
 
@@ -821,17 +1040,25 @@ class Restarted:
 
 
 async def restart(
-    pool: asyncpg.Pool, owner: Owner, job_id: str, monthly_limit: int | None = None
+    pool: asyncpg.Pool,
+    owner: Owner,
+    job_id: str,
+    monthly_limit: int | None = None,
+    *,
+    from_start: bool = False,
 ) -> Restarted | QuotaExceeded | None:
-    """failed/cancelled -> pending as a fresh run with a full retry budget. A live job's
-    run counts against the tenant's monthly quota (`monthly_limit`; None: no quota) as a
-    submission does, so retrying cannot run more jobs than the plan pays for. None: the
-    owner has no such job in a state that may be restarted."""
+    """failed/cancelled -> pending as a fresh run with a full retry budget, resuming after
+    its last checkpoint (or, `from_start`, with its checkpoints deleted: from its first
+    task). A live job's run counts against the tenant's monthly quota (`monthly_limit`;
+    None: no quota) as a submission does, so retrying cannot run more jobs than the plan
+    pays for. None: the owner has no such job in a state that may be restarted."""
     try:
         async with pool.acquire() as conn, conn.transaction():
             moved = await _move(conn, RESTART, job_id, owner=owner)
             if moved is None:
                 return None
+            if from_start:
+                await checkpoints.delete_all(conn, job_id)
             if owner.livemode and not await conn.fetchval(
                 "SELECT crewq_count_job_v1(p_tenant_id => $1, p_monthly_limit => $2)",
                 owner.tenant_id,
@@ -1013,7 +1240,7 @@ async def unpark_free_slots(pool: asyncpg.Pool, default_cap: int) -> list[str]:
         """,
         default_cap,
     )
-    return [r["id"] for r in rows]
+    return sorted(r["id"] for r in rows)  # oldest first (RETURNING keeps no order)
 
 
 async def purge_finished(pool: asyncpg.Pool, older_than_days: float, batch: int) -> int:

@@ -86,7 +86,8 @@ CREATE TABLE jobs (
     metadata             jsonb NOT NULL DEFAULT '{}',
     webhook_url          text,
     status               text NOT NULL            -- schemas/jobs.py JobStatus
-                         CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+                         CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled',
+                                           'awaiting_input')),
     timeout_s            int NOT NULL CHECK (timeout_s > 0),
     max_retries          int NOT NULL CHECK (max_retries >= 0),
     attempt              int NOT NULL DEFAULT 0,  -- attempts started so far
@@ -111,8 +112,16 @@ CREATE TABLE jobs (
     livemode             boolean NOT NULL DEFAULT true,
     -- 0004: {"completed_tasks", "total_tasks", "current_task"} of the running attempt.
     progress             jsonb,
+    -- 0010: a job paused for a person (`awaiting_input`): its wait as submitted (NULL: the
+    -- crew's, then the platform's), what it asks, until when, and the answer resuming it.
+    input_timeout_s      int CHECK (input_timeout_s > 0),
+    input_default        text CHECK (input_default IN ('approve', 'reject', 'fail')),
+    input_request        jsonb,
+    input_expires_at     timestamptz,
+    input_answer         jsonb,
     CONSTRAINT jobs_error_code CHECK (error->>'code' IN (
-        'CREW_ERROR', 'CREW_CONFIG_ERROR', 'TIMEOUT', 'WORKER_LOST', 'LLM_UNAVAILABLE'))
+        'CREW_ERROR', 'CREW_CONFIG_ERROR', 'TIMEOUT', 'WORKER_LOST', 'LLM_UNAVAILABLE',
+        'INPUT_TIMEOUT'))
 );
 -- GET /v1/jobs: newest first per tenant (ids are time-ordered), by status, crew or time.
 CREATE INDEX jobs_tenant ON jobs (tenant_id, id DESC);
@@ -128,6 +137,8 @@ CREATE UNIQUE INDEX jobs_idempotency ON jobs (tenant_id, livemode, idempotency_k
 CREATE INDEX jobs_parked ON jobs (tenant_id, id) WHERE parked_at IS NOT NULL;
 -- Retention deletes finished jobs oldest first.
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status IN ('completed', 'failed', 'cancelled');
+-- The worker's sweep finds the jobs whose wait for input is over.
+CREATE INDEX jobs_awaiting_input ON jobs (input_expires_at) WHERE status = 'awaiting_input';
 
 CREATE TABLE job_attempts (
     job_id       text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
@@ -137,12 +148,30 @@ CREATE TABLE job_attempts (
     finished_at  timestamptz,
     outcome      text,
     error        jsonb,
+    resumed_from text,  -- 0010: the task it resumed after, from the job's checkpoint
     PRIMARY KEY (job_id, number),
     CONSTRAINT job_attempts_outcome CHECK (outcome IN (  -- schemas/jobs.py AttemptOutcome
-        'completed', 'failed', 'cancelled', 'retrying', 'released', 'lost', 'timeout')),
+        'completed', 'failed', 'cancelled', 'retrying', 'released', 'lost', 'timeout',
+        'awaiting_input')),
     CONSTRAINT job_attempts_error_code CHECK (error->>'code' IN (
-        'CREW_ERROR', 'CREW_CONFIG_ERROR', 'TIMEOUT', 'WORKER_LOST', 'LLM_UNAVAILABLE'))
+        'CREW_ERROR', 'CREW_CONFIG_ERROR', 'TIMEOUT', 'WORKER_LOST', 'LLM_UNAVAILABLE',
+        'INPUT_TIMEOUT'))
 );
+
+-- A running crew's state after each task it finished, sealed (shared/store/checkpoints.py,
+-- 0010). An attempt resumes from the newest one it can open; a few older ones stay.
+CREATE TABLE job_checkpoints (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id      text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt     int NOT NULL,
+    tasks_done  int NOT NULL CHECK (tasks_done >= 0),
+    task        text,
+    awaiting    boolean NOT NULL DEFAULT false,
+    sealed      bytea NOT NULL,
+    bytes       int NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX job_checkpoints_job ON job_checkpoints (job_id, id DESC);
 
 -- Each tenant's pending and busy (running, or pending and not parked) jobs, kept instead of
 -- counted: the trigger jobs_counted appends differences to tenant_job_count_changes, and
@@ -264,7 +293,9 @@ BEGIN
     IF (OLD.status, NEW.status) NOT IN (
         ('pending', 'running'), ('pending', 'cancelled'),
         ('running', 'completed'), ('running', 'failed'), ('running', 'cancelled'),
-        ('running', 'pending'),
+        ('running', 'pending'), ('running', 'awaiting_input'),
+        ('awaiting_input', 'pending'), ('awaiting_input', 'cancelled'),
+        ('awaiting_input', 'failed'),
         ('failed', 'pending'), ('cancelled', 'pending')
     ) THEN
         RAISE EXCEPTION 'job %: % -> % is not a move of the job state machine',
@@ -520,5 +551,51 @@ BEGIN
             CASE WHEN v_bounds.busy >= v_bounds.cap THEN now() END, p_livemode)
     RETURNING * INTO v_job;
     RETURN QUERY SELECT 'created', NULL::bigint, now(), v_job;
+END;
+$$;
+
+-- Submitting with the job's input timeout and default. A wrapper of _v1 (which the
+-- previous release keeps calling): the same checks under the same lock, then the two
+-- columns set on the job it made, in the same transaction.
+CREATE FUNCTION crewq_submit_job_v2(
+    p_lock_purpose      int,
+    p_id                text,
+    p_tenant_id         text,
+    p_crew              text,
+    p_inputs            jsonb,
+    p_metadata          jsonb,
+    p_webhook_url       text,
+    p_timeout_s         int,
+    p_max_retries       int,
+    p_idempotency_key   text,
+    p_request_hash      bytea,
+    p_traceparent       text,
+    p_livemode          boolean,
+    p_monthly_limit     bigint,
+    p_default_max_pending int,
+    p_default_cap       int,
+    p_input_timeout_s   int,
+    p_input_default     text
+) RETURNS TABLE (outcome text, bound bigint, decided_at timestamptz, job jobs)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v record;
+    v_job jobs;
+BEGIN
+    SELECT * INTO v FROM crewq_submit_job_v1(
+        p_lock_purpose => p_lock_purpose, p_id => p_id, p_tenant_id => p_tenant_id,
+        p_crew => p_crew, p_inputs => p_inputs, p_metadata => p_metadata,
+        p_webhook_url => p_webhook_url, p_timeout_s => p_timeout_s,
+        p_max_retries => p_max_retries, p_idempotency_key => p_idempotency_key,
+        p_request_hash => p_request_hash, p_traceparent => p_traceparent,
+        p_livemode => p_livemode, p_monthly_limit => p_monthly_limit,
+        p_default_max_pending => p_default_max_pending, p_default_cap => p_default_cap) s;
+    v_job := v.job;
+    IF v.outcome = 'created' AND (p_input_timeout_s IS NOT NULL OR p_input_default IS NOT NULL)
+    THEN
+        UPDATE jobs j SET input_timeout_s = p_input_timeout_s, input_default = p_input_default
+         WHERE j.id = p_id RETURNING * INTO v_job;
+    END IF;
+    RETURN QUERY SELECT v.outcome, v.bound, v.decided_at, v_job;
 END;
 $$;

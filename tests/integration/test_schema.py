@@ -25,7 +25,7 @@ import pytest_asyncio
 
 from schemas.account import KeyMode, Plan
 from schemas.health import ProcessRole
-from schemas.jobs import AttemptOutcome, ErrorCode, JobStatus
+from schemas.jobs import AttemptOutcome, ErrorCode, InputDefault, JobStatus
 from schemas.webhooks import DeliveryStatus, DisabledReason
 from tests.harness import Services
 
@@ -179,6 +179,7 @@ async def test_the_schema_file_describes_what_the_migrations_build(
 ENUM_CHECKS: dict[tuple[str, str], tuple[type[StrEnum], str]] = {
     ("jobs", "jobs_status_check"): (JobStatus, "status"),
     ("jobs", "jobs_error_code"): (ErrorCode, "(error ->> 'code'::text)"),
+    ("jobs", "jobs_input_default_check"): (InputDefault, "input_default"),
     ("job_attempts", "job_attempts_outcome"): (AttemptOutcome, "outcome"),
     ("job_attempts", "job_attempts_error_code"): (ErrorCode, "(error ->> 'code'::text)"),
     ("webhook_deliveries", "webhook_deliveries_status_check"): (DeliveryStatus, "status"),

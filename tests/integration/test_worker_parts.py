@@ -20,6 +20,7 @@ from shared.runtime.settings import Settings
 from shared.store import deliveries, events, jobs
 from tests.fakes import TcpProxy, postgres_proxy
 from tests.integration.factories import BOX, endpoint, reap, start, submit, tenant
+from worker.checkpoints import CheckpointKeeper
 from worker.crew.pool import CrewPool
 from worker.dispatcher.delivery import Answer
 from worker.dispatcher.main import Dispatcher
@@ -34,7 +35,8 @@ def _runner(db: asyncpg.Pool, settings: Settings = FAST) -> JobRunner:
 
     registry = CrewRegistry.load([Path(__file__).parent.parent / "crews"])
     crews = CrewPool(1, max_jobs=1, max_rss_mb=64)  # never started: no process here
-    return JobRunner(settings, db, crews, registry, "w-test", after_commit)
+    keeper = CheckpointKeeper(db, None, 1 << 20)
+    return JobRunner(settings, db, crews, registry, "w-test", after_commit, keeper)
 
 
 @pytest_asyncio.fixture

@@ -22,12 +22,18 @@ from worker.crew.llm import make_llm
 # Agent YAML keys that name objects a YAML file cannot hold.
 _AGENT_SKIP = {"llm", "tools", "function_calling_llm", "manager_llm"}
 _TASK_KEYS = {"description", "expected_output", "async_execution", "markdown", "human_input"}
+# What a task asking for a person's input asks, unless its `approval` says.
+DEFAULT_PROMPT = "Review the task's answer: approve it, or reject it with feedback."
 
 
 class BuiltCrew:
-    def __init__(self, crew: Crew, models: list[str]) -> None:
+    def __init__(
+        self, crew: Crew, models: list[str], prompts: dict[str, str] | None = None
+    ) -> None:
         self.crew = crew
         self.models = models
+        # Task name -> what it asks a person (tasks.yaml `approval: "..."`).
+        self.prompts = prompts or {}
 
 
 def _load_callable(spec: CrewSpec) -> Callable[..., Crew]:
@@ -91,17 +97,24 @@ def build_crew(
             for name, cfg in spec.agents.items()
         }
         tasks: dict[str, Task] = {}
+        prompts: dict[str, str] = {}
         for name, cfg in spec.tasks.items():
             missing = [c for c in cfg.get("context", []) if c not in tasks]
             if missing:
                 raise CrewConfigError(
                     f"{spec.name}: task {name!r} uses later or unknown tasks {missing}"
                 )
+            # `approval`: crewq's approval step, a task whose answer a person approves
+            # (or rejects with feedback) before the crew goes on; its text is what it asks.
+            options = {k: v for k, v in cfg.items() if k in _TASK_KEYS}
+            if approval := cfg.get("approval"):
+                prompts[name] = approval if isinstance(approval, str) else DEFAULT_PROMPT
+                options["human_input"] = True
             tasks[name] = Task(
                 name=name,
                 agent=agents[cfg["agent"]],
                 context=[tasks[c] for c in cfg.get("context", [])] or None,
-                **{k: v for k, v in cfg.items() if k in _TASK_KEYS},
+                **options,
             )
         process = Process(spec.process)
         extra: dict[str, Any] = {}
@@ -114,6 +127,6 @@ def build_crew(
             verbose=False,
             **extra,
         )
-        return BuiltCrew(crew, models)
+        return BuiltCrew(crew, models, prompts)
     except (ValidationError, TypeError) as exc:
         raise CrewConfigError(f"{spec.name}: {exc}") from exc

@@ -33,7 +33,18 @@ from crewai.events.types.tool_usage_events import (
 )
 
 from schemas.jobs import TaskResult
-from worker.crew.protocol import LlmCalled, Step, TaskBegan, TaskFinished, ToolCalled
+from worker.crew.checkpoint import state_of, tasks_finished
+from worker.crew.protocol import (
+    Checkpointed,
+    LlmCalled,
+    Step,
+    TaskBegan,
+    TaskFinished,
+    ToolCalled,
+)
+
+# What a handler makes of an event: no step, one, or several in order.
+Steps = Step | tuple[Step, ...] | None
 
 # How much of a tool's output a `tool.completed` event carries.
 OUTPUT_EXCERPT_CHARS = 1000
@@ -71,19 +82,22 @@ def _bounded(args: dict[str, Any] | str) -> dict[str, Any] | str:
 
 @dataclass(frozen=True)
 class _Scope:
-    """The crew being watched: its tasks (id -> name, place) and agents' ids."""
+    """The crew being watched: its tasks (id -> name, place) and agents' ids, and whether
+    a checkpoint of its state follows each task it finishes."""
 
+    crew: Crew
     tasks: dict[str, tuple[str, int]]
     agents: frozenset[str]
     total: int
+    checkpoints: bool
 
     @classmethod
-    def of(cls, crew: Crew) -> "_Scope":
+    def of(cls, crew: Crew, checkpoints: bool) -> "_Scope":
         tasks = {
             str(task.id): (task.name or f"task {i}", i) for i, task in enumerate(crew.tasks, 1)
         }
         agents = frozenset(str(agent.id) for agent in crew.agents)
-        return cls(tasks, agents, len(crew.tasks))
+        return cls(crew, tasks, agents, len(crew.tasks), checkpoints)
 
     def owns(self, event: BaseEvent) -> bool:
         return event.task_id in self.tasks or (
@@ -107,7 +121,7 @@ class StepReporter:
         if self._installed:
             return
         self._installed = True
-        handlers: dict[type[BaseEvent], Callable[[Any, Any], Step | None]] = {
+        handlers: dict[type[BaseEvent], Callable[[Any, Any], Steps]] = {
             TaskStartedEvent: self._task_started,
             TaskCompletedEvent: self._task_completed,
             ToolUsageStartedEvent: self._tool_started,
@@ -120,27 +134,29 @@ class StepReporter:
         for event_type, handle in handlers.items():
             crewai_event_bus.on(event_type)(self._scoped(handle))
 
-    def _scoped(self, handle: Callable[[Any, Any], Step | None]) -> Callable[[Any, Any], Any]:
+    def _scoped(self, handle: Callable[[Any, Any], Steps]) -> Callable[[Any, Any], Any]:
         async def handler(source: Any, event: BaseEvent) -> None:
             with self._lock:
                 scope = self._scope
             if scope is None or not scope.owns(event):
                 return
-            step = handle(scope, event)
+            found = handle(scope, event)
+            steps = found if isinstance(found, tuple) else (found,) if found else ()
             # Sent under the lock, and only while the same watch lasts: a handler that ran
             # late (CrewAI's flush gave up waiting) never sends into the child's next job.
             with self._lock:
-                if step is not None and self._scope is scope:
+                for step in steps if self._scope is scope else ():
                     self._send(step)
 
         return handler
 
     @contextlib.contextmanager
-    def watching(self, crew: Crew) -> Iterator[None]:
+    def watching(self, crew: Crew, *, checkpoints: bool = False) -> Iterator[None]:
         """Report `crew`'s steps until the block ends, then wait for its last events to be
-        handled, so each step is sent before the crew's outcome."""
+        handled, so each step is sent before the crew's outcome. With `checkpoints`, each
+        finished task is followed by a checkpoint of the crew's state."""
         with self._lock:
-            self._scope = _Scope.of(crew)
+            self._scope = _Scope.of(crew, checkpoints)
             self._started.clear()
         try:
             yield
@@ -158,11 +174,18 @@ class StepReporter:
         agent = getattr(getattr(event.task, "agent", None), "role", None)
         return TaskBegan(name, agent, index, scope.total, _ns(event.timestamp))
 
-    def _task_completed(self, scope: _Scope, event: TaskCompletedEvent) -> Step:
+    def _task_completed(self, scope: _Scope, event: TaskCompletedEvent) -> Steps:
         # Named as its start was: an unnamed task's output has no name of its own.
-        result = task_result(event.output)
-        result = result.model_copy(update={"name": self._task_of(scope, event)})
-        return TaskFinished(result, _ns(event.timestamp))
+        name = self._task_of(scope, event)
+        result = task_result(event.output).model_copy(update={"name": name})
+        finished = TaskFinished(result, _ns(event.timestamp))
+        _, index = scope.tasks[event.task_id or ""]
+        done = tasks_finished(scope.crew, index) if scope.checkpoints else None
+        if done is None:
+            return finished
+        # Built here, on CrewAI's event thread, as the task finishes: the next task may be
+        # running already, but the outputs of the ones before it no longer change.
+        return finished, Checkpointed(done, name, state_of(scope.crew, done))
 
     def _tool_started(self, scope: _Scope, event: ToolUsageStartedEvent) -> None:
         self._started[event.event_id] = _ns(event.timestamp)

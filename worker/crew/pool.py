@@ -38,6 +38,7 @@ from worker.crew.protocol import (
     CrewFailed,
     CrewFinished,
     CrewsChecked,
+    InputNeeded,
     Ready,
     RunRequest,
     Step,
@@ -75,7 +76,7 @@ class Crashed:
     message: str
 
 
-Outcome = CrewFinished | CrewFailed | TimedOut | Stopped | Crashed
+Outcome = CrewFinished | CrewFailed | InputNeeded | TimedOut | Stopped | Crashed
 
 
 @dataclass
@@ -290,7 +291,7 @@ class CrewPool:
                 await self._let_go(child)
                 continue
             child.jobs_run += 1
-            ended = isinstance(outcome, CrewFinished | CrewFailed)
+            ended = isinstance(outcome, CrewFinished | CrewFailed | InputNeeded)
             if ended and self._within_memory(child) and not self._superseded(child):
                 if child.jobs_run >= self._max_jobs and child.successor is None:
                     # Used up: its successor warms while it serves on, so no job waits for
@@ -327,7 +328,7 @@ class CrewPool:
                     if isinstance(message, Accepted):
                         child.accepted = True
                         continue
-                    if isinstance(message, CrewFinished | CrewFailed):
+                    if isinstance(message, CrewFinished | CrewFailed | InputNeeded):
                         return message
                     if stopped := self._stopped(stop, deadline):
                         return stopped

@@ -28,7 +28,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
 
@@ -38,6 +38,7 @@ share_default_context()
 
 import crewai  # noqa: E402, F401  (the point of the forkserver preload)
 from crewai import Agent, Crew, Task  # noqa: E402
+from crewai.core.providers.human_input import set_provider  # noqa: E402
 from crewai.crews.crew_output import CrewOutput  # noqa: E402
 from crewai_core import lock_store  # noqa: E402
 
@@ -45,7 +46,16 @@ from schemas.jobs import ErrorCode, JobResult  # noqa: E402
 from shared.domain.crews import CrewConfigError  # noqa: E402
 from shared.runtime.logs import configure, log_context  # noqa: E402
 from shared.runtime.settings import OFFLINE_MODEL, get_settings  # noqa: E402
-from worker.crew.builder import build_crew  # noqa: E402
+from worker.crew.builder import DEFAULT_PROMPT, build_crew  # noqa: E402
+from worker.crew.checkpoint import (  # noqa: E402
+    AskPerson,
+    InputRequired,
+    NotRestorable,
+    Review,
+    approve,
+    restore,
+    state_of,
+)
 from worker.crew.errors import is_transient  # noqa: E402
 from worker.crew.events import StepReporter, structured_output, task_result  # noqa: E402
 from worker.crew.llm import make_llm  # noqa: E402
@@ -56,12 +66,51 @@ from worker.crew.protocol import (  # noqa: E402
     CrewFailed,
     CrewFinished,
     CrewsChecked,
+    InputNeeded,
+    NotResumed,
     Ready,
+    Resumed,
     RunRequest,
+    Step,
 )
 
 
-def run_one(request: RunRequest, steps: StepReporter) -> CrewFinished | CrewFailed:
+def _take_up(
+    crew: Crew, request: RunRequest, send: Callable[[Step], None]
+) -> tuple[Review, str] | None:
+    """Resume `crew` from the request's checkpoint, if it has one, saying how (`Resumed`,
+    or `NotResumed` and from its first task). Returns the task to do again with the
+    person's feedback, when they rejected its answer."""
+    if request.resume is None:
+        return None
+    try:
+        restored = restore(crew, request.resume)
+    except NotRestorable as exc:
+        for task in crew.tasks:  # whatever was put back before the misfit
+            task.output = None
+        crew.checkpoint_kickoff_event_id = None
+        send(NotResumed(str(exc)))
+        return None
+    review, answer = restored.review, request.answer
+    tasks_done, after = restored.tasks_done, restored.after_task
+    redo = None
+    if review is not None and answer is not None and answer["task_index"] == review.task_index:
+        if answer["approve"]:
+            approve(crew, review)
+            tasks_done = review.task_index
+            after = crew.tasks[tasks_done - 1].name or f"task {tasks_done}"
+        else:
+            redo = (review, str(answer["feedback"]))
+    if tasks_done:
+        send(Resumed(tasks_done, after))
+    return redo
+
+
+def run_one(
+    request: RunRequest, steps: StepReporter, send: Callable[[Step], None]
+) -> CrewFinished | CrewFailed | InputNeeded:
+    crew: Crew | None = None
+    prompts: dict[str, str] = {}
     try:
         built = build_crew(
             request.spec,
@@ -69,11 +118,17 @@ def run_one(request: RunRequest, steps: StepReporter) -> CrewFinished | CrewFail
             llm_retry_attempts=request.llm_retry_attempts,
             llm_retry_max_wait=request.llm_retry_max_wait,
         )
-        with steps.watching(built.crew):
-            output = built.crew.kickoff(inputs=request.inputs)
+        crew, prompts = built.crew, built.prompts
+        redo = _take_up(crew, request, send)
+        set_provider(AskPerson(crew, redo))
+        with steps.watching(crew, checkpoints=request.checkpoints):
+            output = crew.kickoff(inputs=request.inputs)
         assert isinstance(output, CrewOutput)  # crewq never asks for a streaming kickoff
     except CrewConfigError as exc:
         return CrewFailed(ErrorCode.CREW_CONFIG_ERROR, str(exc), transient=False)
+    except InputRequired as exc:
+        assert crew is not None
+        return _needs_input(crew, exc.review, request.checkpoints, prompts)
     except Exception as exc:
         transient = is_transient(exc)
         return CrewFailed(
@@ -91,6 +146,27 @@ def run_one(request: RunRequest, steps: StepReporter) -> CrewFinished | CrewFail
             offline=built.models == [OFFLINE_MODEL],
         ),
         output.token_usage.model_dump() if output.token_usage else None,
+    )
+
+
+def _needs_input(
+    crew: Crew, review: Review, checkpoints: bool, prompts: dict[str, str]
+) -> InputNeeded | CrewFailed:
+    if not checkpoints:
+        return CrewFailed(
+            ErrorCode.CREW_CONFIG_ERROR,
+            "a task asks for a person's input, and this worker cannot keep the crew's state"
+            " while it waits: set CREWQ_CHECKPOINT_KEY",
+            transient=False,
+        )
+    task = crew.tasks[review.task_index - 1]
+    return InputNeeded(
+        task=task.name or f"task {review.task_index}",
+        task_index=review.task_index,
+        output=review.output,
+        prompt=prompts.get(task.name or "", DEFAULT_PROMPT),
+        tasks_done=review.task_index - 1,
+        state=state_of(crew, review.task_index - 1, review),
     )
 
 
@@ -158,7 +234,8 @@ def use_private_storage(directory: str) -> None:
 def child_main(conn: Connection, storage_dir: str) -> None:
     """Serve run requests until the parent sends None or goes away."""
     use_private_storage(storage_dir)
-    # CrewAI warns that a task callback cannot be checkpointed; crewq never checkpoints.
+    # CrewAI warns that a task callback cannot be checkpointed; crewq does not use CrewAI's
+    # checkpoints (worker/crew/checkpoint.py says why).
     warnings.filterwarnings("ignore", message="function callbacks cannot be serialized")
     sending = threading.Lock()  # steps are sent from CrewAI's event thread, outcomes from here
 
@@ -186,4 +263,4 @@ def child_main(conn: Connection, storage_dir: str) -> None:
         else:
             send(Accepted())
             with log_context(job_id=request.job_id, tenant_id=request.tenant_id):
-                send(run_one(request, steps))
+                send(run_one(request, steps, send))

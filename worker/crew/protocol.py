@@ -22,6 +22,13 @@ class RunRequest:
     default_model: str
     llm_retry_attempts: int
     llm_retry_max_wait: float
+    # Take the crew up from this state (worker/crew/checkpoint.py), not from its first task.
+    resume: bytes | None = None
+    # The person's answer to the task the state waits on (`InputAnswer` + `task_index`).
+    answer: dict[str, Any] | None = None
+    # Whether the worker can store checkpoints (CREWQ_CHECKPOINT_KEY is set): without, the
+    # crew reports none, and a task that asks for a person fails the job.
+    checkpoints: bool = True
 
 
 @dataclass(frozen=True)
@@ -93,8 +100,33 @@ class LlmCalled:
     error: str | None
 
 
+@dataclass(frozen=True)
+class Checkpointed:
+    """The crew's state after a task finished, to store (worker/crew/checkpoint.py)."""
+
+    tasks_done: int
+    task: str | None
+    state: bytes
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """The crew was taken up from its checkpoint, after `tasks_done` finished tasks."""
+
+    tasks_done: int
+    after_task: str
+
+
+@dataclass(frozen=True)
+class NotResumed:
+    """The checkpoint given could not be taken up (the crew's tasks changed since, or it
+    is not a state this version reads): the crew runs from its first task."""
+
+    reason: str
+
+
 # What a crew reports as it goes, between a `RunRequest` and its outcome.
-Step = TaskBegan | TaskFinished | ToolCalled | LlmCalled
+Step = TaskBegan | TaskFinished | ToolCalled | LlmCalled | Checkpointed | Resumed | NotResumed
 
 
 @dataclass(frozen=True)
@@ -111,7 +143,20 @@ class CrewFailed:
     traceback: str | None = None
 
 
-ChildMessage = Accepted | Step | CrewFinished | CrewFailed
+@dataclass(frozen=True)
+class InputNeeded:
+    """A task asks a person: the crew stopped there, and `state` (a checkpoint holding the
+    task's answer under review) takes it up again once answered."""
+
+    task: str
+    task_index: int  # from 1
+    output: str
+    prompt: str
+    tasks_done: int
+    state: bytes
+
+
+ChildMessage = Accepted | Step | CrewFinished | CrewFailed | InputNeeded
 
 
 def child_entry(conn: Connection, storage_dir: str) -> None:
