@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class CrewInfo(BaseModel):
@@ -10,7 +10,10 @@ class CrewInfo(BaseModel):
     name: str
     description: str
     inputs: list[str]
-    kind: Literal["yaml", "callable"]
+    kind: Literal["yaml", "callable", "flow"] = Field(
+        description="yaml: agents.yaml and tasks.yaml; callable: a function returning a Crew;"
+        " flow: a CrewAI Flow (its methods are the job's tasks)."
+    )
     process: str
     agents: list[str]
     tasks: list[str]

@@ -1,9 +1,10 @@
 """The crew registry: which crews exist and which inputs they need.
 
 A crew is a folder named after it under a crews directory, holding either a CrewAI YAML pair
-(`agents.yaml`, `tasks.yaml`) or a `crew.yaml` naming a Python callable that returns a
-`Crew`. An optional `crew.yaml` beside the pair adds a description, the process, an LLM and
-job defaults. Reading the registry never imports CrewAI: the API lists and validates crews
+(`agents.yaml`, `tasks.yaml`), or a `crew.yaml` naming a Python callable that returns a
+`Crew` (`callable: crew.py:build`) or a CrewAI Flow class (`flow: flow.py:MyFlow`). An
+optional `crew.yaml` beside the pair adds a description, the process, an LLM and job
+defaults (timeout, retries, and how long a task asking a person waits, and what then). Reading the registry never imports CrewAI: the API lists and validates crews
 without paying for it; only the worker builds them (worker/crew/builder.py).
 """
 
@@ -37,6 +38,7 @@ class CrewSpec:
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     callable: str | None = None
+    flow: str | None = None  # "file.py:Class" or "module:Class" of a CrewAI Flow
     llm: str | None = None
     default_timeout: int | None = None
     default_max_retries: int | None = None
@@ -48,7 +50,7 @@ class CrewSpec:
             name=self.name,
             description=self.description,
             inputs=self.inputs,
-            kind="callable" if self.callable else "yaml",
+            kind="flow" if self.flow else "callable" if self.callable else "yaml",
             process=self.process,
             agents=list(self.agents),
             tasks=list(self.tasks),
@@ -136,10 +138,14 @@ def load_crew(folder: Path) -> CrewSpec:
         "input_timeout": meta.get("input_timeout"),
         "input_default": _input_default(meta_path, meta.get("input_default")),
     }
-    if meta.get("callable"):
+    if meta.get("callable") and meta.get("flow"):
+        raise CrewConfigError(f"{meta_path}: name a callable or a flow, not both")
+    if meta.get("callable") or meta.get("flow"):
         declared = meta.get("inputs", [])
         if not isinstance(declared, list) or not all(isinstance(i, str) for i in declared):
             raise CrewConfigError(f"{meta_path}: inputs must be a list of names")
+        if meta.get("flow"):
+            return CrewSpec(inputs=declared, flow=str(meta["flow"]), **common)
         return CrewSpec(inputs=declared, callable=str(meta["callable"]), **common)
 
     agents_path, tasks_path = folder / "agents.yaml", folder / "tasks.yaml"

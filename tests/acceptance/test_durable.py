@@ -220,3 +220,61 @@ async def test_an_unanswered_request_takes_its_default_and_a_waiting_job_can_be_
     assert status == 409
     payload = orjson.dumps(cancelled)
     assert b"awaiting_input" in payload  # its attempt ended awaiting input
+
+
+async def test_a_flow_runs_as_a_job_and_a_flow_asking_a_person_pauses_and_resumes(
+    own_stack: Platform, llm: FakeLLM
+) -> None:
+    stack = own_stack
+    await stack.start_api()
+    await stack.start_worker()
+    status, crews, _ = await stack.request("GET", "/v1/crews")
+    kinds = {c["name"]: c["kind"] for c in crews["data"]}
+    assert kinds["tally"] == kinds["brief"] == "flow" and kinds["echo"] == "yaml"
+
+    word = f"word{time.time_ns()}"
+    job = await stack.submit("tally", {"word": word})
+    done = await stack.wait_for_status(job["id"], {"completed", "failed"}, timeout=60)
+    assert done["status"] == "completed", done
+    assert [t["name"] for t in done["result"]["tasks"]] == ["say", "count"]
+    said = done["result"]["tasks"][0]["raw"]  # the model's answer, as the first method kept it
+    assert f"fake-llm says: Say the word {word}" in said
+    assert done["result"]["structured"] == {"letters": len(said), "words": len(said.split())}
+    status, events, _ = await stack.request("GET", f"/v1/jobs/{job['id']}/events")
+    assert status == 200, events
+    steps = [(e["type"], e["data"].get("task", {})) for e in events["data"]]
+    assert [t for t, _ in steps] == [
+        "job.started",
+        "task.started",
+        "llm.completed",
+        "task.completed",
+        "task.started",
+        "task.completed",
+        "job.completed",
+    ]
+    assert [e["data"]["task"] for e in events["data"] if e["type"] == "task.started"] == [
+        "say",
+        "count",
+    ]
+
+    topic = f"flowtopic{time.time_ns()}"
+    brief = await stack.submit("brief", {"topic": topic})
+    waiting = await stack.wait_for_status(brief["id"], {"awaiting_input", "failed"}, timeout=60)
+    assert waiting["status"] == "awaiting_input", waiting
+    asked = waiting["input_request"]
+    assert asked["task"] == "review" and asked["prompt"].startswith("Is this outline right")
+    assert f"Outline a one-paragraph brief about {topic}" in asked["output"]
+    # Its @persist state went to Postgres with the pause, sealed.
+    [pause] = [c for c in await _checkpoints(stack, brief["id"]) if c["awaiting"]]
+    assert topic.encode() not in bytes(pause["sealed"])
+
+    feedback = f"keep it short {topic}"
+    status, _ = await _answer(stack, brief["id"], feedback=feedback, approve=True)
+    assert status == 202
+    done = await stack.wait_for_status(brief["id"], {"completed", "failed"}, timeout=60)
+    assert done["status"] == "completed", done
+    assert llm.requests_with(f"The reviewer said: {feedback}")
+    assert f"Write the brief about {topic}" in done["result"]["raw"]
+    assert done["attempts"][-1]["resumed_from"] == "outline"
+    # The outline was written once: the resume took it from the flow's state.
+    assert len(llm.requests_with(f"Current Task: Outline a one-paragraph brief about {topic}")) == 1

@@ -36,13 +36,12 @@ class BuiltCrew:
         self.prompts = prompts or {}
 
 
-def _load_callable(spec: CrewSpec) -> Callable[..., Crew]:
-    assert spec.callable is not None
-    target, _, attr = spec.callable.partition(":")
+def load_object(spec: CrewSpec, named: str) -> Any:
+    """What `named` ("file.py:name" in the crew's folder, or "module:name") names; the
+    file is executed afresh each time (a crew process builds each job's crew anew)."""
+    target, _, attr = named.partition(":")
     if not attr:
-        raise CrewConfigError(
-            f"{spec.name}: callable must be 'module:function' or 'file.py:function'"
-        )
+        raise CrewConfigError(f"{spec.name}: {named!r} must be 'module:name' or 'file.py:name'")
     if target.endswith(".py"):
         path = spec.folder / target
         module_name = f"crewq_crews.{spec.name}"
@@ -54,7 +53,15 @@ def _load_callable(spec: CrewSpec) -> Callable[..., Crew]:
         module_spec.loader.exec_module(module)
     else:
         module = importlib.import_module(target)
-    fn = getattr(module, attr, None)
+    found = getattr(module, attr, None)
+    if found is None:
+        raise CrewConfigError(f"{spec.name}: {named} names nothing")
+    return found
+
+
+def _load_callable(spec: CrewSpec) -> Callable[..., Crew]:
+    assert spec.callable is not None
+    fn = load_object(spec, spec.callable)
     if not callable(fn):
         raise CrewConfigError(f"{spec.name}: {spec.callable} is not a callable")
     return fn  # type: ignore[no-any-return]

@@ -20,6 +20,10 @@ from typing import Any
 from crewai import Crew
 from crewai.events.base_events import BaseEvent
 from crewai.events.event_bus import crewai_event_bus
+from crewai.events.types.flow_events import (
+    MethodExecutionFinishedEvent,
+    MethodExecutionStartedEvent,
+)
 from crewai.events.types.llm_events import (
     LLMCallCompletedEvent,
     LLMCallFailedEvent,
@@ -67,6 +71,18 @@ def task_result(output: Any) -> TaskResult:
     )
 
 
+def _method_result(name: str, value: Any) -> TaskResult:
+    """A flow method's return value as a task's result."""
+    if isinstance(value, str):
+        return TaskResult(name=name, agent=None, raw=value)
+    structured = structured_output(value)
+    if structured is None and hasattr(value, "model_dump"):
+        structured = value.model_dump(mode="json")
+    elif structured is None and isinstance(value, dict):
+        structured = value
+    return TaskResult(name=name, agent=None, raw=str(value), structured=structured)
+
+
 def _ns(at: datetime) -> int:
     return int(at.timestamp() * 1e9)
 
@@ -85,7 +101,7 @@ class _Scope:
     """The crew being watched: its tasks (id -> name, place) and agents' ids, and whether
     a checkpoint of its state follows each task it finishes."""
 
-    crew: Crew
+    crew: Crew | None  # None: a flow's, whose methods are its tasks
     tasks: dict[str, tuple[str, int]]
     agents: frozenset[str]
     total: int
@@ -99,7 +115,16 @@ class _Scope:
         agents = frozenset(str(agent.id) for agent in crew.agents)
         return cls(crew, tasks, agents, len(crew.tasks), checkpoints)
 
+    @classmethod
+    def of_flow(cls, methods: int) -> "_Scope":
+        return cls(None, {}, frozenset(), methods, False)
+
     def owns(self, event: BaseEvent) -> bool:
+        if self.crew is None:
+            # A flow's steps (its methods, the crews and models they call) carry no ids of
+            # one crew's; the process runs this job alone, and a leftover event of the last
+            # one was flushed when its watch ended.
+            return True
         return event.task_id in self.tasks or (
             event.task_id is None and event.agent_id in self.agents
         )
@@ -115,6 +140,8 @@ class StepReporter:
         # When a call began, by its call id (LLM) or its started event's id (tool).
         self._started: dict[str, int] = {}
         self._installed = False
+        self._finished: list[TaskResult] = []  # a flow's methods' results, this watch
+        self._methods_begun = 0
 
     def install(self) -> None:
         """Register the handlers on CrewAI's bus, once per process."""
@@ -124,6 +151,8 @@ class StepReporter:
         handlers: dict[type[BaseEvent], Callable[[Any, Any], Steps]] = {
             TaskStartedEvent: self._task_started,
             TaskCompletedEvent: self._task_completed,
+            MethodExecutionStartedEvent: self._method_started,
+            MethodExecutionFinishedEvent: self._method_finished,
             ToolUsageStartedEvent: self._tool_started,
             ToolUsageFinishedEvent: self._tool_finished,
             ToolUsageErrorEvent: self._tool_failed,
@@ -155,9 +184,23 @@ class StepReporter:
         """Report `crew`'s steps until the block ends, then wait for its last events to be
         handled, so each step is sent before the crew's outcome. With `checkpoints`, each
         finished task is followed by a checkpoint of the crew's state."""
+        with self._watch(_Scope.of(crew, checkpoints)):
+            yield
+
+    @contextlib.contextmanager
+    def watching_flow(self, methods: int) -> Iterator[list[TaskResult]]:
+        """Report a flow's steps (each method a task) until the block ends; yields the
+        list of the methods' results, complete once the block has ended."""
+        with self._watch(_Scope.of_flow(methods)):
+            yield self._finished
+
+    @contextlib.contextmanager
+    def _watch(self, scope: _Scope) -> Iterator[None]:
         with self._lock:
-            self._scope = _Scope.of(crew, checkpoints)
+            self._scope = scope
             self._started.clear()
+            self._finished = []
+            self._methods_begun = 0
         try:
             yield
         finally:
@@ -169,23 +212,42 @@ class StepReporter:
         known = scope.tasks.get(event.task_id or "")
         return known[0] if known else event.task_name
 
-    def _task_started(self, scope: _Scope, event: TaskStartedEvent) -> Step:
+    def _task_started(self, scope: _Scope, event: TaskStartedEvent) -> Steps:
+        if scope.crew is None:  # a crew a flow's method runs: its methods are the tasks
+            return None
         name, index = scope.tasks[event.task_id or ""]
         agent = getattr(getattr(event.task, "agent", None), "role", None)
         return TaskBegan(name, agent, index, scope.total, _ns(event.timestamp))
 
     def _task_completed(self, scope: _Scope, event: TaskCompletedEvent) -> Steps:
+        if scope.crew is None:
+            return None
         # Named as its start was: an unnamed task's output has no name of its own.
         name = self._task_of(scope, event)
         result = task_result(event.output).model_copy(update={"name": name})
         finished = TaskFinished(result, _ns(event.timestamp))
         _, index = scope.tasks[event.task_id or ""]
-        done = tasks_finished(scope.crew, index) if scope.checkpoints else None
+        crew = scope.crew
+        done = tasks_finished(crew, index) if scope.checkpoints else None
         if done is None:
             return finished
         # Built here, on CrewAI's event thread, as the task finishes: the next task may be
         # running already, but the outputs of the ones before it no longer change.
-        return finished, Checkpointed(done, name, state_of(scope.crew, done))
+        return finished, Checkpointed(done, name, state_of(crew, done))
+
+    def _method_started(self, scope: _Scope, event: MethodExecutionStartedEvent) -> Steps:
+        if scope.crew is not None:  # a flow run inside a crew's task: not this job's task
+            return None
+        self._methods_begun += 1
+        index = self._methods_begun
+        return TaskBegan(event.method_name, None, index, scope.total, _ns(event.timestamp))
+
+    def _method_finished(self, scope: _Scope, event: MethodExecutionFinishedEvent) -> Steps:
+        if scope.crew is None:
+            result = _method_result(event.method_name, event.result)
+            self._finished.append(result)
+            return TaskFinished(result, _ns(event.timestamp))
+        return None
 
     def _tool_started(self, scope: _Scope, event: ToolUsageStartedEvent) -> None:
         self._started[event.event_id] = _ns(event.timestamp)

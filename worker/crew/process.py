@@ -58,6 +58,7 @@ from worker.crew.checkpoint import (  # noqa: E402
 )
 from worker.crew.errors import is_transient  # noqa: E402
 from worker.crew.events import StepReporter, structured_output, task_result  # noqa: E402
+from worker.crew.flows import flow_class, outcome_of, run_flow  # noqa: E402
 from worker.crew.llm import make_llm  # noqa: E402
 from worker.crew.protocol import (  # noqa: E402
     Accepted,
@@ -106,9 +107,35 @@ def _take_up(
     return redo
 
 
+def _failed(exc: Exception) -> CrewFailed:
+    transient = is_transient(exc)
+    return CrewFailed(
+        ErrorCode.LLM_UNAVAILABLE if transient else ErrorCode.CREW_ERROR,
+        f"{type(exc).__name__}: {exc}"[:2000],
+        transient=transient,
+        traceback=traceback.format_exc(limit=20)[-8000:],
+    )
+
+
+def run_flow_job(
+    request: RunRequest, steps: StepReporter, send: Callable[[Step], None]
+) -> CrewFinished | CrewFailed | InputNeeded:
+    try:
+        methods = len(flow_class(request.spec).flow_definition().methods)
+        with steps.watching_flow(methods) as finished:
+            returned, models = run_flow(request, send)
+        return outcome_of(returned, models, request.checkpoints, finished)
+    except CrewConfigError as exc:
+        return CrewFailed(ErrorCode.CREW_CONFIG_ERROR, str(exc), transient=False)
+    except Exception as exc:
+        return _failed(exc)
+
+
 def run_one(
     request: RunRequest, steps: StepReporter, send: Callable[[Step], None]
 ) -> CrewFinished | CrewFailed | InputNeeded:
+    if request.spec.flow:
+        return run_flow_job(request, steps, send)
     crew: Crew | None = None
     prompts: dict[str, str] = {}
     try:
@@ -130,13 +157,7 @@ def run_one(
         assert crew is not None
         return _needs_input(crew, exc.review, request.checkpoints, prompts)
     except Exception as exc:
-        transient = is_transient(exc)
-        return CrewFailed(
-            ErrorCode.LLM_UNAVAILABLE if transient else ErrorCode.CREW_ERROR,
-            f"{type(exc).__name__}: {exc}"[:2000],
-            transient=transient,
-            traceback=traceback.format_exc(limit=20)[-8000:],
-        )
+        return _failed(exc)
     return CrewFinished(
         JobResult(
             raw=output.raw,
@@ -174,7 +195,10 @@ def check_crews(request: CheckCrews) -> CrewsChecked:
     errors = {}
     for spec in request.specs:
         try:
-            build_crew(spec, OFFLINE_MODEL)
+            if spec.flow:
+                flow_class(spec)
+            else:
+                build_crew(spec, OFFLINE_MODEL)
         except Exception as exc:
             errors[spec.name] = f"{type(exc).__name__}: {exc}"[:500]
     return CrewsChecked(errors)
