@@ -49,9 +49,10 @@ def role_command() -> list[str]:
     return [sys.executable, "-P", "-m", "crewq"]
 
 
-def dev_secret_key(data_dir: Path) -> str:
-    """The Fernet key sealing signing secrets, made once and kept in the data dir."""
-    return read_private(data_dir / "secret-key", generate_key)
+def dev_secret_key(data_dir: Path, name: str = "secret-key") -> str:
+    """A Fernet key (by default the one sealing signing secrets; `checkpoint-key`, the one
+    sealing crew checkpoints), made once and kept in the data dir."""
+    return read_private(data_dir / name, generate_key)
 
 
 async def dev_credentials(database_url: str, data_dir: Path, box: SecretBox) -> tuple[str, str]:
@@ -142,6 +143,8 @@ def run_dev(settings: Settings) -> None:
             print(f"Redis: embedded on {redis.address}, password in the data folder", flush=True)
         if not settings.secret_key:
             env["CREWQ_SECRET_KEY"] = dev_secret_key(data_dir)
+        if not settings.checkpoint_key:
+            env["CREWQ_CHECKPOINT_KEY"] = dev_secret_key(data_dir, "checkpoint-key")
         box = SecretBox.from_setting(env["CREWQ_SECRET_KEY"])
         database_url = env["CREWQ_DATABASE_URL"]
         asyncio.run(migrate(database_url))

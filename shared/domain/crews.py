@@ -4,8 +4,9 @@ A crew is a folder named after it under a crews directory, holding either a Crew
 (`agents.yaml`, `tasks.yaml`), or a `crew.yaml` naming a Python callable that returns a
 `Crew` (`callable: crew.py:build`) or a CrewAI Flow class (`flow: flow.py:MyFlow`). An
 optional `crew.yaml` beside the pair adds a description, the process, an LLM and job
-defaults (timeout, retries, and how long a task asking a person waits, and what then). Reading the registry never imports CrewAI: the API lists and validates crews
-without paying for it; only the worker builds them (worker/crew/builder.py).
+defaults (timeout, retries, and how long a task asking a person waits, and what then).
+Reading the registry never imports CrewAI: the API lists and validates crews without
+paying for it; only the worker builds them (worker/crew/builder.py).
 """
 
 import re

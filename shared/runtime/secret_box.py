@@ -1,5 +1,6 @@
 """Webhook signing secrets sealed at rest with Fernet (`cryptography`), under the keys in
-`CREWQ_SECRET_KEY`: a comma-separated list, newest first. Everything is sealed with the
+`CREWQ_SECRET_KEY` (and crew checkpoints, as bytes, under `CREWQ_CHECKPOINT_KEY`'s): a
+comma-separated list, newest first. Everything is sealed with the
 first key and opened with any of them, so a key is rotated by putting a new one first,
 running `crewq secrets reseal` (re-seals every secret with it), then dropping the old one.
 

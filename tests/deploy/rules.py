@@ -36,7 +36,8 @@ OTHER_VARIABLES = frozenset(
 # same database's credentials, so it goes where the URL goes); the API (api/app.py)
 # and workers (worker/main.py) reach Redis, dispatchers and migrate never do; the API
 # (sealing signing secrets), dispatchers (opening them to sign) and migrate (resealing;
-# `keys create`) use CREWQ_SECRET_KEY, workers never; only the API reads
+# `keys create`) use CREWQ_SECRET_KEY, workers never; only workers seal and open crew
+# checkpoints (CREWQ_CHECKPOINT_KEY, worker/main.py); only the API reads
 # CREWQ_DEBUG_TOKEN (api/routes/health.py); only workers call LLM providers.
 DATABASE_SECRETS = frozenset({"CREWQ_DATABASE_URL", "CREWQ_DATABASE_DIRECT_URL"})
 PROVIDER_VARIABLES = frozenset(
@@ -49,7 +50,7 @@ PROVIDER_VARIABLES = frozenset(
 )
 SECRETS_OF_ROLE: dict[str, frozenset[str]] = {
     "api": DATABASE_SECRETS | {"CREWQ_REDIS_URL", "CREWQ_SECRET_KEY", "CREWQ_DEBUG_TOKEN"},
-    "worker": DATABASE_SECRETS | {"CREWQ_REDIS_URL"} | PROVIDER_VARIABLES,
+    "worker": DATABASE_SECRETS | {"CREWQ_REDIS_URL", "CREWQ_CHECKPOINT_KEY"} | PROVIDER_VARIABLES,
     "dispatcher": DATABASE_SECRETS | {"CREWQ_SECRET_KEY"},
     "migrate": DATABASE_SECRETS | {"CREWQ_SECRET_KEY"},
 }

@@ -46,6 +46,7 @@ COMPOSE_VARIABLES = {
 # What compose refuses to start without.
 REQUIRED = {
     "CREWQ_SECRET_KEY": "a-key",
+    "CREWQ_CHECKPOINT_KEY": "another-key",
     "POSTGRES_PASSWORD": "pg-password",
     "REDIS_PASSWORD": "redis-password",
     "GRAFANA_ADMIN_PASSWORD": "grafana-password",

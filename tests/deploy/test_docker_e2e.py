@@ -217,6 +217,7 @@ def stack(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> I
     settings = {
         **images,
         "CREWQ_SECRET_KEY": Fernet.generate_key().decode(),
+        "CREWQ_CHECKPOINT_KEY": Fernet.generate_key().decode(),
         "POSTGRES_PASSWORD": secrets.token_hex(16),
         "REDIS_PASSWORD": secrets.token_hex(16),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16),
@@ -291,6 +292,7 @@ def test_each_role_holds_only_its_secrets(stack: Stack) -> None:
             assert held <= uses, (role, held - uses)
             assert "CREWQ_DATABASE_URL" in held, role
             assert ("CREWQ_SECRET_KEY" in held) == (role != "worker"), role
+            assert ("CREWQ_CHECKPOINT_KEY" in held) == (role == "worker"), role
             assert ("CREWQ_REDIS_URL" in held) == (role in ("api", "worker")), role
             # The image's own settings survive compose's unset pass-throughs.
             assert env["CREWQ_METRICS_PORT"] == "9100", role

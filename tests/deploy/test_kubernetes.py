@@ -55,6 +55,7 @@ SECRETS: dict[str, frozenset[str]] = {
     "crewq-database": DATABASE_SECRETS,
     "crewq-redis": frozenset({"CREWQ_REDIS_URL"}),
     "crewq-secret-key": frozenset({"CREWQ_SECRET_KEY"}),
+    "crewq-checkpoint-key": frozenset({"CREWQ_CHECKPOINT_KEY"}),
     "crewq-debug": frozenset({"CREWQ_DEBUG_TOKEN"}),
     "crewq-providers": PROVIDER_VARIABLES,
 }
@@ -512,6 +513,7 @@ def test_each_role_gets_only_the_secrets_it_uses(rendered: Rendered) -> None:
         for name, optional in given.items():
             assert optional == (name in OPTIONAL_SECRETS), (role, name)
     assert "crewq-secret-key" not in _secrets_of(rendered, "worker")
+    assert "crewq-checkpoint-key" in _secrets_of(rendered, "worker")
     assert "crewq-redis" not in _secrets_of(rendered, "dispatcher")
     assert _secrets_of(rendered, "migrate") == {"crewq-database", "crewq-secret-key"}
 

@@ -66,7 +66,13 @@ def state_of(crew: Crew, tasks_done: int, review: Review | None = None) -> bytes
                 {
                     "name": t.name,
                     "agent": t.agent.role if t.agent else None,
-                    "output": t.output.model_dump(mode="json") if t.output else None,
+                    # As its model: TaskOutput declares `pydantic` a bare BaseModel, which
+                    # pydantic would otherwise dump as {}.
+                    "output": (
+                        t.output.model_dump(mode="json", serialize_as_any=True)
+                        if t.output
+                        else None
+                    ),
                 }
                 for t in tasks
             ],
@@ -108,13 +114,28 @@ def _task_label(task: Task, index: int) -> str:
 
 def restore(crew: Crew, state: bytes) -> Restored:
     """Put the state's finished tasks' outputs back on `crew` (built afresh, not yet
-    kicked off) so that its kickoff resumes after them. Raises NotRestorable."""
+    kicked off) so that its kickoff resumes after them. Raises NotRestorable, having put
+    nothing back, when the state does not fit."""
     try:
         data = orjson.loads(state)
     except orjson.JSONDecodeError as exc:
         raise NotRestorable(f"not JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise NotRestorable(f"not a state of format {FORMAT}")
+    try:
+        return _restore(crew, data)
+    except NotRestorable:
+        raise  # found before anything was put back
+    except (KeyError, TypeError, ValueError) as exc:  # ValidationError is a ValueError
+        for task in crew.tasks:
+            task.output = None
+        crew.checkpoint_kickoff_event_id = None
+        raise NotRestorable(
+            f"not a state this crew can take up: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _restore(crew: Crew, data: dict[str, Any]) -> Restored:
     saved = data["tasks"]
     if len(saved) > len(crew.tasks):
         raise NotRestorable(f"it holds {len(saved)} tasks; the crew has {len(crew.tasks)}")

@@ -86,10 +86,7 @@ def _take_up(
         return None
     try:
         restored = restore(crew, request.resume)
-    except NotRestorable as exc:
-        for task in crew.tasks:  # whatever was put back before the misfit
-            task.output = None
-        crew.checkpoint_kickoff_event_id = None
+    except NotRestorable as exc:  # the crew is left as built: it runs from its first task
         send(NotResumed(str(exc)))
         return None
     review, answer = restored.review, request.answer

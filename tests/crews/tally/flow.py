@@ -18,8 +18,10 @@ class TallyFlow(Flow[TallyState]):
     @start()
     def say(self) -> str:
         prompt = f"Current Task: Say the word {self.state.word}"
-        self.state.said = str(self.llm.call([{"role": "user", "content": prompt}]))
-        return self.state.said
+        llm = getattr(self, "llm")  # noqa: B009 (set by crewq on the instance)
+        said = str(llm.call([{"role": "user", "content": prompt}]))
+        self.state.said = said
+        return said
 
     @listen(say)
     def count(self, said: str) -> dict[str, int]:
