@@ -30,6 +30,7 @@ import psutil
 import redis.asyncio as aioredis
 
 from benchmarks import references
+from benchmarks.durable import durable
 from benchmarks.webhooks import register
 from benchmarks.webhooks import throughput as webhook_throughput
 from tests.fakes import FakeLLM, Receiver
@@ -606,6 +607,7 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "webhooks": webhooks,
     "slot-cost": slot_cost,
     "big-history": big_history,
+    "durable": durable,
 }
 
 
