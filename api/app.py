@@ -13,7 +13,7 @@ from api.headers import add_headers, cors_preflight_middleware
 from api.metrics import metrics_middleware
 from api.notifications import notification_hub
 from api.ratelimit import rate_limit_middleware
-from api.routes import account, crews, docs, health, jobs, stream, webhooks
+from api.routes import account, amp, crews, docs, health, jobs, stream, webhooks
 from api.server import GuardedRunner, Limits
 from api.tracing import RequestAccessLogger, tracing_middleware
 from shared.domain.crews import CrewRegistry
@@ -63,7 +63,7 @@ def create_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     app.cleanup_ctx.append(_connections)
     app.cleanup_ctx.append(notification_hub)
     app.cleanup_ctx.append(failure_log)
-    for module in (jobs, stream, crews, account, webhooks, health, docs):
+    for module in (jobs, stream, crews, account, webhooks, amp, health, docs):
         app.add_routes(module.routes)
     app.on_startup.append(docs.build_document)
     return app

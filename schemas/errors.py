@@ -30,6 +30,9 @@ class ApiErrorCode(StrEnum):
     JOB_ALREADY_FINISHED = "JOB_ALREADY_FINISHED"
     JOB_NOT_RETRYABLE = "JOB_NOT_RETRYABLE"
     JOB_NOT_AWAITING_INPUT = "JOB_NOT_AWAITING_INPUT"
+    # AMP's `POST /resume` (docs/amp.md): as JOB_NOT_AWAITING_INPUT, with AMP's status.
+    EXECUTION_NOT_AWAITING_INPUT = "EXECUTION_NOT_AWAITING_INPUT"
+    TASK_NOT_AWAITING_INPUT = "TASK_NOT_AWAITING_INPUT"  # it waits on another task
     WEBHOOK_DISABLED = "WEBHOOK_DISABLED"
     DELIVERY_IN_FLIGHT = "DELIVERY_IN_FLIGHT"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
@@ -57,6 +60,10 @@ STATUS: dict[ApiErrorCode, int] = {
     C.VALIDATION_ERROR: 400,
     C.INVALID_JSON: 400,
     C.INVALID_REQUEST: 400,
+    # AMP documents 400 for resuming an execution not in its pending human input state
+    # (a 409 elsewhere in crewq): AMP's clients get AMP's status.
+    C.EXECUTION_NOT_AWAITING_INPUT: 400,
+    C.TASK_NOT_AWAITING_INPUT: 400,
     # 401: who is asking is unknown.
     C.UNAUTHENTICATED: 401,
     C.INVALID_API_KEY: 401,

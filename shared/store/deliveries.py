@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from schemas.amp import DeliveryFormat
 from schemas.events import EventType
 from schemas.webhooks import (
     Delivery,
@@ -204,8 +205,9 @@ async def _move(conn: Executor, move: DeliveryMove, where: str, key: str, given:
 class Target:
     """Where one delivery of an event goes."""
 
-    endpoint_id: str | None  # None: the job's own `webhook_url`
+    endpoint_id: str | None  # None: the job's own `webhook_url`, or one of its AMP URLs
     url: str
+    format: DeliveryFormat = DeliveryFormat.CREWQ
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,10 @@ class Due:
     payload: dict[str, Any]
     secrets: list[str]  # newest first; two while a rotated secret is in its grace
     traceparent: str | None  # the trace of the work that caused the event
+    format: DeliveryFormat = DeliveryFormat.CREWQ
+    # An AMP delivery's execution: its `meta` and task texts (`amp_kickoffs`), to render
+    # the body from; None for crewq's envelope.
+    amp: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -239,10 +245,10 @@ async def insert_owed(
     ids = [new_id("dlv") for _ in targets]
     await conn.execute(
         "WITH d AS (INSERT INTO webhook_deliveries"
-        " (id, event_id, tenant_id, endpoint_id, url, origin)"
-        " SELECT id, $1, $2, endpoint_id, url, origin"
-        " FROM unnest($3::text[], $4::text[], $5::text[], $7::text[])"
-        " AS t (id, endpoint_id, url, origin)"
+        " (id, event_id, tenant_id, endpoint_id, url, origin, format)"
+        " SELECT id, $1, $2, endpoint_id, url, origin, format"
+        " FROM unnest($3::text[], $4::text[], $5::text[], $7::text[], $8::text[])"
+        " AS t (id, endpoint_id, url, origin, format)"
         " RETURNING 1)"
         " SELECT pg_notify($6, '') WHERE EXISTS (SELECT FROM d)",  # one round trip, not two
         event_id,
@@ -252,6 +258,7 @@ async def insert_owed(
         [t.url for t in targets],
         DELIVERIES_CHANNEL,
         [origin(t.url) for t in targets],
+        [t.format.value for t in targets],
     )
     return ids
 
@@ -318,7 +325,13 @@ async def claim(
          WHERE d.id = due.id AND e.id = d.event_id AND {CLAIM.guard}
         RETURNING d.id, d.event_id, e.type AS event_type, d.tenant_id, d.endpoint_id, d.url,
                   {_ORIGIN} AS origin,
-                  d.attempt_count, e.payload, e.traceparent,
+                  d.attempt_count, e.payload, e.traceparent, d.format,
+                  -- An AMP body is rendered from the event with its execution's meta and
+                  -- task texts (migration 0012).
+                  CASE WHEN d.format <> 'crewq' THEN (
+                      SELECT jsonb_build_object('meta', a.meta, 'tasks', a.tasks)
+                        FROM amp_kickoffs a WHERE a.job_id = e.job_id)
+                  END AS amp,
                   -- A job's own URL: its tenant's secret of the job's mode (a test secret
                   -- not made yet is made below, by tenants.signing_secret).
                   CASE WHEN d.endpoint_id IS NULL AND e.payload->>'livemode' = 'false'
@@ -353,6 +366,8 @@ async def claim(
                 payload=r["payload"],
                 secrets=secrets,
                 traceparent=r["traceparent"],
+                format=DeliveryFormat(r["format"]),
+                amp=r["amp"],
             )
         )
     return due

@@ -20,7 +20,7 @@ from shared.runtime.limits import (
     bound_json,
 )
 from shared.runtime.tracing import current_traceparent
-from shared.store import deliveries, endpoints
+from shared.store import amp_kickoffs, deliveries, endpoints
 from shared.store.deliveries import Target
 from shared.store.paging import cut, one_more
 
@@ -48,13 +48,14 @@ async def emit(
     livemode: bool = True,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
 ) -> Emitted:
-    """Record `type` and owe a delivery of it to the job's own URL (outcome events only) and
-    to every enabled endpoint of the tenant subscribed to it; or, with `endpoint_id`, to that
-    endpoint alone, enabled or not (a test send). Every string is made storable first: a
-    crew's output may hold what Postgres cannot. Data larger than one output
-    (`max_output_bytes`) and the fields around it is stored cut, and marked so: an event is
-    written to Postgres, sent to every receiver and listed in pages, and a crew echoing
-    its input must not make each of those unbounded."""
+    """Record `type` and owe a delivery of it to the job's own URL (outcome events only), to
+    every enabled endpoint of the tenant subscribed to it and, for a job kicked off through
+    AMP's API, to the AMP webhook URL that receives its type (in AMP's format, rendered when
+    sent); or, with `endpoint_id`, to that endpoint alone, enabled or not (a test send).
+    Every string is made storable first: a crew's output may hold what Postgres cannot.
+    Data larger than one output (`max_output_bytes`) and the fields around it is stored
+    cut, and marked so: an event is written to Postgres, sent to every receiver and listed
+    in pages, and a crew echoing its input must not make each of those unbounded."""
     payload, original = bound_json(
         storable(data.model_dump(mode="json")), max_output_bytes + EVENT_SLACK_BYTES
     )
@@ -91,6 +92,8 @@ async def emit(
         targets = await endpoints.subscribed(conn, owner, type)
         if job_webhook_url and type in JOB_URL_EVENTS:
             targets.append(Target(None, job_webhook_url))
+        if job_id is not None:
+            targets += await amp_kickoffs.targets(conn, job_id, type)
     owed = await deliveries.insert_owed(conn, event.id, tenant_id, targets) if targets else []
     return Emitted(event, owed)
 

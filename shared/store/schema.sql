@@ -599,3 +599,21 @@ BEGIN
     RETURN QUERY SELECT v.outcome, v.bound, v.decided_at, v_job;
 END;
 $$;
+
+-- 0012: CrewAI AMP's per-crew API (docs/amp.md): an AMP kickoff's webhook URLs, `meta` and
+-- its crew's task texts (shared/store/amp_kickoffs.py).
+CREATE TABLE amp_kickoffs (
+    job_id            text PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+    task_webhook_url  text,
+    step_webhook_url  text,
+    crew_webhook_url  text,
+    meta              jsonb,                       -- as given (any JSON; NULL: none)
+    tasks             jsonb NOT NULL DEFAULT '{}', -- task name -> {description, expected_output}
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+
+-- 0012/0013: the body a delivery carries, crewq's envelope or an AMP payload.
+ALTER TABLE webhook_deliveries ADD COLUMN format text NOT NULL DEFAULT 'crewq';
+ALTER TABLE webhook_deliveries ADD CONSTRAINT webhook_deliveries_format_check
+    CHECK (format IN ('crewq', 'amp_task', 'amp_step', 'amp_crew'));

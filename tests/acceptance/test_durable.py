@@ -191,6 +191,11 @@ async def test_a_task_asking_a_person_frees_its_worker_and_resumes_with_the_answ
     assert done["input_request"] is None
     events = await stack.job_events(job["id"])
     assert events.count("job.input_required") == 2 and events.count("job.input_received") == 2
+    # The approved answer is reported as the task's completion, as any finished task is.
+    status, page, _ = await stack.request("GET", f"/v1/jobs/{job['id']}/events?limit=100")
+    completed = [e["data"]["task"] for e in page["data"] if e["type"] == "task.completed"]
+    assert [t["name"] for t in completed] == ["draft", "polish"]
+    assert completed[1]["raw"] == again["input_request"]["output"]
 
 
 async def test_an_unanswered_request_takes_its_default_and_a_waiting_job_can_be_cancelled(

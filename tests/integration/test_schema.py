@@ -24,6 +24,7 @@ import pytest
 import pytest_asyncio
 
 from schemas.account import KeyMode, Plan
+from schemas.amp import DeliveryFormat
 from schemas.health import ProcessRole
 from schemas.jobs import AttemptOutcome, ErrorCode, InputDefault, JobStatus
 from schemas.webhooks import DeliveryStatus, DisabledReason
@@ -183,6 +184,7 @@ ENUM_CHECKS: dict[tuple[str, str], tuple[type[StrEnum], str]] = {
     ("job_attempts", "job_attempts_outcome"): (AttemptOutcome, "outcome"),
     ("job_attempts", "job_attempts_error_code"): (ErrorCode, "(error ->> 'code'::text)"),
     ("webhook_deliveries", "webhook_deliveries_status_check"): (DeliveryStatus, "status"),
+    ("webhook_deliveries", "webhook_deliveries_format_check"): (DeliveryFormat, "format"),
     ("webhook_endpoints", "webhook_endpoints_disabled_reason"): (
         DisabledReason,
         "disabled_reason",

@@ -63,6 +63,7 @@ from worker.crew.llm import make_llm  # noqa: E402
 from worker.crew.protocol import (  # noqa: E402
     Accepted,
     CheckCrews,
+    Checkpointed,
     ChildMessage,
     CrewFailed,
     CrewFinished,
@@ -73,6 +74,7 @@ from worker.crew.protocol import (  # noqa: E402
     Resumed,
     RunRequest,
     Step,
+    TaskFinished,
 )
 
 
@@ -97,6 +99,14 @@ def _take_up(
             approve(crew, review)
             tasks_done = review.task_index
             after = crew.tasks[tasks_done - 1].name or f"task {tasks_done}"
+            # The approved answer is the task's output: reported as a finished task (CrewAI
+            # emits no event for an output put back), and kept, so a later attempt does
+            # not need the answer again.
+            output = crew.tasks[tasks_done - 1].output
+            result = task_result(output).model_copy(update={"name": after})
+            send(TaskFinished(result, time.time_ns()))
+            if request.checkpoints:
+                send(Checkpointed(tasks_done, after, state_of(crew, tasks_done)))
         else:
             redo = (review, str(answer["feedback"]))
     if tasks_done:

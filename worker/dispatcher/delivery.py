@@ -18,7 +18,6 @@ from email.utils import parsedate_to_datetime
 
 import aiodns
 import aiohttp
-import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from shared.runtime.version import USER_AGENT
@@ -32,6 +31,7 @@ from shared.webhooks.urls import (
     refuse,
     resolve,
 )
+from worker.dispatcher.amp import body_of
 
 
 def _refused(reason: str) -> OSError:
@@ -154,7 +154,7 @@ async def send(
     max_body_bytes: int,
     traceparent: str | None = None,
 ) -> Answer:
-    body = orjson.dumps(due.payload)
+    body = body_of(due)
     headers = sign_headers(due.secrets, due.event_id, datetime.now(UTC), body)
     headers["Content-Type"] = "application/json"
     if traceparent:
