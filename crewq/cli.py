@@ -173,7 +173,7 @@ def cmd_tenants_set(settings: Settings, args: argparse.Namespace) -> None:
 
     numbers = tuple(
         (name, getattr(args, name))
-        for name in (*tenants.LIMITS, *tenants.PLAN_OVERRIDES)
+        for name in (*tenants.LIMITS, *tenants.PLAN_OVERRIDES, *tenants.MODEL_CAPS)
         if getattr(args, name) is not None
     )
     try:
@@ -205,6 +205,8 @@ def cmd_tenants_set(settings: Settings, args: argparse.Namespace) -> None:
     print(f"  requests a second: {allowance.requests_per_second or 'unlimited'}")
     ips = ", ".join(str(n) for n in tenant.allowed_ips) if tenant.allowed_ips else "any"
     print(f"  allowed addresses: {ips}")
+    for name in tenants.MODEL_CAPS:
+        print(f"  {name.replace('_', ' ')}: {getattr(tenant, name) or 'none'}")
     for name in tenants.LIMITS:
         value = getattr(tenant, name)
         shown = value if value else f"the default ({getattr(settings, f'tenant_{name}')})"
@@ -262,6 +264,12 @@ def main(argv: list[str] | None = None) -> None:
     update.add_argument("--plan", choices=list(Plan))
     update.add_argument("--monthly-job-limit", type=int, help="jobs a month, over the plan's")
     update.add_argument("--rate-limit", type=int, help="requests a second, over the plan's")
+    update.add_argument(
+        "--max-tokens-per-month", type=int, help="model tokens its live jobs may spend a month"
+    )
+    update.add_argument(
+        "--max-cost-usd-per-month", type=int, help="US dollars its live jobs may spend a month"
+    )
     update.add_argument(
         "--allow-ips", help="comma-separated CIDRs the tenant's keys may be used from; '' any"
     )

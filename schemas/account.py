@@ -122,6 +122,14 @@ class Usage(BaseModel):
     rate_limit: int | None = Field(description="Requests a second; None: not limited.")
     rate_limit_remaining: int | None
     rate_limit_resets_at: datetime | None
+    tokens_this_month: int = Field(
+        default=0, description="Model tokens this month's live jobs spent."
+    )
+    cost_usd_this_month: float = Field(
+        default=0.0, description="What those tokens cost, in US dollars (per model's price)."
+    )
+    max_tokens_per_month: int | None = Field(default=None, description="None: no cap.")
+    max_cost_usd_per_month: int | None = Field(default=None, description="None: no cap.")
 
 
 class RequestFilter(StrEnum):

@@ -114,6 +114,7 @@ class ErrorCode(StrEnum):
     WORKER_LOST = "WORKER_LOST"
     LLM_UNAVAILABLE = "LLM_UNAVAILABLE"
     INPUT_TIMEOUT = "INPUT_TIMEOUT"  # nobody answered in time and the job's default is `fail`
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"  # the next model call would have gone past its budget
 
 
 class AttemptOutcome(StrEnum):
@@ -142,6 +143,42 @@ class ResumeFrom(StrEnum):
 
     CHECKPOINT = "checkpoint"  # after the last task the crew finished
     START = "start"  # from its first task; the job's checkpoints are deleted
+
+
+class Budget(BaseModel):
+    """What a job may spend on models, over all its attempts. A limit left out is none
+    (unless the crew's or the platform's default sets it). The crew process checks before
+    every model call, so the call that would go past a limit is never sent."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_tokens: Annotated[int, Field(strict=True, ge=1), WHOLE] | None = Field(
+        default=None, description="Prompt and completion tokens, all calls together."
+    )
+    max_cost_usd: Annotated[float, Field(gt=0, le=1_000_000)] | None = Field(
+        default=None,
+        description="US dollars, priced per model (LiteLLM's price table, or the operator's"
+        " CREWQ_MODEL_PRICES).",
+    )
+    max_llm_calls: Annotated[int, Field(strict=True, ge=1), WHOLE] | None = Field(
+        default=None, description="Model calls (each retry of a failed call counts)."
+    )
+
+
+class Spent(BaseModel):
+    """What model calls cost: tokens, dollars, calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    llm_calls: int = 0
+
+
+class Usage(Spent):
+    """What a job has spent, over all its attempts, in total and per task."""
+
+    tasks: dict[str, Spent] = Field(default_factory=dict, description="By task name.")
 
 
 class JobCreate(BaseModel):
@@ -173,6 +210,12 @@ class JobCreate(BaseModel):
         strict=False,  # JSON gives an enum as its string
         description="What an unanswered request for input comes to; default: the crew's,"
         " then the platform's.",
+    )
+    budget: Budget | None = Field(
+        default=None,
+        description="What the job may spend; each limit left out takes the crew's, then the"
+        " platform's default. Past it the job fails with BUDGET_EXCEEDED, keeping its"
+        " finished tasks: retried with a larger budget, it resumes after them.",
     )
     metadata: Metadata = Field(
         default_factory=dict,
@@ -282,6 +325,10 @@ class JobRetry(BaseModel):
         description="checkpoint: resume after the last task the crew finished; start: run it"
         " from its first task.",
     )
+    budget: Budget | None = Field(
+        default=None,
+        description="Replaces the job's budget (each limit given); what it spent so far counts.",
+    )
 
 
 class Progress(BaseModel):
@@ -313,6 +360,11 @@ class JobState(BaseModel):
     input_request: InputRequest | None = Field(
         default=None, description="Set while the job is `awaiting_input`: what it asks."
     )
+    usage: Usage | None = Field(
+        default=None,
+        description="What it has spent on models, over all its attempts, in total and per"
+        " task (tokens, cost in US dollars, calls).",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -328,6 +380,9 @@ class Job(JobState):
     input_timeout: int | None = Field(description="As submitted; null: the crew's or platform's.")
     input_default: InputDefault | None = Field(
         description="As submitted; null: the crew's or platform's."
+    )
+    budget: Budget | None = Field(
+        default=None, description="Its limits: the request's, else the crew's or platform's."
     )
     attempts: list[JobAttempt]
     last_activity_at: datetime | None

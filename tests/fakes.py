@@ -37,6 +37,7 @@ _SLEEP = re.compile(r"\[\[sleep:([\d.]+)\]\]")
 _SLEEP_FIRST = re.compile(r"\[\[sleep-first:([\d.]+):(\w+)\]\]")
 _STATUS = re.compile(r"\[\[status:(\d{3})x(\d+):(\w+)\]\]")
 _TOOL = re.compile(r"\[\[tool:(\w+)\]\]")
+_USAGE = re.compile(r"\[\[usage:(\d+)\]\]")
 
 
 class FakeLLM:
@@ -46,7 +47,8 @@ class FakeLLM:
     `[[sleep-first:N:tag]]` answers the first request carrying `tag` after N seconds and the
     others at once; `[[unclean]]` puts a NUL and a lone surrogate in the answer, as a real
     model may; `[[tool:name]]` calls the tool `name` (with the text of the task as its
-    `text` argument) before answering, when the request offers that tool."""
+    `text` argument) before answering, when the request offers that tool; `[[usage:N]]`
+    reports N prompt tokens (else 11; always 7 completion tokens)."""
 
     def __init__(self) -> None:
         self.requests: list[LLMRequest] = []
@@ -114,6 +116,9 @@ class FakeLLM:
     def _reply(
         self, body: dict[str, Any], answer: str | None, tool_calls: list[dict[str, Any]] | None
     ) -> web.Response:
+        text = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+        usage = _USAGE.search(text)
+        prompt_tokens = int(usage.group(1)) if usage else 11
         message: dict[str, Any] = {"role": "assistant", "content": answer}
         if tool_calls:
             message["tool_calls"] = tool_calls
@@ -130,7 +135,11 @@ class FakeLLM:
                         "finish_reason": "tool_calls" if tool_calls else "stop",
                     }
                 ],
-                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": 7,
+                    "total_tokens": prompt_tokens + 7,
+                },
             }
         )
 

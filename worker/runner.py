@@ -21,13 +21,14 @@ import asyncpg
 
 from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobResult
 from shared.domain.crews import CrewRegistry
+from shared.domain.prices import Prices
 from shared.runtime import metrics
 from shared.runtime.db import is_connection_error, with_db_retry
 from shared.runtime.logs import bind, log_context
 from shared.runtime.queue import Done, Handled, Requeue
 from shared.runtime.settings import OFFLINE_MODEL, Settings
 from shared.runtime.tracing import span_from
-from shared.store import jobs
+from shared.store import jobs, usage
 from shared.store.checkpoints import Checkpoint
 from worker.checkpoints import CheckpointKeeper
 from worker.crew.pool import Crashed, CrewPool, Outcome, Stopped, TimedOut
@@ -70,6 +71,7 @@ class JobRunner:
         self.settings = settings
         self.db = db
         self.keeper = keeper
+        self.prices = Prices(settings.model_prices)  # what each model call cost, for `usage`
         self.crews = crews
         self.registry = registry
         self.worker_id = worker_id
@@ -127,8 +129,13 @@ class JobRunner:
             return Done("failed")
 
         self.active[claim.job_id] = active
-        steps = StepRecorder(self.db, claim, self.keeper, self.settings.job_max_output_bytes)
+        steps = StepRecorder(
+            self.db, claim, self.keeper, self.prices, self.settings.job_max_output_bytes
+        )
         resume = await with_db_retry(lambda: self.keeper.newest(claim))
+        caps = await with_db_retry(
+            lambda: usage.caps_left(self.db, claim.tenant_id, claim.job_id, claim.livemode)
+        )
         heartbeat = asyncio.create_task(self._heartbeat(active), name=f"heartbeat {claim.job_id}")
         log.info("job %s attempt %d: running crew %s", claim.job_id, claim.attempt, claim.crew)
         try:
@@ -145,6 +152,9 @@ class JobRunner:
                     resume=resume.state if resume else None,
                     answer=claim.answer,
                     checkpoints=self.keeper.enabled,
+                    budget=claim.budget,
+                    spent=claim.usage,
+                    caps=caps,
                 ),
                 timeout=claim.timeout_s,
                 stop=active.stop,

@@ -12,7 +12,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from schemas.events import EventType, LlmCompleted, TaskCompleted, TaskStarted, ToolCompleted
-from schemas.jobs import Progress
+from schemas.jobs import Progress, Spent, Usage
+from shared.domain.prices import Prices
 from shared.runtime import metrics
 from shared.runtime.limits import DEFAULT_MAX_OUTPUT_BYTES, bound_task
 from shared.runtime.tracing import tracer
@@ -46,11 +47,15 @@ class StepRecorder:
         db: asyncpg.Pool,
         claim: jobs.Claim,
         keeper: CheckpointKeeper,
+        prices: Prices,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
         self.db = db
         self.claim = claim
         self.keeper = keeper
+        self.prices = prices
+        # What the job has spent on models over all its attempts (a budget counts them all).
+        self.usage = claim.usage.model_copy(deep=True) if claim.usage else Usage()
         self.max_output_bytes = max_output_bytes  # of a task's output in its event
         self.progress = Progress(completed_tasks=0, total_tasks=0, current_task=None)
         self.tokens = {
@@ -150,6 +155,7 @@ class StepRecorder:
                     self.tokens["completion_tokens"] += step.completion_tokens
                     self.tokens["total_tokens"] += step.prompt_tokens + step.completion_tokens
                     self.tokens["successful_requests"] += 1
+                self._spend(step)
                 await self._write(
                     EventType.LLM_COMPLETED,
                     LlmCompleted(
@@ -164,6 +170,7 @@ class StepRecorder:
                         error=step.error,
                     ),
                     token_usage=dict(self.tokens),
+                    usage=self.usage,
                 )
             case Checkpointed():
                 await self.keeper.keep(
@@ -187,6 +194,18 @@ class StepRecorder:
                     log.warning("job %s: its resume not recorded: %s", job_id, exc)
             case NotResumed():
                 self.keeper.not_restored(self.claim, step.reason)
+
+    def _spend(self, call: LlmCalled) -> None:
+        """Add a model call to the job's usage, in total and for its task."""
+        cost = self.prices.cost(call.model, call.prompt_tokens, call.completion_tokens)
+        metrics.LLM_COST.labels(call.model).inc(cost)
+        task = self.usage.tasks.setdefault(call.task or "", Spent())
+        for spent in (self.usage, task):
+            spent.prompt_tokens += call.prompt_tokens
+            spent.completion_tokens += call.completion_tokens
+            spent.total_tokens += call.prompt_tokens + call.completion_tokens
+            spent.cost_usd += cost
+            spent.llm_calls += 1
 
     def _span(
         self,
@@ -214,6 +233,7 @@ class StepRecorder:
         *,
         progress: Progress | None = None,
         token_usage: dict[str, Any] | None = None,
+        usage: Usage | None = None,
     ) -> None:
         try:
             await jobs.record_step(
@@ -223,6 +243,7 @@ class StepRecorder:
                 data,
                 progress=progress,
                 token_usage=token_usage,
+                usage=usage,
                 max_output_bytes=self.max_output_bytes,
             )
         except Exception as exc:

@@ -179,7 +179,7 @@ async def revoke_key(request: web.Request, call: Call[None]) -> web.Response:
 @routes.get("/v1/account/usage")
 @operation(
     Operation(
-        "This month's jobs against the quota, and this second's requests",
+        "This month's jobs and model spending against their caps, and this second's requests",
         Scope.ACCOUNT_READ,
         {200: Usage},
         tags=["account"],
@@ -188,6 +188,9 @@ async def revoke_key(request: web.Request, call: Call[None]) -> web.Response:
 async def account_usage(request: web.Request, call: Call[None]) -> web.Response:
     principal = call.principal
     month = await usage.this_month(request.app[DB], principal.tenant_id)
+    spend = await usage.model_spend_this_month(request.app[DB], principal.tenant_id)
+    tenant = await tenants.get(request.app[DB], principal.tenant_id)
+    assert tenant is not None  # the key's
     jobs_limit = principal.allowance.jobs_per_month
     rate = principal.allowance.requests_per_second
     window: RateWindow | None = request.get(RATE_WINDOW)
@@ -202,6 +205,10 @@ async def account_usage(request: web.Request, call: Call[None]) -> web.Response:
             rate_limit=rate,
             rate_limit_remaining=window.remaining if window else None,
             rate_limit_resets_at=datetime.fromtimestamp(window_ends, UTC) if rate else None,
+            tokens_this_month=spend.tokens,
+            cost_usd_this_month=spend.cost_usd,
+            max_tokens_per_month=tenant.max_tokens_per_month,
+            max_cost_usd_per_month=tenant.max_cost_usd_per_month,
         )
     )
 

@@ -476,6 +476,7 @@ async def retry_job(request: web.Request, call: Call[JobRetry]) -> web.Response:
         job_id,
         principal.allowance.jobs_per_month,
         from_start=call.body.from_ is ResumeFrom.START,
+        budget=call.body.budget,
     )
     if restarted is None:
         if not await jobs.exists(request.app[DB], principal.owner, job_id):

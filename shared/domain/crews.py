@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from schemas.crews import CrewInfo
-from schemas.jobs import MAX_INPUT_TIMEOUT_S, MAX_RETRIES, MAX_TIMEOUT_S, InputDefault
+from schemas.jobs import MAX_INPUT_TIMEOUT_S, MAX_RETRIES, MAX_TIMEOUT_S, Budget, InputDefault
 from shared.runtime.settings import OFFLINE_MODEL
 
 # CrewAI interpolates `{name}` placeholders in agent and task text with the kickoff inputs.
@@ -45,6 +46,7 @@ class CrewSpec:
     default_max_retries: int | None = None
     input_timeout: int | None = None  # seconds a task asking a person waits; None: platform's
     input_default: InputDefault | None = None  # what an unanswered one comes to
+    budget: Budget | None = None  # a job's limits when its request sets none
 
     def info(self) -> CrewInfo:
         return CrewInfo(
@@ -111,6 +113,15 @@ def _input_default(path: Path, value: Any) -> InputDefault | None:
         raise CrewConfigError(f"{path}: input_default must be one of {choices}") from None
 
 
+def _budget(path: Path, value: Any) -> Budget | None:
+    if value is None:
+        return None
+    try:
+        return Budget.model_validate(value)
+    except ValidationError as exc:
+        raise CrewConfigError(f"{path}: budget: {exc}") from None
+
+
 def load_crew(folder: Path) -> CrewSpec:
     name = folder.name
     meta_path = folder / "crew.yaml"
@@ -138,6 +149,7 @@ def load_crew(folder: Path) -> CrewSpec:
         "default_max_retries": meta.get("max_retries"),
         "input_timeout": meta.get("input_timeout"),
         "input_default": _input_default(meta_path, meta.get("input_default")),
+        "budget": _budget(meta_path, meta.get("budget")),
     }
     if meta.get("callable") and meta.get("flow"):
         raise CrewConfigError(f"{meta_path}: name a callable or a flow, not both")

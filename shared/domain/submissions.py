@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from schemas.jobs import Job, JobCreate
+from schemas.jobs import Budget, Job, JobCreate
 from shared.domain.crews import CrewRegistry
 from shared.runtime.limits import json_size
 from shared.runtime.settings import Settings
@@ -28,6 +28,28 @@ class Submitted:
         when its tenant has a free slot); a replay was queued by the first submission."""
         queued = self.created and not self.parked
         return jobs.queue_job(self.job.id) if queued else jobs.AfterCommit()
+
+
+def budget_of(asked: Budget | None, crew: Budget | None, settings: Settings) -> Budget | None:
+    """A job's limits, each the request's, else the crew's, else the platform's; None when
+    none is set anywhere."""
+    platform = Budget(
+        max_tokens=settings.job_max_tokens,
+        max_cost_usd=settings.job_max_cost_usd,
+        max_llm_calls=settings.job_max_llm_calls,
+    )
+    limits = {
+        name: next(
+            (
+                value
+                for source in (asked, crew, platform)
+                if source is not None and (value := getattr(source, name)) is not None
+            ),
+            None,
+        )
+        for name in Budget.model_fields
+    }
+    return Budget(**limits) if any(v is not None for v in limits.values()) else None
 
 
 @dataclass(frozen=True)
@@ -132,6 +154,7 @@ async def submit(
             monthly_limit=principal.allowance.jobs_per_month,
             input_timeout_s=body.input_timeout,
             input_default=body.input_default,
+            budget=budget_of(body.budget, spec.budget, settings),
         ),
         settings.tenant_max_pending_jobs,
         settings.tenant_max_running_jobs,

@@ -198,6 +198,13 @@ RESUMES = Counter(
 )
 
 
+LLM_COST = Counter(
+    "crewq_llm_cost_usd_total",
+    "What model calls cost (US dollars, at each model's price), by model.",
+    ["model"],
+)
+
+
 def checkpoint_stored(crew: str, size: int, seconds: float) -> None:
     CHECKPOINTS.labels(crew).inc()
     CHECKPOINT_BYTES.observe(size)

@@ -161,6 +161,20 @@ class Settings(BaseSettings):
         default=InputDefault.FAIL,
         description="What an unanswered request for input comes to: approve, reject or fail.",
     )
+    job_max_tokens: int | None = Field(
+        default=None, ge=1, description="A job's token budget when neither it nor its crew has one."
+    )
+    job_max_cost_usd: float | None = Field(
+        default=None, gt=0, description="A job's cost budget (US dollars), likewise."
+    )
+    job_max_llm_calls: int | None = Field(
+        default=None, ge=1, description="A job's budget of model calls, likewise."
+    )
+    model_prices: dict[str, dict[str, float]] = Field(
+        default={},
+        description="Prices per million tokens, by model, over LiteLLM's table: JSON, e.g."
+        ' {"openai/my-model": {"input_usd_per_mtok": 0.5, "output_usd_per_mtok": 1.5}}.',
+    )
     checkpoint_key: str | None = Field(
         default=None,
         description="Fernet keys sealing crew checkpoints, comma-separated, newest first"

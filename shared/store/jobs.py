@@ -31,6 +31,7 @@ from schemas.events import EventType, JobResumed
 from schemas.jobs import (
     TERMINAL_STATUSES,
     AttemptOutcome,
+    Budget,
     ErrorCode,
     InputAnswer,
     InputDefault,
@@ -41,6 +42,7 @@ from schemas.jobs import (
     JobState,
     JobStatus,
     Progress,
+    Usage,
 )
 from shared.domain.owners import Owner
 from shared.runtime.db import Conn, Executor, TenantLock, lock_tenant, storable
@@ -81,7 +83,7 @@ class Move:
             UPDATE jobs j SET status = '{self.target}', last_activity_at = now(), {self.sets}
               FROM (SELECT $4::jsonb AS error, $5::text AS worker_id, $6::jsonb AS result,
                            $7::jsonb AS token_usage, $8::float8 AS delay_s,
-                           $10::jsonb AS input) given
+                           $10::jsonb AS input, $11::jsonb AS budget) given
              WHERE j.id = $1 AND j.status IN ({sources})
                AND ($2::int IS NULL OR j.attempt = $2)
                AND ($3::text IS NULL OR (j.tenant_id = $3 AND j.livemode = $9))
@@ -164,6 +166,9 @@ RESTART = Move(
     EventType.JOB_RETRYING,
     "uncounted_attempts = j.attempt, error = NULL, result = NULL, token_usage = NULL,"
     " progress = NULL, input_answer = NULL,"
+    # Each limit given replaces the job's; the others stand.
+    " budget = CASE WHEN given.budget IS NULL THEN j.budget"
+    " ELSE coalesce(j.budget, '{}'::jsonb) || given.budget END,"
     " cancel_requested_at = NULL, finished_at = NULL, worker_id = NULL, run_after = now()",
 )
 MOVES = (
@@ -191,6 +196,7 @@ class Given:
     token_usage: dict[str, Any] | None = None
     delay_s: float = 0.0
     input: dict[str, Any] | None = None  # what a paused job asks, or the answer it is given
+    budget: Budget | None = None  # a restart's new budget (None: the job's stands)
     # How much of each of the result's outputs is stored, and of the event's data.
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
@@ -312,6 +318,7 @@ async def _move(
         given.delay_s,
         owner.livemode if owner else None,
         storable(given.input),
+        storable(given.budget.model_dump(mode="json", exclude_none=True)) if given.budget else None,
     )
     if row is None:
         return None
@@ -382,6 +389,7 @@ def to_state(row: asyncpg.Record) -> JobState:
         error=row["error"],
         worker_id=row["worker_id"],
         input_request=row["input_request"],
+        usage=row["usage"],
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
@@ -397,6 +405,7 @@ def to_job(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> Job:
         timeout=row["timeout_s"],
         input_timeout=row["input_timeout_s"],
         input_default=row["input_default"],
+        budget=row["budget"],
         attempts=[
             JobAttempt(
                 number=a["number"],
@@ -563,6 +572,7 @@ class NewJob:
     monthly_limit: int | None = None  # the tenant's quota of live jobs a month; None: none
     input_timeout_s: int | None = None  # None: the crew's, then the platform's
     input_default: InputDefault | None = None
+    budget: Budget | None = None  # resolved at submission (the crew's, the platform's)
 
 
 @dataclass(frozen=True)
@@ -603,7 +613,8 @@ async def insert(
         " p_metadata => $6, p_webhook_url => $7, p_timeout_s => $8, p_max_retries => $9,"
         " p_idempotency_key => $10, p_request_hash => $11, p_traceparent => $12,"
         " p_livemode => $13, p_monthly_limit => $14, p_default_max_pending => $15,"
-        " p_default_cap => $16, p_input_timeout_s => $17, p_input_default => $18) s",
+        " p_default_cap => $16, p_input_timeout_s => $17, p_input_default => $18,"
+        " p_budget => $19) s",
         int(TenantLock.JOBS),
         new_id("job"),
         new.tenant_id,
@@ -622,6 +633,7 @@ async def insert(
         default_cap,
         new.input_timeout_s,
         new.input_default,
+        storable(new.budget.model_dump(mode="json", exclude_none=True)) if new.budget else None,
     )
     assert row is not None
     match row["outcome"]:
@@ -657,6 +669,8 @@ class Claim:
     answer: dict[str, Any] | None = None
     input_timeout_s: int | None = None  # as submitted; None: the crew's or platform's
     input_default: InputDefault | None = None
+    budget: Budget | None = None
+    usage: Usage | None = None  # what earlier attempts spent
 
     @property
     def retries_left(self) -> int:
@@ -740,6 +754,8 @@ async def start_attempt(
         answer=row["input_answer"],
         input_timeout_s=row["input_timeout_s"],
         input_default=InputDefault(row["input_default"]) if row["input_default"] else None,
+        budget=Budget.model_validate(row["budget"]) if row["budget"] else None,
+        usage=Usage.model_validate(row["usage"]) if row["usage"] else None,
     )
 
 
@@ -808,6 +824,7 @@ async def record_step(
     *,
     progress: Progress | None = None,
     token_usage: dict[str, Any] | None = None,
+    usage: Usage | None = None,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
 ) -> bool:
     """One step of a running attempt (a task started or finished, a tool or model called):
@@ -818,13 +835,15 @@ async def record_step(
         row = await conn.fetchrow(
             "UPDATE jobs SET last_activity_at = now(),"
             " progress = coalesce($3::jsonb, progress),"
-            " token_usage = coalesce($4::jsonb, token_usage)"
+            " token_usage = coalesce($4::jsonb, token_usage),"
+            " usage = coalesce($5::jsonb, usage)"
             " WHERE id = $1 AND status = 'running' AND attempt = $2"
             " RETURNING webhook_url, livemode",
             claim.job_id,
             claim.attempt,
             _json(progress),
             token_usage,
+            _json(usage),
         )
         if row is None:
             return False
@@ -1046,6 +1065,7 @@ async def restart(
     monthly_limit: int | None = None,
     *,
     from_start: bool = False,
+    budget: Budget | None = None,
 ) -> Restarted | QuotaExceeded | None:
     """failed/cancelled -> pending as a fresh run with a full retry budget, resuming after
     its last checkpoint (or, `from_start`, with its checkpoints deleted: from its first
@@ -1054,7 +1074,7 @@ async def restart(
     pays for. None: the owner has no such job in a state that may be restarted."""
     try:
         async with pool.acquire() as conn, conn.transaction():
-            moved = await _move(conn, RESTART, job_id, owner=owner)
+            moved = await _move(conn, RESTART, job_id, owner=owner, given=Given(budget=budget))
             if moved is None:
                 return None
             if from_start:

@@ -33,7 +33,10 @@ CREATE TABLE tenants (
     -- 0006: test jobs' webhooks are signed with a secret of their own, made when first needed.
     test_signing_secret                     text,
     previous_test_signing_secret            text,
-    previous_test_signing_secret_expires_at timestamptz
+    previous_test_signing_secret_expires_at timestamptz,
+    -- 0014: monthly caps on what live jobs spend on models; NULL: none.
+    max_tokens_per_month                    bigint CHECK (max_tokens_per_month > 0),
+    max_cost_usd_per_month                  int CHECK (max_cost_usd_per_month > 0)
 );
 
 CREATE TABLE api_keys (
@@ -119,9 +122,13 @@ CREATE TABLE jobs (
     input_request        jsonb,
     input_expires_at     timestamptz,
     input_answer         jsonb,
+    -- 0010: what the job may spend on models (NULL: no limit) and has spent, over all its
+    -- attempts (schemas/jobs.py Budget, Usage).
+    budget               jsonb,
+    usage                jsonb,
     CONSTRAINT jobs_error_code CHECK (error->>'code' IN (
         'CREW_ERROR', 'CREW_CONFIG_ERROR', 'TIMEOUT', 'WORKER_LOST', 'LLM_UNAVAILABLE',
-        'INPUT_TIMEOUT'))
+        'INPUT_TIMEOUT', 'BUDGET_EXCEEDED'))
 );
 -- GET /v1/jobs: newest first per tenant (ids are time-ordered), by status, crew or time.
 CREATE INDEX jobs_tenant ON jobs (tenant_id, id DESC);
@@ -155,7 +162,7 @@ CREATE TABLE job_attempts (
         'awaiting_input')),
     CONSTRAINT job_attempts_error_code CHECK (error->>'code' IN (
         'CREW_ERROR', 'CREW_CONFIG_ERROR', 'TIMEOUT', 'WORKER_LOST', 'LLM_UNAVAILABLE',
-        'INPUT_TIMEOUT'))
+        'INPUT_TIMEOUT', 'BUDGET_EXCEEDED'))
 );
 
 -- A running crew's state after each task it finished, sealed (shared/store/checkpoints.py,
@@ -554,7 +561,7 @@ BEGIN
 END;
 $$;
 
--- Submitting with the job's input timeout and default. A wrapper of _v1 (which the
+-- Submitting with the job's input timeout and default, and its budget. A wrapper of _v1 (which the
 -- previous release keeps calling): the same checks under the same lock, then the two
 -- columns set on the job it made, in the same transaction.
 CREATE FUNCTION crewq_submit_job_v2(
@@ -575,7 +582,8 @@ CREATE FUNCTION crewq_submit_job_v2(
     p_default_max_pending int,
     p_default_cap       int,
     p_input_timeout_s   int,
-    p_input_default     text
+    p_input_default     text,
+    p_budget            jsonb DEFAULT NULL   -- {max_tokens, max_cost_usd, max_llm_calls}
 ) RETURNS TABLE (outcome text, bound bigint, decided_at timestamptz, job jobs)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -591,9 +599,11 @@ BEGIN
         p_livemode => p_livemode, p_monthly_limit => p_monthly_limit,
         p_default_max_pending => p_default_max_pending, p_default_cap => p_default_cap) s;
     v_job := v.job;
-    IF v.outcome = 'created' AND (p_input_timeout_s IS NOT NULL OR p_input_default IS NOT NULL)
+    IF v.outcome = 'created' AND (p_input_timeout_s IS NOT NULL OR p_input_default IS NOT NULL
+                                  OR p_budget IS NOT NULL)
     THEN
-        UPDATE jobs j SET input_timeout_s = p_input_timeout_s, input_default = p_input_default
+        UPDATE jobs j SET input_timeout_s = p_input_timeout_s, input_default = p_input_default,
+                          budget = p_budget
          WHERE j.id = p_id RETURNING * INTO v_job;
     END IF;
     RETURN QUERY SELECT v.outcome, v.bound, v.decided_at, v_job;

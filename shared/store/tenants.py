@@ -36,6 +36,8 @@ class Tenant:
     max_pending_jobs: int | None
     max_webhook_endpoints: int | None
     max_event_streams: int | None
+    max_tokens_per_month: int | None
+    max_cost_usd_per_month: int | None
 
     @property
     def allowance(self) -> Allowance:
@@ -47,7 +49,18 @@ class Tenant:
 # What `crewq tenants set` may change: bounds, by column (None/0: the default).
 LIMITS = ("max_running_jobs", "max_pending_jobs", "max_webhook_endpoints", "max_event_streams")
 PLAN_OVERRIDES = ("monthly_job_limit", "rate_limit")
-_COLUMNS = ("id", "name", "created_at", "plan", *PLAN_OVERRIDES, "allowed_ips", *LIMITS)
+# Monthly caps on what live jobs spend on models (whole tokens, whole US dollars).
+MODEL_CAPS = ("max_tokens_per_month", "max_cost_usd_per_month")
+_COLUMNS = (
+    "id",
+    "name",
+    "created_at",
+    "plan",
+    *PLAN_OVERRIDES,
+    "allowed_ips",
+    *LIMITS,
+    *MODEL_CAPS,
+)
 
 
 async def ensure(conn: Conn, name: str, plan: Plan, box: SecretBox) -> str:
@@ -95,7 +108,7 @@ class Changes:
 
 async def update(conn: Conn, name: str, changes: Changes) -> Tenant | None:
     """Apply `changes` to the named tenant; None when no tenant has that name."""
-    unknown = {c for c, _ in changes.numbers} - set(LIMITS) - set(PLAN_OVERRIDES)
+    unknown = {c for c, _ in changes.numbers} - {*LIMITS, *PLAN_OVERRIDES, *MODEL_CAPS}
     if unknown:
         raise ValueError(f"not a tenant setting: {', '.join(sorted(unknown))}")
     values: list[object] = []

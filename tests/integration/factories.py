@@ -71,6 +71,7 @@ async def submit(
             request_hash=request_hash,
             livemode=fields.pop("livemode", True),
             monthly_limit=fields.pop("monthly_limit", None),
+            budget=fields.pop("budget", None),
         ),
         default_max_pending=fields.pop("max_pending", 10_000),
         default_cap=fields.pop("cap", 10),

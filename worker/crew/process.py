@@ -30,6 +30,7 @@ import traceback  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
+from functools import lru_cache  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
 
 from worker.crew.tls import share_default_context  # noqa: E402
@@ -44,8 +45,10 @@ from crewai_core import lock_store  # noqa: E402
 
 from schemas.jobs import ErrorCode, JobResult  # noqa: E402
 from shared.domain.crews import CrewConfigError  # noqa: E402
+from shared.domain.prices import Prices  # noqa: E402
 from shared.runtime.logs import configure, log_context  # noqa: E402
 from shared.runtime.settings import OFFLINE_MODEL, get_settings  # noqa: E402
+from worker.crew.budget import BudgetExceeded, BudgetGuard  # noqa: E402
 from worker.crew.builder import DEFAULT_PROMPT, build_crew  # noqa: E402
 from worker.crew.checkpoint import (  # noqa: E402
     AskPerson,
@@ -124,16 +127,29 @@ def _failed(exc: Exception) -> CrewFailed:
     )
 
 
+@lru_cache(maxsize=1)
+def _prices() -> Prices:
+    return Prices(get_settings().model_prices)
+
+
+def over_budget(exc: BudgetExceeded) -> CrewFailed:
+    # Not transient: another attempt with the same budget would stop at the same call.
+    return CrewFailed(ErrorCode.BUDGET_EXCEEDED, exc.reason, transient=False)
+
+
 def run_flow_job(
     request: RunRequest, steps: StepReporter, send: Callable[[Step], None]
 ) -> CrewFinished | CrewFailed | InputNeeded:
     try:
         methods = len(flow_class(request.spec).flow_definition().methods)
-        with steps.watching_flow(methods) as finished:
+        guard = BudgetGuard(request.budget, request.spent, _prices(), request.caps)
+        with steps.watching_flow(methods) as finished, guard.guarding():
             returned, models = run_flow(request, send)
         return outcome_of(returned, models, request.checkpoints, finished)
     except CrewConfigError as exc:
         return CrewFailed(ErrorCode.CREW_CONFIG_ERROR, str(exc), transient=False)
+    except BudgetExceeded as exc:
+        return over_budget(exc)
     except Exception as exc:
         return _failed(exc)
 
@@ -155,7 +171,8 @@ def run_one(
         crew, prompts = built.crew, built.prompts
         redo = _take_up(crew, request, send)
         set_provider(AskPerson(crew, redo))
-        with steps.watching(crew, checkpoints=request.checkpoints):
+        guard = BudgetGuard(request.budget, request.spent, _prices(), request.caps)
+        with steps.watching(crew, checkpoints=request.checkpoints), guard.guarding():
             output = crew.kickoff(inputs=request.inputs)
         assert isinstance(output, CrewOutput)  # crewq never asks for a streaming kickoff
     except CrewConfigError as exc:
@@ -163,6 +180,8 @@ def run_one(
     except InputRequired as exc:
         assert crew is not None
         return _needs_input(crew, exc.review, request.checkpoints, prompts)
+    except BudgetExceeded as exc:
+        return over_budget(exc)
     except Exception as exc:
         return _failed(exc)
     return CrewFinished(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from schemas.jobs import ErrorCode, JobResult, TaskResult
+from schemas.jobs import Budget, ErrorCode, JobResult, Spent, TaskResult
 from shared.domain.crews import CrewSpec
 
 
@@ -29,6 +29,10 @@ class RunRequest:
     # Whether the worker can store checkpoints (CREWQ_CHECKPOINT_KEY is set): without, the
     # crew reports none, and a task that asks for a person fails the job.
     checkpoints: bool = True
+    # What the job may spend, and what its earlier attempts spent (worker/crew/budget.py).
+    budget: Budget | None = None
+    spent: Spent | None = None
+    caps: Budget | None = None  # what its tenant's monthly caps leave it, in the same terms
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,12 @@ ALTER TABLE jobs
     ADD COLUMN input_default text CHECK (input_default IN ('approve', 'reject', 'fail')),
     ADD COLUMN input_request jsonb,
     ADD COLUMN input_expires_at timestamptz,
-    ADD COLUMN input_answer jsonb;
+    ADD COLUMN input_answer jsonb,
+    -- What the job may spend on models (issue 22; NULL: no limit) and has spent, over all
+    -- its attempts: {prompt_tokens, completion_tokens, total_tokens, cost_usd, llm_calls,
+    -- tasks: {name: {...}}} (schemas/jobs.py Budget, Usage).
+    ADD COLUMN budget jsonb,
+    ADD COLUMN usage jsonb;
 -- The worker's sweep finds the jobs whose wait is over.
 CREATE INDEX jobs_awaiting_input ON jobs (input_expires_at) WHERE status = 'awaiting_input';
 
@@ -37,7 +42,7 @@ ALTER TABLE jobs ADD CONSTRAINT jobs_status_check CHECK (status IN (
 ALTER TABLE jobs DROP CONSTRAINT jobs_error_code;
 ALTER TABLE jobs ADD CONSTRAINT jobs_error_code CHECK (error->>'code' IN (
     'CREW_ERROR', 'CREW_CONFIG_ERROR', 'TIMEOUT', 'WORKER_LOST', 'LLM_UNAVAILABLE',
-    'INPUT_TIMEOUT')) NOT VALID;
+    'INPUT_TIMEOUT', 'BUDGET_EXCEEDED')) NOT VALID;
 ALTER TABLE job_attempts DROP CONSTRAINT job_attempts_outcome;
 ALTER TABLE job_attempts ADD CONSTRAINT job_attempts_outcome CHECK (outcome IN (
     'completed', 'failed', 'cancelled', 'retrying', 'released', 'lost', 'timeout',
@@ -45,7 +50,7 @@ ALTER TABLE job_attempts ADD CONSTRAINT job_attempts_outcome CHECK (outcome IN (
 ALTER TABLE job_attempts DROP CONSTRAINT job_attempts_error_code;
 ALTER TABLE job_attempts ADD CONSTRAINT job_attempts_error_code CHECK (error->>'code' IN (
     'CREW_ERROR', 'CREW_CONFIG_ERROR', 'TIMEOUT', 'WORKER_LOST', 'LLM_UNAVAILABLE',
-    'INPUT_TIMEOUT')) NOT VALID;
+    'INPUT_TIMEOUT', 'BUDGET_EXCEEDED')) NOT VALID;
 
 -- The job state machine gains the pause: running -> awaiting_input (the attempt ends and
 -- frees its slot), then -> pending (answered, or approved at its timeout), -> cancelled
@@ -66,7 +71,7 @@ BEGIN
     RETURN NEW;
 END $$;
 
--- Submitting with the job's input timeout and default. A wrapper of _v1 (which the
+-- Submitting with the job's input timeout and default, and its budget. A wrapper of _v1 (which the
 -- previous release keeps calling): the same checks under the same lock, then the two
 -- columns set on the job it made, in the same transaction.
 CREATE FUNCTION crewq_submit_job_v2(
@@ -87,7 +92,8 @@ CREATE FUNCTION crewq_submit_job_v2(
     p_default_max_pending int,
     p_default_cap       int,
     p_input_timeout_s   int,
-    p_input_default     text
+    p_input_default     text,
+    p_budget            jsonb DEFAULT NULL   -- {max_tokens, max_cost_usd, max_llm_calls}
 ) RETURNS TABLE (outcome text, bound bigint, decided_at timestamptz, job jobs)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -103,9 +109,11 @@ BEGIN
         p_livemode => p_livemode, p_monthly_limit => p_monthly_limit,
         p_default_max_pending => p_default_max_pending, p_default_cap => p_default_cap) s;
     v_job := v.job;
-    IF v.outcome = 'created' AND (p_input_timeout_s IS NOT NULL OR p_input_default IS NOT NULL)
+    IF v.outcome = 'created' AND (p_input_timeout_s IS NOT NULL OR p_input_default IS NOT NULL
+                                  OR p_budget IS NOT NULL)
     THEN
-        UPDATE jobs j SET input_timeout_s = p_input_timeout_s, input_default = p_input_default
+        UPDATE jobs j SET input_timeout_s = p_input_timeout_s, input_default = p_input_default,
+                          budget = p_budget
          WHERE j.id = p_id RETURNING * INTO v_job;
     END IF;
     RETURN QUERY SELECT v.outcome, v.bound, v.decided_at, v_job;

@@ -1,0 +1,92 @@
+"""Budgets and model spending against real Postgres: a job's budget stored and replaced
+limit by limit on retry, its usage written with its steps, and a tenant's month of model
+spending against its caps (shared/store/usage.py)."""
+
+import asyncpg
+
+from schemas.events import EventType, LlmCompleted
+from schemas.jobs import AttemptOutcome, Budget, ErrorCode, JobError, Spent, Usage
+from shared.domain.owners import Owner
+from shared.store import jobs, usage
+from tests.integration.factories import start, submit, tenant
+
+OVER = JobError(code=ErrorCode.BUDGET_EXCEEDED, message="the job's budget of 2 calls is spent")
+
+
+def _usage(tokens: int, cost: float, calls: int) -> Usage:
+    spent = Spent(prompt_tokens=tokens, total_tokens=tokens, cost_usd=cost, llm_calls=calls)
+    return Usage(**spent.model_dump(), tasks={"one": spent})
+
+
+async def _spend(db: asyncpg.Pool, claim: jobs.Claim, spent: Usage) -> None:
+    call = LlmCompleted(
+        job_id=claim.job_id,
+        attempt=claim.attempt,
+        task="one",
+        agent=None,
+        model="m",
+        prompt_tokens=spent.prompt_tokens,
+        completion_tokens=0,
+        duration_ms=1,
+    )
+    assert await jobs.record_step(db, claim, EventType.LLM_COMPLETED, call, usage=spent)
+
+
+async def test_a_budget_is_kept_and_a_retry_replaces_only_the_limits_it_gives(
+    db: asyncpg.Pool,
+) -> None:
+    tenant_id = await tenant(db)
+    job = await submit(db, tenant_id, budget=Budget(max_llm_calls=2, max_tokens=900))
+    assert job.budget == Budget(max_llm_calls=2, max_tokens=900)
+    claim = await start(db, job.id)
+    assert claim.budget == Budget(max_llm_calls=2, max_tokens=900) and claim.usage is None
+    await _spend(db, claim, _usage(300, 0.01, 2))
+    await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=OVER)
+    owner = Owner(tenant_id)
+    restarted = await jobs.restart(db, owner, job.id, budget=Budget(max_llm_calls=10))
+    assert isinstance(restarted, jobs.Restarted)
+    assert restarted.job.budget == Budget(max_llm_calls=10, max_tokens=900)
+    again = await start(db, job.id)
+    # What the first attempt spent carries over: the budget counts the whole job.
+    assert again.usage == _usage(300, 0.01, 2)
+    # A retry that gives no budget keeps the job's.
+    await jobs.end_attempt(db, again, AttemptOutcome.FAILED, error=OVER)
+    kept = await jobs.restart(db, owner, job.id)
+    assert isinstance(kept, jobs.Restarted)
+    assert kept.job.budget == Budget(max_llm_calls=10, max_tokens=900)
+
+
+async def test_a_month_of_model_spending_is_summed_over_the_tenant_s_live_jobs(
+    db: asyncpg.Pool,
+) -> None:
+    tenant_id, other = await tenant(db), await tenant(db)
+    for owner_id, tokens, livemode in (
+        (tenant_id, 100, True),
+        (tenant_id, 50, True),
+        (tenant_id, 999, False),
+        (other, 7, True),
+    ):
+        job = await submit(db, owner_id, livemode=livemode)
+        await _spend(db, await start(db, job.id), _usage(tokens, tokens / 1000, 1))
+    spent = await usage.model_spend_this_month(db, tenant_id)
+    assert (spent.tokens, round(spent.cost_usd, 6)) == (150, 0.15)
+
+
+async def test_a_tenant_s_caps_leave_a_job_what_its_other_jobs_did_not_spend(
+    db: asyncpg.Pool,
+) -> None:
+    tenant_id = await tenant(db)
+    first, second = await submit(db, tenant_id), await submit(db, tenant_id)
+    assert await usage.caps_left(db, tenant_id, first.id, True) is None  # no cap
+    await db.execute(
+        "UPDATE tenants SET max_tokens_per_month = 1000, max_cost_usd_per_month = 2 WHERE id = $1",
+        tenant_id,
+    )
+    await _spend(db, await start(db, first.id), _usage(400, 0.5, 1))
+    await _spend(db, await start(db, second.id), _usage(100, 0.25, 1))
+    # In the second job's terms (its whole spending): 1000 - 400 of the first.
+    left = await usage.caps_left(db, tenant_id, second.id, True)
+    assert left is not None and left.max_tokens == 600
+    assert left.max_cost_usd is not None and abs(left.max_cost_usd - 1.5) < 1e-9
+    # A test key's job spends nothing real: no cap.
+    assert await usage.caps_left(db, tenant_id, second.id, False) is None
