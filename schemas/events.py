@@ -19,6 +19,7 @@ class EventType(StrEnum):
     JOB_INPUT_REQUIRED = "job.input_required"
     JOB_INPUT_RECEIVED = "job.input_received"
     JOB_RESUMED = "job.resumed"
+    JOB_EXPIRED = "job.expired"
     TASK_STARTED = "task.started"
     TASK_COMPLETED = "task.completed"
     TOOL_COMPLETED = "tool.completed"
@@ -33,6 +34,7 @@ JOB_URL_EVENTS = frozenset(
         EventType.JOB_COMPLETED,
         EventType.JOB_FAILED,
         EventType.JOB_CANCELLED,
+        EventType.JOB_EXPIRED,
         EventType.JOB_INPUT_REQUIRED,
     }
 )

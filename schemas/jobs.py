@@ -4,7 +4,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from schemas.fields import WHOLE, WebhookUrl
 from schemas.pages import Page
@@ -100,9 +108,17 @@ class JobStatus(StrEnum):
     # A task needs a person's answer: the attempt ended and freed its worker; the job's
     # checkpoint holds the crew's state until `POST /v1/jobs/{id}/input` resumes it.
     AWAITING_INPUT = "awaiting_input"
+    # Submitted to start later (`delay`, `run_at`): takes no slot until it is due.
+    SCHEDULED = "scheduled"
+    # Not started before its `ttl` ran out: it never will.
+    EXPIRED = "expired"
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
+MAX_DELAY_S = 365 * 86400
+MAX_PRIORITY = 1000
 
 
 class ErrorCode(StrEnum):
@@ -211,6 +227,26 @@ class JobCreate(BaseModel):
         description="What an unanswered request for input comes to; default: the crew's,"
         " then the platform's.",
     )
+    delay: Annotated[int, Field(strict=True, ge=0, le=MAX_DELAY_S), WHOLE] | None = Field(
+        default=None,
+        description="Seconds to wait before it may start (it is `scheduled` until then);"
+        " not with `run_at`.",
+    )
+    run_at: AwareDatetime | None = Field(
+        default=None,
+        strict=False,  # JSON gives a time as its ISO 8601 string
+        description="When it may start, ISO 8601 with an offset (a minute in the past at the"
+        " most); not with `delay`.",
+    )
+    priority: Annotated[int, Field(strict=True, ge=-MAX_PRIORITY, le=MAX_PRIORITY), WHOLE] = Field(
+        default=0,
+        description="Among its tenant's jobs waiting for a slot, higher starts first.",
+    )
+    ttl: Annotated[int, Field(strict=True, ge=1, le=MAX_DELAY_S), WHOLE] | None = Field(
+        default=None,
+        description="Seconds (from submission, or from `run_at`/`delay`) it may wait to"
+        " start; then it is `expired` and never starts.",
+    )
     budget: Budget | None = Field(
         default=None,
         description="What the job may spend; each limit left out takes the crew's, then the"
@@ -224,6 +260,12 @@ class JobCreate(BaseModel):
         f" {MAX_METADATA_DEPTH} deep. Inputs and metadata together are bounded too"
         " (CREWQ_JOB_MAX_INPUT_BYTES).",
     )
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> "JobCreate":
+        if self.delay is not None and self.run_at is not None:
+            raise ValueError("give `delay` or `run_at`, not both")
+        return self
 
 
 class JobBatchRead(BaseModel):
@@ -383,6 +425,13 @@ class Job(JobState):
     )
     budget: Budget | None = Field(
         default=None, description="Its limits: the request's, else the crew's or platform's."
+    )
+    priority: int = Field(default=0, description="Higher starts first among its tenant's.")
+    run_at: datetime | None = Field(
+        default=None, description="When it may start (its first attempt, or its next)."
+    )
+    expires_at: datetime | None = Field(
+        default=None, description="When it expires if it has not started."
     )
     attempts: list[JobAttempt]
     last_activity_at: datetime | None

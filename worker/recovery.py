@@ -9,6 +9,8 @@
   slots (its cap was raised), and folds the tenants' job count changes into their counts.
 - The input sweep takes the default action of each job whose wait for a person's input is
   over (approve, reject or fail), within `reaper_interval` of its deadline.
+- Scheduled jobs are queued as they come due, and unstarted ones past their ttl expire,
+  within `reaper_interval` of the time.
 - Retention deletes finished jobs older than `retention_days`, in small batches.
 
 A lost connection to Postgres or Redis is logged and the loop goes on; any other error is
@@ -55,6 +57,12 @@ async def expire_inputs_once(db: asyncpg.Pool, redis: queue.Redis) -> int:
     return taken
 
 
+async def when_due_once(db: asyncpg.Pool, redis: queue.Redis) -> None:
+    """Queue the scheduled jobs that came due, and expire the unstarted ones past their ttl."""
+    await after_commit.carry_out(await jobs.promote_due(db), redis)
+    await after_commit.carry_out(await jobs.lapse_unstarted(db), redis)
+
+
 async def reconcile_once(db: asyncpg.Pool, redis: queue.Redis, settings: Settings) -> list[str]:
     """Queue every queueable pending job the queue does not hold (not queued, not deferred, not in
     progress), and free every pending job stuck behind a stale in-progress claim (its worker
@@ -87,6 +95,7 @@ async def run_recovery(db: asyncpg.Pool, redis: queue.Redis, settings: Settings)
     async def recover() -> None:
         await reap_once(db, redis, settings)
         await expire_inputs_once(db, redis)
+        await when_due_once(db, redis)
         await reconcile_once(db, redis, settings)
 
     await every(

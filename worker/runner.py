@@ -106,6 +106,8 @@ class JobRunner:
             )
             if isinstance(started, jobs.NotStarted):
                 log.info("job %s not started: %s", job_id, started.reason)
+                if started.after is not None:
+                    await self.after_commit(started.after)
                 if started.retry_in is not None:
                     return Requeue(started.retry_in)
                 return Done(started.reason)

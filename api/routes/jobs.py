@@ -117,6 +117,12 @@ def _refusal(refused: submissions.Refused) -> ApiError:
                 f"crew {crew!r} needs inputs: {', '.join(missing)}",
                 {"missing": missing, "required": required},
             )
+        case submissions.StartInThePast(run_at=run_at):
+            return invalid(
+                "run_at",
+                f"{run_at.isoformat()} has passed; give a time to come (or leave it out to"
+                " start as soon as possible)",
+            )
         case submissions.TooLarge(field=field, size=size, limit=limit):
             return invalid(
                 field,

@@ -3,6 +3,7 @@ tenant's bounds, as one call with a typed answer. The API only maps the answer t
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -21,12 +22,13 @@ class Submitted:
     job: Job
     created: bool  # False: a replay of an earlier submission with the same idempotency key
     parked: bool  # waits for a slot of its tenant's, off the queue: not to be queued now
+    scheduled: bool = False  # starts later: queued by a worker when it comes due
 
     @property
     def after(self) -> jobs.AfterCommit:
         """A new job is queued once its insert commits, unless it is parked (it is queued
         when its tenant has a free slot); a replay was queued by the first submission."""
-        queued = self.created and not self.parked
+        queued = self.created and not self.parked and not self.scheduled
         return jobs.queue_job(self.job.id) if queued else jobs.AfterCommit()
 
 
@@ -86,8 +88,21 @@ class IdempotencyKeyReused:
     job_id: str
 
 
+@dataclass(frozen=True)
+class StartInThePast:
+    """`run_at` lies further in the past than a clock's skew explains."""
+
+    run_at: datetime
+
+
+# How far in the past a `run_at` may be: a client's clock a little behind, or a request
+# delayed on its way. Further back is a mistake, not "as soon as possible".
+RUN_AT_GRACE = timedelta(seconds=60)
+
+
 Refused = (
-    TooLarge
+    StartInThePast
+    | TooLarge
     | UnknownCrew
     | MissingInputs
     | InvalidWebhookUrl
@@ -131,6 +146,11 @@ async def submit(
             await urls.check(body.webhook_url)
         except UrlRefused as exc:
             return InvalidWebhookUrl(str(exc))
+    now = datetime.now(UTC)
+    if body.run_at is not None and body.run_at < now - RUN_AT_GRACE:
+        return StartInThePast(body.run_at)
+    starts = body.run_at or (now + timedelta(seconds=body.delay) if body.delay else None)
+    expires = (starts or now) + timedelta(seconds=body.ttl) if body.ttl else None
     timeout = body.timeout or spec.default_timeout or settings.job_default_timeout
     max_retries = next(
         n
@@ -155,6 +175,9 @@ async def submit(
             input_timeout_s=body.input_timeout,
             input_default=body.input_default,
             budget=budget_of(body.budget, spec.budget, settings),
+            run_after=starts,
+            expires_at=expires,
+            priority=body.priority,
         ),
         settings.tenant_max_pending_jobs,
         settings.tenant_max_running_jobs,
@@ -163,4 +186,4 @@ async def submit(
         return inserted
     if not inserted.same_request:
         return IdempotencyKeyReused(inserted.job.id)
-    return Submitted(inserted.job, inserted.created, inserted.parked)
+    return Submitted(inserted.job, inserted.created, inserted.parked, inserted.scheduled)

@@ -49,6 +49,7 @@ class JobOutcome(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # never started: its ttl ran out
 
 
 class LlmOutcome(StrEnum):

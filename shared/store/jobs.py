@@ -59,6 +59,7 @@ from shared.store.paging import cut, one_more
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
 AWAITING_INPUT = JobStatus.AWAITING_INPUT
+SCHEDULED, EXPIRED = JobStatus.SCHEDULED, JobStatus.EXPIRED
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ RELEASE = Move(
 # at its input timeout) while it waits.
 _NO_INPUT_ASKED = "input_request = NULL, input_expires_at = NULL"
 WITHDRAW = Move(
-    frozenset({PENDING, AWAITING_INPUT}),
+    frozenset({PENDING, AWAITING_INPUT, SCHEDULED}),
     CANCELLED,
     EventType.JOB_CANCELLED,
     "finished_at = now(), cancel_requested_at = coalesce(j.cancel_requested_at, now()),"
@@ -171,6 +172,15 @@ RESTART = Move(
     " ELSE coalesce(j.budget, '{}'::jsonb) || given.budget END,"
     " cancel_requested_at = NULL, finished_at = NULL, worker_id = NULL, run_after = now()",
 )
+# A scheduled job comes due: it waits for a slot as any pending job.
+PROMOTE = Move(frozenset({SCHEDULED}), PENDING, None, "run_after = now()")
+# Not started before its expiry (ttl): it never will.
+LAPSE = Move(
+    frozenset({PENDING, SCHEDULED}),
+    EXPIRED,
+    EventType.JOB_EXPIRED,
+    "finished_at = now(), parked_at = NULL",
+)
 MOVES = (
     START,
     COMPLETE,
@@ -183,6 +193,8 @@ MOVES = (
     AWAIT_INPUT,
     ANSWER,
     EXPIRE,
+    PROMOTE,
+    LAPSE,
 )
 
 
@@ -364,7 +376,7 @@ async def _hand_on_slot(conn: Conn, tenant_id: str) -> str | None:
         """
         UPDATE jobs SET parked_at = NULL
          WHERE id = (SELECT id FROM jobs WHERE tenant_id = $1 AND parked_at IS NOT NULL
-                      ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                      ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)
         RETURNING id
         """,
         tenant_id,
@@ -406,6 +418,9 @@ def to_job(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> Job:
         input_timeout=row["input_timeout_s"],
         input_default=row["input_default"],
         budget=row["budget"],
+        priority=row["priority"],
+        run_at=row["run_after"],
+        expires_at=row["expires_at"],
         attempts=[
             JobAttempt(
                 number=a["number"],
@@ -573,6 +588,9 @@ class NewJob:
     input_timeout_s: int | None = None  # None: the crew's, then the platform's
     input_default: InputDefault | None = None
     budget: Budget | None = None  # resolved at submission (the crew's, the platform's)
+    run_after: datetime | None = None  # later than now: the job is scheduled
+    expires_at: datetime | None = None
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -581,6 +599,7 @@ class Inserted:
     created: bool  # False: the idempotency key was used before; `job` is that earlier job
     same_request: bool  # the earlier job was submitted with the same request body
     parked: bool  # waits off the queue for a slot of its tenant's: do not queue it
+    scheduled: bool = False  # starts later: queued when it comes due (`promote_due`)
 
 
 @dataclass(frozen=True)
@@ -602,9 +621,10 @@ async def insert(
     job would exceed its monthly quota (counted in the same transaction). The job is
     parked when its tenant already has as many jobs running or queued as its cap allows.
     Counting and inserting are serialised per tenant: no bound is overshot, however many
-    submissions arrive at once. One round trip: `crewq_submit_job_v2` (migration 0010,
-    `crewq_submit_job_v1` of 0008 and the job's input settings) holds the tenant's lock only
-    inside the server."""
+    submissions arrive at once. One round trip: `crewq_submit_job_v2` (migration 0015:
+    `crewq_submit_job_v1`'s checks, and the job's input settings, budget, start time, expiry
+    and priority) holds the tenant's lock only inside the server. A job to start later is
+    `scheduled`: it takes no slot, and is not to be queued until it comes due."""
     row = await pool.fetchrow(
         # The job's columns spread out: asyncpg decodes no composite holding jsonb.
         # Named arguments: a later version may add parameters with defaults (0008).
@@ -614,7 +634,7 @@ async def insert(
         " p_idempotency_key => $10, p_request_hash => $11, p_traceparent => $12,"
         " p_livemode => $13, p_monthly_limit => $14, p_default_max_pending => $15,"
         " p_default_cap => $16, p_input_timeout_s => $17, p_input_default => $18,"
-        " p_budget => $19) s",
+        " p_budget => $19, p_run_after => $20, p_expires_at => $21, p_priority => $22) s",
         int(TenantLock.JOBS),
         new_id("job"),
         new.tenant_id,
@@ -634,6 +654,9 @@ async def insert(
         new.input_timeout_s,
         new.input_default,
         storable(new.budget.model_dump(mode="json", exclude_none=True)) if new.budget else None,
+        new.run_after,
+        new.expires_at,
+        new.priority,
     )
     assert row is not None
     match row["outcome"]:
@@ -644,8 +667,12 @@ async def insert(
         case "replayed":
             job = to_job(row, (await _attempts(pool, [row["id"]]))[row["id"]])
             same = row["request_hash"] == new.request_hash
-            return Inserted(job, False, same, parked=row["parked_at"] is not None)
-    return Inserted(to_job(row, []), True, True, parked=row["parked_at"] is not None)
+            return Inserted(
+                job, False, same, row["parked_at"] is not None, row["status"] == SCHEDULED
+            )
+    return Inserted(
+        to_job(row, []), True, True, row["parked_at"] is not None, row["status"] == SCHEDULED
+    )
 
 
 # --- running: what workers do ---
@@ -691,6 +718,7 @@ class NotStarted:
 
     reason: str
     retry_in: float | None = None
+    after: "AfterCommit | None" = None  # what a move it made leaves to do (an expiry)
 
 
 async def start_attempt(
@@ -703,7 +731,7 @@ async def start_attempt(
     handed back) is cancelled here, so it never waits forever."""
     async with pool.acquire() as conn, conn.transaction():
         job = await conn.fetchrow(
-            "SELECT tenant_id, status, cancel_requested_at,"
+            "SELECT tenant_id, status, cancel_requested_at, expires_at < now() AS lapsed,"
             " extract(epoch FROM run_after - now())::float8 AS wait_s,"
             " extract(epoch FROM now() - greatest(created_at, run_after))::float8 AS waited_s"
             " FROM jobs WHERE id = $1",
@@ -718,6 +746,11 @@ async def start_attempt(
             # the move's `after` is dropped, and a withdrawal frees no slot.
             await _move(conn, WITHDRAW, job_id)
             return NotStarted("job was cancelled")
+        if job["lapsed"] and job["status"] == PENDING:
+            # Its expiry passed while it waited (the sweep had not reached it yet).
+            lapsed = await _move(conn, LAPSE, job_id)
+            if lapsed is not None:
+                return NotStarted("job expired before it started", after=lapsed.after)
         if job["wait_s"] > 0:
             return NotStarted("retry delay not over", retry_in=job["wait_s"])
         await lock_tenant(conn, TenantLock.JOBS, job["tenant_id"])
@@ -1014,6 +1047,36 @@ async def expire_inputs(pool: asyncpg.Pool, limit: int = 100) -> AsyncIterator[A
             yield moved.after + queued
 
 
+async def promote_due(pool: asyncpg.Pool, limit: int = 500) -> AfterCommit:
+    """scheduled -> pending for each job due now; queue them once this commits."""
+    async with pool.acquire() as conn, conn.transaction():
+        due = await conn.fetch(
+            "SELECT id FROM jobs WHERE status = 'scheduled' AND run_after <= now()"
+            " ORDER BY run_after LIMIT $1 FOR UPDATE SKIP LOCKED",
+            limit,
+        )
+        after = AfterCommit()
+        for row in due:
+            if await _move(conn, PROMOTE, row["id"]) is not None:
+                after += queue_job(row["id"])
+    return after
+
+
+async def lapse_unstarted(pool: asyncpg.Pool, limit: int = 500) -> AfterCommit:
+    """pending/scheduled -> expired for each job past its expiry that never started."""
+    async with pool.acquire() as conn, conn.transaction():
+        due = await conn.fetch(
+            "SELECT id FROM jobs WHERE status IN ('pending', 'scheduled')"
+            " AND expires_at <= now() ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+            limit,
+        )
+        after = AfterCommit()
+        for row in due:
+            if (moved := await _move(conn, LAPSE, row["id"])) is not None:
+                after += moved.after
+    return after
+
+
 async def record_resume(pool: asyncpg.Pool, claim: Claim, after_task: str, tasks_done: int) -> bool:
     """This attempt took up the crew from its checkpoint: say so on the attempt
     (`resumed_from`) and owe `job.resumed`. False: the attempt is no longer the job's."""
@@ -1254,7 +1317,7 @@ async def unpark_free_slots(pool: asyncpg.Pool, default_cap: int) -> list[str]:
          WHERE id IN (SELECT p.id FROM free f CROSS JOIN LATERAL (
                           SELECT id FROM jobs WHERE tenant_id = f.tenant_id
                              AND parked_at IS NOT NULL
-                           ORDER BY id LIMIT greatest(f.slots, 0)
+                           ORDER BY priority DESC, id LIMIT greatest(f.slots, 0)
                              FOR UPDATE SKIP LOCKED) p)
         RETURNING id
         """,

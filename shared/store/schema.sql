@@ -90,7 +90,7 @@ CREATE TABLE jobs (
     webhook_url          text,
     status               text NOT NULL            -- schemas/jobs.py JobStatus
                          CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled',
-                                           'awaiting_input')),
+                                           'awaiting_input', 'scheduled', 'expired')),
     timeout_s            int NOT NULL CHECK (timeout_s > 0),
     max_retries          int NOT NULL CHECK (max_retries >= 0),
     attempt              int NOT NULL DEFAULT 0,  -- attempts started so far
@@ -126,6 +126,10 @@ CREATE TABLE jobs (
     -- attempts (schemas/jobs.py Budget, Usage).
     budget               jsonb,
     usage                jsonb,
+    -- 0015: among the tenant's jobs waiting for a slot, higher first; and when an unstarted
+    -- job expires (ttl).
+    priority             int NOT NULL DEFAULT 0 CHECK (priority BETWEEN -1000 AND 1000),
+    expires_at           timestamptz,
     CONSTRAINT jobs_error_code CHECK (error->>'code' IN (
         'CREW_ERROR', 'CREW_CONFIG_ERROR', 'TIMEOUT', 'WORKER_LOST', 'LLM_UNAVAILABLE',
         'INPUT_TIMEOUT', 'BUDGET_EXCEEDED'))
@@ -146,6 +150,10 @@ CREATE INDEX jobs_parked ON jobs (tenant_id, id) WHERE parked_at IS NOT NULL;
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status IN ('completed', 'failed', 'cancelled');
 -- The worker's sweep finds the jobs whose wait for input is over.
 CREATE INDEX jobs_awaiting_input ON jobs (input_expires_at) WHERE status = 'awaiting_input';
+-- Workers promote scheduled jobs as they come due, and expire unstarted ones (0015).
+CREATE INDEX jobs_scheduled ON jobs (run_after) WHERE status = 'scheduled';
+CREATE INDEX jobs_expiring ON jobs (expires_at)
+    WHERE status IN ('pending', 'scheduled') AND expires_at IS NOT NULL;
 
 CREATE TABLE job_attempts (
     job_id       text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
@@ -298,7 +306,8 @@ CREATE INDEX processes_seen ON processes (role, last_seen_at DESC);
 CREATE FUNCTION crewq_refuse_illegal_job_move() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF (OLD.status, NEW.status) NOT IN (
-        ('pending', 'running'), ('pending', 'cancelled'),
+        ('pending', 'running'), ('pending', 'cancelled'), ('pending', 'expired'),
+        ('scheduled', 'pending'), ('scheduled', 'cancelled'), ('scheduled', 'expired'),
         ('running', 'completed'), ('running', 'failed'), ('running', 'cancelled'),
         ('running', 'pending'), ('running', 'awaiting_input'),
         ('awaiting_input', 'pending'), ('awaiting_input', 'cancelled'),
@@ -561,55 +570,6 @@ BEGIN
 END;
 $$;
 
--- Submitting with the job's input timeout and default, and its budget. A wrapper of _v1 (which the
--- previous release keeps calling): the same checks under the same lock, then the two
--- columns set on the job it made, in the same transaction.
-CREATE FUNCTION crewq_submit_job_v2(
-    p_lock_purpose      int,
-    p_id                text,
-    p_tenant_id         text,
-    p_crew              text,
-    p_inputs            jsonb,
-    p_metadata          jsonb,
-    p_webhook_url       text,
-    p_timeout_s         int,
-    p_max_retries       int,
-    p_idempotency_key   text,
-    p_request_hash      bytea,
-    p_traceparent       text,
-    p_livemode          boolean,
-    p_monthly_limit     bigint,
-    p_default_max_pending int,
-    p_default_cap       int,
-    p_input_timeout_s   int,
-    p_input_default     text,
-    p_budget            jsonb DEFAULT NULL   -- {max_tokens, max_cost_usd, max_llm_calls}
-) RETURNS TABLE (outcome text, bound bigint, decided_at timestamptz, job jobs)
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    v record;
-    v_job jobs;
-BEGIN
-    SELECT * INTO v FROM crewq_submit_job_v1(
-        p_lock_purpose => p_lock_purpose, p_id => p_id, p_tenant_id => p_tenant_id,
-        p_crew => p_crew, p_inputs => p_inputs, p_metadata => p_metadata,
-        p_webhook_url => p_webhook_url, p_timeout_s => p_timeout_s,
-        p_max_retries => p_max_retries, p_idempotency_key => p_idempotency_key,
-        p_request_hash => p_request_hash, p_traceparent => p_traceparent,
-        p_livemode => p_livemode, p_monthly_limit => p_monthly_limit,
-        p_default_max_pending => p_default_max_pending, p_default_cap => p_default_cap) s;
-    v_job := v.job;
-    IF v.outcome = 'created' AND (p_input_timeout_s IS NOT NULL OR p_input_default IS NOT NULL
-                                  OR p_budget IS NOT NULL)
-    THEN
-        UPDATE jobs j SET input_timeout_s = p_input_timeout_s, input_default = p_input_default,
-                          budget = p_budget
-         WHERE j.id = p_id RETURNING * INTO v_job;
-    END IF;
-    RETURN QUERY SELECT v.outcome, v.bound, v.decided_at, v_job;
-END;
-$$;
-
 -- 0012: CrewAI AMP's per-crew API (docs/amp.md): an AMP kickoff's webhook URLs, `meta` and
 -- its crew's task texts (shared/store/amp_kickoffs.py).
 CREATE TABLE amp_kickoffs (
@@ -627,3 +587,81 @@ CREATE TABLE amp_kickoffs (
 ALTER TABLE webhook_deliveries ADD COLUMN format text NOT NULL DEFAULT 'crewq';
 ALTER TABLE webhook_deliveries ADD CONSTRAINT webhook_deliveries_format_check
     CHECK (format IN ('crewq', 'amp_task', 'amp_step', 'amp_crew'));
+
+-- Submitting, this release: crewq_submit_job_v1's checks under the tenant's lock, and the
+-- job's input settings, budget, start time, expiry and priority. A job to start later is
+-- `scheduled` (neither pending nor parked: it takes no slot and waits for no cap).
+CREATE FUNCTION crewq_submit_job_v2(
+    p_lock_purpose      int,          -- shared/runtime/db.py TenantLock.JOBS
+    p_id                text,
+    p_tenant_id         text,
+    p_crew              text,
+    p_inputs            jsonb,
+    p_metadata          jsonb,
+    p_webhook_url       text,
+    p_timeout_s         int,
+    p_max_retries       int,
+    p_idempotency_key   text,
+    p_request_hash      bytea,
+    p_traceparent       text,
+    p_livemode          boolean,
+    p_monthly_limit     bigint,       -- live jobs a month; NULL: no quota
+    p_default_max_pending int,
+    p_default_cap       int,
+    p_input_timeout_s   int DEFAULT NULL,
+    p_input_default     text DEFAULT NULL,
+    p_budget            jsonb DEFAULT NULL,   -- {max_tokens, max_cost_usd, max_llm_calls}
+    p_run_after         timestamptz DEFAULT NULL,  -- later than now: scheduled
+    p_expires_at        timestamptz DEFAULT NULL,
+    p_priority          int DEFAULT 0
+) RETURNS TABLE (
+    outcome     text,                 -- created | replayed | too_many_pending | quota_exceeded
+    bound       bigint,
+    decided_at  timestamptz,
+    job         jobs
+) LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_bounds record;
+    v_job jobs;
+    v_later boolean := p_run_after IS NOT NULL AND p_run_after > now();
+BEGIN
+    PERFORM pg_advisory_xact_lock(p_lock_purpose, hashtext(p_tenant_id));
+    IF p_idempotency_key IS NOT NULL THEN
+        SELECT * INTO v_job FROM jobs j
+         WHERE j.tenant_id = p_tenant_id AND j.livemode = p_livemode
+           AND j.idempotency_key = p_idempotency_key;
+        IF FOUND THEN
+            RETURN QUERY SELECT 'replayed', NULL::bigint, now(), v_job;
+            RETURN;
+        END IF;
+    END IF;
+    SELECT coalesce(t.max_pending_jobs, p_default_max_pending) AS max_pending,
+           coalesce(t.max_running_jobs, p_default_cap) AS cap, c.pending, c.busy
+      INTO v_bounds
+      FROM tenants t,
+           crewq_fold_job_counts_v1(p_lock_purpose => p_lock_purpose,
+                                    p_tenant_id => p_tenant_id) c
+     WHERE t.id = p_tenant_id;
+    IF v_bounds.pending >= v_bounds.max_pending THEN
+        RETURN QUERY SELECT 'too_many_pending', v_bounds.max_pending::bigint, now(), NULL::jobs;
+        RETURN;
+    END IF;
+    IF p_livemode AND NOT crewq_count_job_v1(p_tenant_id => p_tenant_id,
+                                             p_monthly_limit => p_monthly_limit) THEN
+        RETURN QUERY SELECT 'quota_exceeded', p_monthly_limit, now(), NULL::jobs;
+        RETURN;
+    END IF;
+    INSERT INTO jobs (id, tenant_id, crew, inputs, metadata, webhook_url, status, timeout_s,
+                      max_retries, idempotency_key, request_hash, traceparent, parked_at,
+                      livemode, input_timeout_s, input_default, budget, run_after,
+                      expires_at, priority)
+    VALUES (p_id, p_tenant_id, p_crew, p_inputs, p_metadata, p_webhook_url,
+            CASE WHEN v_later THEN 'scheduled' ELSE 'pending' END,
+            p_timeout_s, p_max_retries, p_idempotency_key, p_request_hash, p_traceparent,
+            CASE WHEN NOT v_later AND v_bounds.busy >= v_bounds.cap THEN now() END,
+            p_livemode, p_input_timeout_s, p_input_default, p_budget,
+            CASE WHEN v_later THEN p_run_after ELSE now() END, p_expires_at, p_priority)
+    RETURNING * INTO v_job;
+    RETURN QUERY SELECT 'created', NULL::bigint, now(), v_job;
+END;
+$$;

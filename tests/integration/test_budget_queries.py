@@ -2,6 +2,8 @@
 limit by limit on retry, its usage written with its steps, and a tenant's month of model
 spending against its caps (shared/store/usage.py)."""
 
+from datetime import UTC, datetime, timedelta
+
 import asyncpg
 
 from schemas.events import EventType, LlmCompleted
@@ -90,3 +92,48 @@ async def test_a_tenant_s_caps_leave_a_job_what_its_other_jobs_did_not_spend(
     assert left.max_cost_usd is not None and abs(left.max_cost_usd - 1.5) < 1e-9
     # A test key's job spends nothing real: no cap.
     assert await usage.caps_left(db, tenant_id, second.id, False) is None
+
+
+async def test_a_scheduled_job_is_promoted_when_due_and_an_unstarted_one_lapses(
+    db: asyncpg.Pool,
+) -> None:
+    tenant_id = await tenant(db)
+    later = await submit(db, tenant_id, run_after=datetime.now(UTC) + timedelta(hours=1))
+    due = await submit(db, tenant_id, run_after=datetime.now(UTC) + timedelta(seconds=30))
+    lapsing = await submit(db, tenant_id, expires_at=datetime.now(UTC) + timedelta(hours=1))
+    assert (later.status, due.status, lapsing.status) == ("scheduled", "scheduled", "pending")
+    # A scheduled job is not started, whoever is offered it.
+    refused = await jobs.start_attempt(db, due.id, "w1", 10)
+    assert isinstance(refused, jobs.NotStarted) and refused.reason == "job is scheduled"
+    await db.execute(
+        "UPDATE jobs SET run_after = now() - interval '1 second' WHERE id = $1", due.id
+    )
+    promoted = await jobs.promote_due(db)
+    assert promoted.job_ids == [due.id]
+    assert (await jobs.promote_due(db)).job_ids == []  # once
+    await db.execute(
+        "UPDATE jobs SET expires_at = now() - interval '1 second' WHERE id = ANY($1)",
+        [lapsing.id, later.id],
+    )
+    lapsed = await jobs.lapse_unstarted(db)
+    assert sorted(f.status for f in lapsed.counts) == ["expired", "expired"]  # type: ignore[union-attr]
+    owner = Owner(tenant_id)
+    for job_id in (lapsing.id, later.id):
+        got = await jobs.get(db, owner, job_id)
+        assert got is not None and got.status == "expired" and got.finished_at is not None
+    # Expired is final: not retried, not started.
+    assert await jobs.restart(db, owner, lapsing.id) is None
+
+
+async def test_a_freed_slot_goes_to_the_tenant_s_highest_priority_parked_job(
+    db: asyncpg.Pool,
+) -> None:
+    tenant_id = await tenant(db, max_running_jobs=1)
+    running = await submit(db, tenant_id)
+    claim = await start(db, running.id)
+    low = await submit(db, tenant_id)
+    high = await submit(db, tenant_id, priority=5)
+    for job in (low, high):
+        await jobs.start_attempt(db, job.id, "w1", 10)  # parked: the tenant's slot is taken
+    moved = await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED)
+    assert moved is not None and moved.unparked == high.id
