@@ -617,3 +617,12 @@ CREATE TABLE amp_kickoffs (
 ALTER TABLE webhook_deliveries ADD COLUMN format text NOT NULL DEFAULT 'crewq';
 ALTER TABLE webhook_deliveries ADD CONSTRAINT webhook_deliveries_format_check
     CHECK (format IN ('crewq', 'amp_task', 'amp_step', 'amp_crew'));
+
+-- 0017: per-model limits on LLM calls shared by every worker (shared/store/model_limits.py);
+-- a row wins over CREWQ_MODEL_LIMITS for its model. NULL: that dimension is not limited.
+CREATE TABLE model_limits (
+    model       text PRIMARY KEY CHECK (model <> ''),
+    rpm         int CHECK (rpm > 0),
+    tpm         int CHECK (tpm > 0),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
