@@ -1,7 +1,7 @@
 """The `crewq` command: `dev` runs everything on one machine; `migrate`, `api`, `worker`,
-`dispatcher` run one role against configured URLs; `keys`, `tenants` and `secrets` manage
-API keys, tenants' plans and bounds, and signing secrets at rest; `doctor` checks them all;
-`healthcheck` is a container's health check.
+`dispatcher` run one role against configured URLs; `keys`, `tenants`, `models` and `secrets`
+manage API keys, tenants' plans and bounds, per-model LLM limits, and signing secrets at
+rest; `doctor` checks them all; `healthcheck` is a container's health check.
 
 This is the one place that imports every package; it only wires them together.
 """
@@ -213,6 +213,42 @@ def cmd_tenants_set(settings: Settings, args: argparse.Namespace) -> None:
         print(f"  {name.replace('_', ' ')}: {shown}")
 
 
+def cmd_models(settings: Settings, args: argparse.Namespace) -> None:
+    """`crewq models set|list|unset`: the per-model limits every worker applies (within
+    30 s: workers read them periodically)."""
+    from shared.runtime.model_limits import merged
+    from shared.store import model_limits
+
+    if args.models_command == "set":
+        if args.rpm is None and args.tpm is None:
+            sys.exit("crewq models set: give --rpm, --tpm or both (0 takes a limit away)")
+        if any(n is not None and n < 0 for n in (args.rpm, args.tpm)):
+            sys.exit("crewq models set: --rpm and --tpm are counts, 0 or more")
+        row = asyncio.run(
+            _with_conn(
+                settings, lambda conn: model_limits.set_limit(conn, args.model, args.rpm, args.tpm)
+            )
+        )
+        rows = {row.model: row.limit}
+    elif args.models_command == "unset":
+        if not asyncio.run(_with_conn(settings, lambda conn: model_limits.unset(conn, args.model))):
+            sys.exit(f"crewq models unset: {args.model!r} has no stored limits")
+        print(f"{args.model}: stored limits removed (CREWQ_MODEL_LIMITS applies to it again)")
+        return
+    else:
+        rows = asyncio.run(_with_conn(settings, model_limits.all_limits))
+    # After `set`, the model set alone; `list`, every model limited or stored.
+    in_force = merged({} if args.models_command == "set" else settings.model_limits, rows)
+    for model in sorted({*rows, *in_force}):
+        limit = in_force.get(model)
+        source = "crewq models set" if model in rows else "CREWQ_MODEL_LIMITS"
+        rpm = limit.rpm if limit and limit.rpm else "unlimited"
+        tpm = limit.tpm if limit and limit.tpm else "unlimited"
+        print(f"{model}: {rpm} requests/min, {tpm} tokens/min ({source})")
+    if not in_force and not rows:
+        print("no model has limits")
+
+
 def cmd_secrets_reseal(settings: Settings) -> None:
     from shared.runtime.secret_box import SecretBox
 
@@ -280,6 +316,19 @@ def main(argv: list[str] | None = None) -> None:
         ("--max-event-streams", "event streams open at once (CREWQ_TENANT_MAX_EVENT_STREAMS)"),
     ):
         update.add_argument(flag, type=int, help=what)
+    models = sub.add_parser(
+        "models", help="per-model LLM limits shared by every worker"
+    ).add_subparsers(dest="models_command", required=True)
+    limit = models.add_parser(
+        "set", help="limit a model's calls (over CREWQ_MODEL_LIMITS; 0 takes a limit away)"
+    )
+    limit.add_argument("model", help="the CrewAI model string, as crews name it")
+    limit.add_argument("--rpm", type=int, help="requests a minute, across every worker")
+    limit.add_argument("--tpm", type=int, help="tokens a minute, across every worker")
+    models.add_parser("list", help="the limits in force, and where each comes from")
+    models.add_parser(
+        "unset", help="remove a model's stored limits (CREWQ_MODEL_LIMITS applies again)"
+    ).add_argument("model")
     secrets = sub.add_parser("secrets", help="signing secrets at rest").add_subparsers(
         dest="secrets_command", required=True
     )
@@ -344,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd_tenants_set(settings, args)
     elif args.command == "secrets":
         cmd_secrets_reseal(settings)
+    elif args.command == "models":
+        cmd_models(settings, args)
     elif args.command == "doctor":
         from crewq.doctor import run_doctor
 

@@ -24,6 +24,7 @@ class EventType(StrEnum):
     TASK_COMPLETED = "task.completed"
     TOOL_COMPLETED = "tool.completed"
     LLM_COMPLETED = "llm.completed"
+    LLM_THROTTLED = "llm.throttled"
     WEBHOOK_TEST = "webhook.test"
 
 
@@ -40,7 +41,14 @@ JOB_URL_EVENTS = frozenset(
 )
 # The steps of a running crew, many per job: an endpoint receives these only when it names
 # them; `*` does not include them, so a receiver is never flooded by a type it never chose.
-STEP_EVENTS = frozenset({EventType.TASK_STARTED, EventType.TOOL_COMPLETED, EventType.LLM_COMPLETED})
+STEP_EVENTS = frozenset(
+    {
+        EventType.TASK_STARTED,
+        EventType.TOOL_COMPLETED,
+        EventType.LLM_COMPLETED,
+        EventType.LLM_THROTTLED,
+    }
+)
 
 
 class Event(BaseModel):
@@ -110,6 +118,16 @@ class LlmCompleted(BaseModel):
     completion_tokens: int
     duration_ms: int
     error: str | None = None
+
+
+class LlmThrottled(BaseModel):
+    """`data` of an `llm.throttled` event: a model call waited for its model's shared limit
+    (`crewq models set`, CREWQ_MODEL_LIMITS) or a provider's `Retry-After`."""
+
+    job_id: str
+    attempt: int
+    model: str
+    waited_ms: int
 
 
 class JobResumed(BaseModel):

@@ -20,12 +20,13 @@ from shared.domain import after_commit
 from shared.domain.crews import CrewRegistry
 from shared.runtime import fingerprints, llm_providers, metrics, queue
 from shared.runtime.db import pool_for
+from shared.runtime.model_limits import REFRESH_S, merged
 from shared.runtime.periodic import every, skip_transient
 from shared.runtime.queue import REDIS_UNAVAILABLE
 from shared.runtime.role import Life
 from shared.runtime.secret_box import SecretBox
 from shared.runtime.settings import Settings
-from shared.store import jobs, processes
+from shared.store import jobs, model_limits, processes
 from worker.checkpoints import CheckpointKeeper
 from worker.consumer import PromptWorker, consumer_for, listen
 from worker.crew import dirs as crewai_dirs
@@ -145,6 +146,24 @@ class WorkerService:
             on_transient=lambda exc: None,  # `sample` skips its own
         )
 
+    async def _model_limits(self) -> None:
+        """Keep the runner's per-model limits current: CREWQ_MODEL_LIMITS with the rows of
+        `crewq models set` over it. Postgres away: the last limits read stay in force."""
+        assert self.db is not None and self.runner is not None
+        db, runner = self.db, self.runner
+
+        async def refresh() -> None:
+            limits = merged(self.settings.model_limits, await model_limits.all_limits(db))
+            if limits != runner.model_limits:
+                log.info("model limits: %s", {m: lim.model_dump() for m, lim in limits.items()})
+            runner.model_limits = limits
+
+        await every(
+            REFRESH_S,
+            refresh,
+            on_transient=lambda exc: log.warning("model limits not refreshed: %s", exc),
+        )
+
     async def _recovery(self) -> None:
         assert self.db is not None
         await run_recovery(self.db, await self._connected_redis(), self.settings)
@@ -243,6 +262,7 @@ class WorkerService:
         life.supervisor.start("backlog gauges", self._sample_backlog())
         life.supervisor.start("queue listener", self._listen())
         life.supervisor.start("recovery", self._recovery())
+        life.supervisor.start("model limits", self._model_limits())
         if self.settings.retention_days:
             life.supervisor.start("retention", run_retention(self.db, self.settings))
 

@@ -25,6 +25,7 @@ from shared.domain.prices import Prices
 from shared.runtime import metrics
 from shared.runtime.db import is_connection_error, with_db_retry
 from shared.runtime.logs import bind, log_context
+from shared.runtime.model_limits import ModelLimit
 from shared.runtime.queue import Done, Handled, Requeue
 from shared.runtime.settings import OFFLINE_MODEL, Settings
 from shared.runtime.tracing import span_from
@@ -79,6 +80,8 @@ class JobRunner:
         # shared/domain/after_commit.py `carry_out`, with the worker's queue client.
         self.after_commit = after_commit
         self.active: dict[str, ActiveJob] = {}
+        # The per-model limits in force, kept current by the worker's loop (worker/main.py).
+        self.model_limits: dict[str, ModelLimit] = dict(settings.model_limits)
 
     def stop(self, job_id: str, reason: StopReason) -> bool:
         active = self.active.get(job_id)
@@ -157,6 +160,7 @@ class JobRunner:
                     budget=claim.budget,
                     spent=claim.usage,
                     caps=caps,
+                    model_limits=self.model_limits,
                 ),
                 timeout=claim.timeout_s,
                 stop=active.stop,

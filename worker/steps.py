@@ -1,8 +1,8 @@
 """The steps of a running attempt, as its crew process reports them, recorded: a job event
-each (`task.started`, `task.completed`, `tool.completed`, `llm.completed`, `job.resumed`),
-the job's `progress` and running `token_usage`, metrics, a span each under the job's span,
-so one trace runs from the submitting request through every task, model and tool call, and
-the crew's checkpoints (worker/checkpoints.py)."""
+each (`task.started`, `task.completed`, `tool.completed`, `llm.completed`, `llm.throttled`,
+`job.resumed`), the job's `progress` and running `token_usage`, metrics, a span each under
+the job's span, so one trace runs from the submitting request through every task, model and
+tool call, and the crew's checkpoints (worker/checkpoints.py)."""
 
 import logging
 from typing import Any
@@ -11,7 +11,14 @@ import asyncpg
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from schemas.events import EventType, LlmCompleted, TaskCompleted, TaskStarted, ToolCompleted
+from schemas.events import (
+    EventType,
+    LlmCompleted,
+    LlmThrottled,
+    TaskCompleted,
+    TaskStarted,
+    ToolCompleted,
+)
 from schemas.jobs import Progress, Spent, Usage
 from shared.domain.prices import Prices
 from shared.runtime import metrics
@@ -28,7 +35,9 @@ from worker.crew.protocol import (
     Step,
     TaskBegan,
     TaskFinished,
+    Throttled,
     ToolCalled,
+    Unthrottled,
 )
 
 log = logging.getLogger(__name__)
@@ -194,6 +203,19 @@ class StepRecorder:
                     log.warning("job %s: its resume not recorded: %s", job_id, exc)
             case NotResumed():
                 self.keeper.not_restored(self.claim, step.reason)
+            case Throttled():
+                metrics.llm_throttled(step.model, step.waited_s)
+                await self._write(
+                    EventType.LLM_THROTTLED,
+                    LlmThrottled(
+                        job_id=job_id,
+                        attempt=attempt,
+                        model=step.model,
+                        waited_ms=round(step.waited_s * 1000),
+                    ),
+                )
+            case Unthrottled():
+                metrics.LLM_UNTHROTTLED.labels(step.model).inc()
 
     def _spend(self, call: LlmCalled) -> None:
         """Add a model call to the job's usage, in total and for its task."""

@@ -143,6 +143,18 @@ LLM_TOKENS = Counter(
     "Tokens LLMs reported, by model and kind (prompt, completion).",
     ["model", "kind"],
 )
+LLM_THROTTLED = Histogram(
+    "crewq_llm_throttled_seconds",
+    "How long LLM calls waited for their model's shared limit (or a provider's Retry-After)"
+    " before they were sent, by model; only calls that waited.",
+    ["model"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+LLM_UNTHROTTLED = Counter(
+    "crewq_llm_unthrottled_total",
+    "LLM calls sent without their model's limit because the limiter's Redis was away.",
+    ["model"],
+)
 
 WEBHOOK_ATTEMPTS = Counter(
     "crewq_webhook_attempts_total", "Webhook delivery attempts, by outcome.", ["outcome"]
@@ -271,6 +283,10 @@ def llm_called(model: str, prompt_tokens: int, completion_tokens: int, *, failed
     ):
         if tokens > 0:
             LLM_TOKENS.labels(model, kind.value).inc(tokens)
+
+
+def llm_throttled(model: str, waited_s: float) -> None:
+    LLM_THROTTLED.labels(model).observe(max(0.0, waited_s))
 
 
 def webhook_attempt(outcome: WebhookOutcome, duration_s: float) -> None:

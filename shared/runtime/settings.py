@@ -16,6 +16,7 @@ from shared.runtime.limits import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MAX_PAGE_BYTES,
 )
+from shared.runtime.model_limits import ModelLimit
 
 REPO_CREWS = Path(__file__).resolve().parents[2] / "crews"
 
@@ -136,6 +137,11 @@ class Settings(BaseSettings):
         default=5, ge=1, description="Tries per LLM call on 429, 5xx, timeouts, broken connections."
     )
     llm_retry_max_wait: float = Field(default=30.0, gt=0)
+    model_limits: dict[str, ModelLimit] = Field(
+        default_factory=dict,
+        description='Per-model limits shared by every worker, as JSON: {"openai/gpt-4o-mini":'
+        ' {"rpm": 60, "tpm": 100000}}; `crewq models set` rows win over it.',
+    )
 
     job_default_timeout: int = Field(default=3600, ge=1, le=7200)
     job_default_max_retries: int = Field(default=2, ge=0, le=10)

@@ -665,3 +665,12 @@ BEGIN
     RETURN QUERY SELECT 'created', NULL::bigint, now(), v_job;
 END;
 $$;
+
+-- 0017: per-model limits on LLM calls shared by every worker (shared/store/model_limits.py);
+-- a row wins over CREWQ_MODEL_LIMITS for its model. NULL: that dimension is not limited.
+CREATE TABLE model_limits (
+    model       text PRIMARY KEY CHECK (model <> ''),
+    rpm         int CHECK (rpm > 0),
+    tpm         int CHECK (tpm > 0),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);

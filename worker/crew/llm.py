@@ -95,4 +95,4 @@ def make_llm(model: str, *, retry_attempts: int = 5, retry_max_wait: float = 30.
     openai_route = model.startswith("openai/") or "/" not in model
     if openai_route and (os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")):
         kwargs["custom_openai"] = True
-    return with_retries(LLM(model=model, **kwargs), retry_attempts, retry_max_wait)
+    return with_retries(LLM(model=model, **kwargs), retry_attempts, retry_max_wait, model=model)

@@ -63,6 +63,7 @@ from worker.crew.errors import is_transient  # noqa: E402
 from worker.crew.events import StepReporter, structured_output, task_result  # noqa: E402
 from worker.crew.flows import flow_class, outcome_of, run_flow  # noqa: E402
 from worker.crew.llm import make_llm  # noqa: E402
+from worker.crew.model_limits import limiter  # noqa: E402
 from worker.crew.protocol import (  # noqa: E402
     Accepted,
     CheckCrews,
@@ -312,5 +313,6 @@ def child_main(conn: Connection, storage_dir: str) -> None:
             send(check_crews(request))
         else:
             send(Accepted())
+            limiter().begin(request.model_limits, send)
             with log_context(job_id=request.job_id, tenant_id=request.tenant_id):
                 send(run_one(request, steps, send))

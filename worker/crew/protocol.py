@@ -2,12 +2,13 @@
 over a pipe. Light on purpose: the worker imports it without importing CrewAI; only crew
 processes (via the forkserver) do that."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 from schemas.jobs import Budget, ErrorCode, JobResult, Spent, TaskResult
 from shared.domain.crews import CrewSpec
+from shared.runtime.model_limits import ModelLimit
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class RunRequest:
     budget: Budget | None = None
     spent: Spent | None = None
     caps: Budget | None = None  # what its tenant's monthly caps leave it, in the same terms
+    # The per-model limits in force (shared/runtime/model_limits.py), for the shared limiter
+    # (worker/crew/model_limits.py): crew processes read no database.
+    model_limits: dict[str, ModelLimit] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,33 @@ class NotResumed:
     reason: str
 
 
+@dataclass(frozen=True)
+class Throttled:
+    """An LLM call waited `waited_s` for its model's shared limit (or a provider's pause)."""
+
+    model: str
+    waited_s: float
+
+
+@dataclass(frozen=True)
+class Unthrottled:
+    """An LLM call went ahead without its model's limit: the limiter's Redis was away."""
+
+    model: str
+
+
 # What a crew reports as it goes, between a `RunRequest` and its outcome.
-Step = TaskBegan | TaskFinished | ToolCalled | LlmCalled | Checkpointed | Resumed | NotResumed
+Step = (
+    TaskBegan
+    | TaskFinished
+    | ToolCalled
+    | LlmCalled
+    | Checkpointed
+    | Resumed
+    | NotResumed
+    | Throttled
+    | Unthrottled
+)
 
 
 @dataclass(frozen=True)
