@@ -2,6 +2,8 @@
 CREWQ_REDIS_URL are set), a fake LLM provider and webhook receivers on 127.0.0.1, and one
 running crewq platform shared by the tests that do not need their own."""
 
+# Before any test module imports CrewAI: this process, too, keeps it off the network.
+import worker.crew.offline  # noqa: F401  isort: skip
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 

@@ -1047,34 +1047,33 @@ async def expire_inputs(pool: asyncpg.Pool, limit: int = 100) -> AsyncIterator[A
             yield moved.after + queued
 
 
-async def promote_due(pool: asyncpg.Pool, limit: int = 500) -> AfterCommit:
-    """scheduled -> pending for each job due now; queue them once this commits."""
+async def _sweep(pool: asyncpg.Pool, move: Move, due: str, limit: int) -> AfterCommit:
+    """Make `move` on each job `due` (a WHERE clause, oldest first by its ORDER BY) picks,
+    at most `limit`, in one transaction; SKIP LOCKED, so workers sweeping at once take
+    different jobs. What the moves leave to do, and the moved jobs to queue when they go
+    back to pending."""
     async with pool.acquire() as conn, conn.transaction():
-        due = await conn.fetch(
-            "SELECT id FROM jobs WHERE status = 'scheduled' AND run_after <= now()"
-            " ORDER BY run_after LIMIT $1 FOR UPDATE SKIP LOCKED",
-            limit,
+        rows = await conn.fetch(
+            f"SELECT id FROM jobs WHERE {due} LIMIT $1 FOR UPDATE SKIP LOCKED", limit
         )
         after = AfterCommit()
-        for row in due:
-            if await _move(conn, PROMOTE, row["id"]) is not None:
-                after += queue_job(row["id"])
+        for row in rows:
+            if (moved := await _move(conn, move, row["id"])) is not None:
+                queued = queue_job(row["id"]) if move.target is PENDING else AfterCommit()
+                after += moved.after + queued
     return after
+
+
+async def promote_due(pool: asyncpg.Pool, limit: int = 500) -> AfterCommit:
+    """scheduled -> pending for each job due now; queue them once this commits."""
+    due = "status = 'scheduled' AND run_after <= now() ORDER BY run_after"
+    return await _sweep(pool, PROMOTE, due, limit)
 
 
 async def lapse_unstarted(pool: asyncpg.Pool, limit: int = 500) -> AfterCommit:
     """pending/scheduled -> expired for each job past its expiry that never started."""
-    async with pool.acquire() as conn, conn.transaction():
-        due = await conn.fetch(
-            "SELECT id FROM jobs WHERE status IN ('pending', 'scheduled')"
-            " AND expires_at <= now() ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-            limit,
-        )
-        after = AfterCommit()
-        for row in due:
-            if (moved := await _move(conn, LAPSE, row["id"])) is not None:
-                after += moved.after
-    return after
+    due = "status IN ('pending', 'scheduled') AND expires_at <= now() ORDER BY expires_at"
+    return await _sweep(pool, LAPSE, due, limit)
 
 
 async def record_resume(pool: asyncpg.Pool, claim: Claim, after_task: str, tasks_done: int) -> bool:

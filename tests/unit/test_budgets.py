@@ -2,24 +2,16 @@
 check before each model call (worker/crew/budget.py) with stand-in LLM objects that count
 usage as CrewAI's do."""
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
-for _name, _value in (
-    ("CREWAI_DISABLE_TELEMETRY", "true"),
-    ("CREWAI_TRACING_ENABLED", "false"),
-    ("CREWAI_DISABLE_VERSION_CHECK", "true"),
-):
-    os.environ.setdefault(_name, _value)
+import pytest
 
-import pytest  # noqa: E402
-
-from schemas.jobs import Budget, Spent  # noqa: E402
-from shared.domain.prices import FREE, Prices  # noqa: E402
-from shared.domain.submissions import budget_of  # noqa: E402
-from shared.runtime.settings import Settings  # noqa: E402
-from worker.crew.budget import BudgetExceeded, BudgetGuard  # noqa: E402
+from schemas.jobs import Budget, Spent
+from shared.domain.prices import FREE, Prices
+from shared.domain.submissions import budget_of
+from shared.runtime.settings import Settings
+from worker.crew.budget import BudgetExceeded, BudgetGuard
 
 
 @dataclass

@@ -2,27 +2,16 @@
 (worker/crew/flows.py): what it holds, the way back onto a crew built afresh, and what it
 refuses. CrewAI is imported, no model is called."""
 
-import os
+from typing import Any
 
-# Before CrewAI is imported, as in a crew process: no network of its own.
-for _name, _value in (
-    ("CREWAI_DISABLE_TELEMETRY", "true"),
-    ("CREWAI_TRACING_ENABLED", "false"),
-    ("CREWAI_DISABLE_VERSION_CHECK", "true"),
-    ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
-):
-    os.environ.setdefault(_name, _value)
+import orjson
+import pytest
+from crewai import LLM, Agent, Crew, Task
+from crewai.tasks.task_output import TaskOutput
+from pydantic import BaseModel
 
-from typing import Any  # noqa: E402
-
-import orjson  # noqa: E402
-import pytest  # noqa: E402
-from crewai import LLM, Agent, Crew, Task  # noqa: E402
-from crewai.tasks.task_output import TaskOutput  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-
-from shared.runtime.settings import OFFLINE_MODEL  # noqa: E402
-from worker.crew.checkpoint import (  # noqa: E402
+from shared.runtime.settings import OFFLINE_MODEL
+from worker.crew.checkpoint import (
     FORMAT,
     NotRestorable,
     Restored,
@@ -32,8 +21,8 @@ from worker.crew.checkpoint import (  # noqa: E402
     state_of,
     tasks_finished,
 )
-from worker.crew.flows import FlowState  # noqa: E402
-from worker.crew.llm import make_llm  # noqa: E402
+from worker.crew.flows import FlowState
+from worker.crew.llm import make_llm
 
 
 class Outline(BaseModel):

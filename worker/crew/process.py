@@ -11,29 +11,18 @@ ready (`Ready`): the worker offers a child to a job only then.
 """
 
 import os
+import signal
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from multiprocessing.connection import Connection
 
-# Before CrewAI is imported: it must not reach the network on its own (LiteLLM, its
-# fallback for models without a native provider, would fetch a price list at import). A
-# deployment may still opt back in by setting these variables itself.
-for _name, _value in (
-    ("CREWAI_DISABLE_TELEMETRY", "true"),
-    ("CREWAI_TRACING_ENABLED", "false"),
-    ("CREWAI_DISABLE_VERSION_CHECK", "true"),
-    ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
-):
-    os.environ.setdefault(_name, _value)
-
-import signal  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from functools import lru_cache  # noqa: E402
-from multiprocessing.connection import Connection  # noqa: E402
-
-from worker.crew.tls import share_default_context  # noqa: E402
+import worker.crew.offline  # noqa: F401  (first: before CrewAI is imported)
+from worker.crew.tls import share_default_context
 
 share_default_context()
 
