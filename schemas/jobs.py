@@ -197,6 +197,29 @@ class Usage(Spent):
     tasks: dict[str, Spent] = Field(default_factory=dict, description="By task name.")
 
 
+class ConcurrencyStrategy(StrEnum):
+    """What a job whose concurrency key is busy does (LangGraph's multitask strategies,
+    Hatchet's cancel-in-progress)."""
+
+    ENQUEUE = "enqueue"  # waits until fewer than `limit` of the key's jobs run
+    REJECT = "reject"  # refused (409) while `limit` of the key's jobs are pending or running
+    CANCEL_RUNNING = "cancel_running"  # the key's running jobs are cancelled; it waits for them
+    REPLACE_PENDING = "replace_pending"  # the key's jobs not yet started are cancelled
+
+
+class Concurrency(BaseModel):
+    """At most `limit` of the tenant's jobs with `key` run at once."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    key: Annotated[str, Field(min_length=1, max_length=200)]
+    limit: Annotated[int, Field(strict=True, ge=1, le=1000), WHOLE] = 1
+    strategy: ConcurrencyStrategy = Field(
+        default=ConcurrencyStrategy.ENQUEUE,
+        strict=False,  # JSON gives an enum as its string
+    )
+
+
 class JobCreate(BaseModel):
     """Body of `POST /v1/jobs`. Unknown fields are refused so typos never pass silently, and
     types are strict: `"timeout": "600"` is refused, not read as 600."""
@@ -246,6 +269,11 @@ class JobCreate(BaseModel):
         default=None,
         description="Seconds (from submission, or from `run_at`/`delay`) it may wait to"
         " start; then it is `expired` and never starts.",
+    )
+    concurrency: Concurrency | None = Field(
+        default=None,
+        description="A key shared by jobs of which at most `limit` may run at once, and"
+        " what this one does when the key is busy.",
     )
     budget: Budget | None = Field(
         default=None,
@@ -427,6 +455,8 @@ class Job(JobState):
         default=None, description="Its limits: the request's, else the crew's or platform's."
     )
     priority: int = Field(default=0, description="Higher starts first among its tenant's.")
+    concurrency_key: str | None = Field(default=None, description="See `concurrency`.")
+    concurrency_limit: int | None = None
     run_at: datetime | None = Field(
         default=None, description="When it may start (its first attempt, or its next)."
     )

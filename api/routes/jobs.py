@@ -146,6 +146,12 @@ def _refusal(refused: submissions.Refused) -> ApiError:
                 f" at {resets_at.isoformat()} (a test key's jobs count against no quota)",
                 {"limit": limit, "resets_at": resets_at.isoformat()},
             )
+        case jobs.ConcurrencyBusy(limit=limit):
+            return ApiError(
+                Code.CONCURRENCY_KEY_BUSY,
+                f"{limit} of this key's jobs are already pending or running (strategy reject)",
+                {"limit": limit},
+            )
         case jobs.TooManyPending(limit=limit):
             return ApiError(
                 Code.TOO_MANY_PENDING_JOBS,
@@ -203,6 +209,7 @@ _ON_A_JOB = [
             Code.QUOTA_EXCEEDED,
             Code.IDEMPOTENCY_KEY_REUSED,
             Code.TOO_MANY_PENDING_JOBS,
+            Code.CONCURRENCY_KEY_BUSY,
         ],
         links=_ON_A_JOB,
         refine_body=_one_variant_per_crew,
@@ -230,6 +237,8 @@ async def create_job(request: web.Request, call: Call[JobCreate]) -> web.Respons
         return json_response(job, status=200, headers=headers)
     metrics.job_submitted(job.crew)
     await after_commit.carry_out(answer.after, request.app[REDIS])
+    for stopping in answer.cleared.stopping if answer.cleared else ():
+        await _tell_worker_to_stop(request, stopping)
     return json_response(job, status=202, headers=headers)
 
 
@@ -427,6 +436,15 @@ async def _stream(
     return response
 
 
+async def _tell_worker_to_stop(request: web.Request, job_id: str) -> None:
+    """Broadcast a running job's cancel (its request is in Postgres already)."""
+    try:
+        await queue.publish_cancel(request.app[REDIS], job_id)
+    except queue.REDIS_UNAVAILABLE as exc:
+        # The worker's heartbeat sees the request in Postgres within seconds anyway.
+        log.warning("cancel of %s not broadcast (%s)", job_id, exc)
+
+
 @routes.post("/v1/jobs/{job_id}/cancel")
 @operation(
     Operation(
@@ -449,11 +467,7 @@ async def cancel_job(request: web.Request, call: Call[None]) -> web.Response:
     if outcome is jobs.CancelOutcome.ALREADY_FINISHED:
         raise ApiError(Code.JOB_ALREADY_FINISHED, "the job has already finished; nothing to cancel")
     if outcome is jobs.CancelOutcome.REQUESTED:
-        try:
-            await queue.publish_cancel(request.app[REDIS], job_id)
-        except queue.REDIS_UNAVAILABLE as exc:
-            # The worker's heartbeat sees the request in Postgres within seconds anyway.
-            log.warning("cancel of %s not broadcast (%s)", job_id, exc)
+        await _tell_worker_to_stop(request, job_id)
     job = await jobs.get(db, principal.owner, job_id)
     assert job is not None
     # 200: cancelled now (it was pending); 202: its worker is stopping the crew.

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from schemas.jobs import Budget, Job, JobCreate
+from schemas.jobs import Budget, ConcurrencyStrategy, Job, JobCreate
 from shared.domain.crews import CrewRegistry
 from shared.runtime.limits import json_size
 from shared.runtime.settings import Settings
 from shared.store import jobs
-from shared.store.jobs import QuotaExceeded, TooManyPending
+from shared.store.jobs import ConcurrencyBusy, QuotaExceeded, TooManyPending
 from shared.store.keys import Principal
 from shared.webhooks.urls import UrlPolicy, UrlRefused
 
@@ -23,13 +23,18 @@ class Submitted:
     created: bool  # False: a replay of an earlier submission with the same idempotency key
     parked: bool  # waits for a slot of its tenant's, off the queue: not to be queued now
     scheduled: bool = False  # starts later: queued by a worker when it comes due
+    # What its concurrency strategy did to the other jobs of its key (cancel_running,
+    # replace_pending): running jobs whose workers are to be told to stop them.
+    cleared: jobs.KeyCleared | None = None
 
     @property
     def after(self) -> jobs.AfterCommit:
         """A new job is queued once its insert commits, unless it is parked (it is queued
-        when its tenant has a free slot); a replay was queued by the first submission."""
+        when its tenant has a free slot); a replay was queued by the first submission. The
+        jobs its strategy withdrew are counted."""
         queued = self.created and not self.parked and not self.scheduled
-        return jobs.queue_job(self.job.id) if queued else jobs.AfterCommit()
+        mine = jobs.queue_job(self.job.id) if queued else jobs.AfterCommit()
+        return mine + self.cleared.after if self.cleared else mine
 
 
 def budget_of(asked: Budget | None, crew: Budget | None, settings: Settings) -> Budget | None:
@@ -109,6 +114,7 @@ Refused = (
     | IdempotencyKeyReused
     | TooManyPending
     | QuotaExceeded
+    | ConcurrencyBusy
 )
 
 
@@ -151,6 +157,8 @@ async def submit(
         return StartInThePast(body.run_at)
     starts = body.run_at or (now + timedelta(seconds=body.delay) if body.delay else None)
     expires = (starts or now) + timedelta(seconds=body.ttl) if body.ttl else None
+    concurrency = body.concurrency
+    strategy = concurrency.strategy if concurrency else None
     timeout = body.timeout or spec.default_timeout or settings.job_default_timeout
     max_retries = next(
         n
@@ -178,12 +186,25 @@ async def submit(
             run_after=starts,
             expires_at=expires,
             priority=body.priority,
+            concurrency_key=concurrency.key if concurrency else None,
+            concurrency_limit=concurrency.limit if concurrency else None,
+            concurrency_reject=strategy is ConcurrencyStrategy.REJECT,
         ),
         settings.tenant_max_pending_jobs,
         settings.tenant_max_running_jobs,
     )
-    if isinstance(inserted, TooManyPending | QuotaExceeded):
+    if isinstance(inserted, TooManyPending | QuotaExceeded | ConcurrencyBusy):
         return inserted
     if not inserted.same_request:
         return IdempotencyKeyReused(inserted.job.id)
-    return Submitted(inserted.job, inserted.created, inserted.parked, inserted.scheduled)
+    cleared = None
+    if inserted.created and concurrency and strategy in _CLEARING:
+        running = strategy is ConcurrencyStrategy.CANCEL_RUNNING
+        cleared = await jobs.clear_key(
+            db, principal.owner, concurrency.key, inserted.job.id, running=running
+        )
+    return Submitted(inserted.job, inserted.created, inserted.parked, inserted.scheduled, cleared)
+
+
+# The strategies that cancel the key's other jobs once the new one is in.
+_CLEARING = frozenset({ConcurrencyStrategy.CANCEL_RUNNING, ConcurrencyStrategy.REPLACE_PENDING})

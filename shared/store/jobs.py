@@ -353,7 +353,11 @@ async def _move(
             outcome,
             error,
         )
-    unparked = await _hand_on_slot(conn, row["tenant_id"]) if move.frees_slot else None
+    unparked = (
+        await _hand_on_slot(conn, row["tenant_id"], row["concurrency_key"])
+        if move.frees_slot
+        else None
+    )
     if move.event is not None:
         await emit(
             conn,
@@ -369,17 +373,20 @@ async def _move(
     return Moved(row, unparked, AfterCommit(queued, _counted(move, row, given.error)))
 
 
-async def _hand_on_slot(conn: Conn, tenant_id: str) -> str | None:
-    """A running job of the tenant ended: unpark its oldest parked job, if any."""
+async def _hand_on_slot(conn: Conn, tenant_id: str, key: str | None) -> str | None:
+    """A running job of the tenant ended: unpark its parked job that waits longest for the
+    key the ended job held (if any), else its first by priority and age."""
     await lock_tenant(conn, TenantLock.JOBS, tenant_id)
     unparked = await conn.fetchval(
         """
         UPDATE jobs SET parked_at = NULL
          WHERE id = (SELECT id FROM jobs WHERE tenant_id = $1 AND parked_at IS NOT NULL
-                      ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                      ORDER BY concurrency_key IS NOT DISTINCT FROM $2 DESC, priority DESC, id
+                      LIMIT 1 FOR UPDATE SKIP LOCKED)
         RETURNING id
         """,
         tenant_id,
+        key,
     )
     return str(unparked) if unparked else None
 
@@ -419,6 +426,8 @@ def to_job(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> Job:
         input_default=row["input_default"],
         budget=row["budget"],
         priority=row["priority"],
+        concurrency_key=row["concurrency_key"],
+        concurrency_limit=row["concurrency_limit"],
         run_at=row["run_after"],
         expires_at=row["expires_at"],
         attempts=[
@@ -591,6 +600,9 @@ class NewJob:
     run_after: datetime | None = None  # later than now: the job is scheduled
     expires_at: datetime | None = None
     priority: int = 0
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    concurrency_reject: bool = False  # refused while the key has `concurrency_limit` jobs
 
 
 @dataclass(frozen=True)
@@ -608,6 +620,11 @@ class TooManyPending:
 
 
 @dataclass(frozen=True)
+class ConcurrencyBusy:
+    limit: int  # the key's jobs already pending or running
+
+
+@dataclass(frozen=True)
 class QuotaExceeded:
     limit: int
     resets_at: datetime
@@ -615,7 +632,7 @@ class QuotaExceeded:
 
 async def insert(
     pool: asyncpg.Pool, new: NewJob, default_max_pending: int, default_cap: int
-) -> Inserted | TooManyPending | QuotaExceeded:
+) -> Inserted | TooManyPending | QuotaExceeded | ConcurrencyBusy:
     """Insert a pending job, unless its idempotency key was used before (the earlier job is
     returned instead), the tenant already has as many pending jobs as it may, or a live
     job would exceed its monthly quota (counted in the same transaction). The job is
@@ -634,7 +651,8 @@ async def insert(
         " p_idempotency_key => $10, p_request_hash => $11, p_traceparent => $12,"
         " p_livemode => $13, p_monthly_limit => $14, p_default_max_pending => $15,"
         " p_default_cap => $16, p_input_timeout_s => $17, p_input_default => $18,"
-        " p_budget => $19, p_run_after => $20, p_expires_at => $21, p_priority => $22) s",
+        " p_budget => $19, p_run_after => $20, p_expires_at => $21, p_priority => $22,"
+        " p_concurrency_key => $23, p_concurrency_limit => $24, p_concurrency_reject => $25) s",
         int(TenantLock.JOBS),
         new_id("job"),
         new.tenant_id,
@@ -657,11 +675,16 @@ async def insert(
         new.run_after,
         new.expires_at,
         new.priority,
+        new.concurrency_key,
+        new.concurrency_limit,
+        new.concurrency_reject,
     )
     assert row is not None
     match row["outcome"]:
         case "too_many_pending":
             return TooManyPending(row["bound"])
+        case "concurrency_busy":
+            return ConcurrencyBusy(row["bound"])
         case "quota_exceeded":
             return QuotaExceeded(row["bound"], usage.month_ends(row["decided_at"]))
         case "replayed":
@@ -731,7 +754,8 @@ async def start_attempt(
     handed back) is cancelled here, so it never waits forever."""
     async with pool.acquire() as conn, conn.transaction():
         job = await conn.fetchrow(
-            "SELECT tenant_id, status, cancel_requested_at, expires_at < now() AS lapsed,"
+            "SELECT tenant_id, livemode, status, cancel_requested_at, concurrency_key,"
+            " concurrency_limit, expires_at < now() AS lapsed,"
             " extract(epoch FROM run_after - now())::float8 AS wait_s,"
             " extract(epoch FROM now() - greatest(created_at, run_after))::float8 AS waited_s"
             " FROM jobs WHERE id = $1",
@@ -762,13 +786,26 @@ async def start_attempt(
             default_cap,
         )
         assert slots is not None  # the job's tenant
-        if slots["running"] >= slots["cap"]:
+        key_busy = (
+            job["concurrency_key"] is not None
+            and await conn.fetchval(
+                "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND livemode = $2"
+                " AND concurrency_key = $3 AND status = 'running'",
+                job["tenant_id"],
+                job["livemode"],
+                job["concurrency_key"],
+            )
+            >= job["concurrency_limit"]
+        )
+        if slots["running"] >= slots["cap"] or key_busy:
+            # Parked until a running job of the tenant (of the key, first) hands it its slot.
             await conn.execute(
                 "UPDATE jobs SET parked_at = coalesce(parked_at, now())"
                 " WHERE id = $1 AND status = 'pending'",
                 job_id,
             )
-            return NotStarted("parked: its tenant runs as many jobs as it may")
+            why = "its key's" if key_busy else "its tenant's"
+            return NotStarted(f"parked: {why} jobs run as many at once as they may")
         moved = await _move(conn, START, job_id, given=Given(worker_id=worker_id))
         if moved is None:
             return NotStarted("job is no longer pending")
@@ -1062,6 +1099,43 @@ async def _sweep(pool: asyncpg.Pool, move: Move, due: str, limit: int) -> AfterC
                 queued = queue_job(row["id"]) if move.target is PENDING else AfterCommit()
                 after += moved.after + queued
     return after
+
+
+@dataclass(frozen=True)
+class KeyCleared:
+    """What a submission's concurrency strategy did to the other jobs of its key."""
+
+    after: AfterCommit  # the withdrawn jobs' ends, to count
+    stopping: list[str]  # running jobs asked to stop: their workers are to be told
+
+
+async def clear_key(
+    pool: asyncpg.Pool, owner: Owner, key: str, keep: str, *, running: bool
+) -> KeyCleared:
+    """Cancel the owner's other jobs of `key` (all but `keep`): those not started yet
+    (`replace_pending`), or those running (`cancel_running`: their cancel is requested, and
+    their workers stop them)."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            f"SELECT id FROM jobs WHERE {_OWNED} AND concurrency_key = $4 AND id <> $1"
+            " AND status = ANY($5::text[]) ORDER BY id FOR UPDATE",
+            keep,
+            *_of(owner),
+            key,
+            ["running"] if running else ["pending", "scheduled"],
+        )
+        after, stopping = AfterCommit(), []
+        for row in rows:
+            if running:
+                await conn.execute(
+                    "UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now())"
+                    " WHERE id = $1 AND status = 'running'",
+                    row["id"],
+                )
+                stopping.append(row["id"])
+            elif (moved := await _move(conn, WITHDRAW, row["id"], owner=owner)) is not None:
+                after += moved.after
+    return KeyCleared(after, stopping)
 
 
 async def promote_due(pool: asyncpg.Pool, limit: int = 500) -> AfterCommit:

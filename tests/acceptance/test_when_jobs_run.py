@@ -81,3 +81,43 @@ async def test_a_tenant_s_waiting_jobs_start_by_priority(own_stack: Platform, ll
     # The high one was submitted last, and started first when the slot came free.
     first = min(starts, key=lambda i: starts[i])
     assert first == high["id"], starts
+
+
+async def test_two_jobs_of_one_concurrency_key_never_overlap(
+    own_stack: Platform, llm: FakeLLM
+) -> None:
+    stack = own_stack
+    await stack.start_api()
+    await stack.start_worker(CREWQ_WORKER_CONCURRENCY="2")
+    tag = f"key{time.time_ns()}"
+    key = {"key": f"customer-{tag}", "limit": 1}
+    first = await stack.submit("echo", {"message": f"[[sleep:2]] {tag} a"}, concurrency=key)
+    second = await stack.submit("echo", {"message": f"[[sleep:2]] {tag} b"}, concurrency=key)
+    done = [
+        await stack.wait_for_status(j["id"], {"completed", "failed"}, timeout=60)
+        for j in (first, second)
+    ]
+    assert [d["status"] for d in done] == ["completed", "completed"]
+    assert done[0]["concurrency_key"] == f"customer-{tag}"
+    spans = sorted(
+        (datetime.fromisoformat(d["started_at"]), datetime.fromisoformat(d["finished_at"]))
+        for d in done
+    )
+    assert spans[1][0] >= spans[0][1], spans  # the second started once the first ended
+    # `reject` while the key holds its limit: 409, and no job.
+    busy = await stack.submit("echo", {"message": f"[[sleep:3]] {tag} c"}, concurrency=key)
+    body = {
+        "crew": "echo",
+        "inputs": {"message": f"{tag} d"},
+        "concurrency": {**key, "strategy": "reject"},
+    }
+    status, refused, _ = await stack.request("POST", "/v1/jobs", json=body)
+    assert status == 409 and refused["error"]["code"] == "CONCURRENCY_KEY_BUSY", refused
+    # `cancel_running`: the key's running job is stopped, and the new one runs.
+    await stack.wait_for_status(busy["id"], {"running"}, timeout=30)
+    body["concurrency"] = {**key, "strategy": "cancel_running"}
+    status, took_over, _ = await stack.request("POST", "/v1/jobs", json=body)
+    assert status == 202, took_over
+    cancelled = await stack.wait_for_status(busy["id"], {"cancelled", "completed"}, timeout=30)
+    assert cancelled["status"] == "cancelled"
+    assert (await stack.wait_for_status(took_over["id"], {"completed"}, timeout=60))["attempt"] == 1

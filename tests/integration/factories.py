@@ -75,6 +75,8 @@ async def submit(
             run_after=fields.pop("run_after", None),
             expires_at=fields.pop("expires_at", None),
             priority=fields.pop("priority", 0),
+            concurrency_key=fields.pop("concurrency_key", None),
+            concurrency_limit=fields.pop("concurrency_limit", None),
         ),
         default_max_pending=fields.pop("max_pending", 10_000),
         default_cap=fields.pop("cap", 10),

@@ -137,3 +137,54 @@ async def test_a_freed_slot_goes_to_the_tenant_s_highest_priority_parked_job(
         await jobs.start_attempt(db, job.id, "w1", 10)  # parked: the tenant's slot is taken
     moved = await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED)
     assert moved is not None and moved.unparked == high.id
+
+
+async def test_jobs_of_one_concurrency_key_run_within_its_limit(db: asyncpg.Pool) -> None:
+    tenant_id = await tenant(db)
+    first = await submit(db, tenant_id, concurrency_key="customer-1", concurrency_limit=1)
+    second = await submit(db, tenant_id, concurrency_key="customer-1", concurrency_limit=1)
+    other = await submit(db, tenant_id, concurrency_key="customer-2", concurrency_limit=1)
+    claim = await start(db, first.id)
+    waiting = await jobs.start_attempt(db, second.id, "w1", 10)
+    assert isinstance(waiting, jobs.NotStarted) and "key" in waiting.reason
+    assert isinstance(await jobs.start_attempt(db, other.id, "w1", 10), jobs.Claim)
+    # The key's running job ends: its slot goes to the job waiting for the key.
+    moved = await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED)
+    assert moved is not None and moved.unparked == second.id
+    assert isinstance(await jobs.start_attempt(db, second.id, "w1", 10), jobs.Claim)
+
+
+async def test_a_concurrency_strategy_refuses_or_clears_the_key_s_other_jobs(
+    db: asyncpg.Pool,
+) -> None:
+    tenant_id = await tenant(db)
+    owner = Owner(tenant_id)
+    held = await submit(db, tenant_id, concurrency_key="k", concurrency_limit=1)
+    refused = await jobs.insert(
+        db,
+        jobs.NewJob(
+            tenant_id=tenant_id,
+            crew="echo",
+            inputs={},
+            metadata={},
+            webhook_url=None,
+            timeout_s=60,
+            max_retries=0,
+            concurrency_key="k",
+            concurrency_limit=1,
+            concurrency_reject=True,
+        ),
+        10_000,
+        10,
+    )
+    assert refused == jobs.ConcurrencyBusy(1)
+    newer = await submit(db, tenant_id, concurrency_key="k", concurrency_limit=1)
+    cleared = await jobs.clear_key(db, owner, "k", newer.id, running=False)
+    assert cleared.stopping == [] and [f.status for f in cleared.after.counts] == ["cancelled"]  # type: ignore[union-attr]
+    got = await jobs.get(db, owner, held.id)
+    assert got is not None and got.status == "cancelled"
+    running = await start(db, newer.id)
+    latest = await submit(db, tenant_id, concurrency_key="k", concurrency_limit=1)
+    stopping = await jobs.clear_key(db, owner, "k", latest.id, running=True)
+    assert stopping.stopping == [newer.id]
+    assert await jobs.heartbeat(db, running) == (True, True)  # its worker sees the cancel
