@@ -46,6 +46,13 @@ phases.coverage.extra-data-sources.responses = false
 phases.fuzzing.extra-data-sources.responses = false
 phases.examples.extra-data-sources.responses = false
 
+# A job's `run_at` must not have passed (400 naming it), and `delay` and `run_at` exclude
+# each other: no schema can say which times have passed, and the document does not state
+# the exclusion.
+[[operations]]
+include-operation-id = "create_job"
+checks.positive_data_acceptance.expected-statuses = [{_ACCEPTED}, "400"]
+
 # `after` must name an event of the job: a well-formed id of no such event is refused
 # with 400, and no schema can say which ids exist.
 [[operations]]
