@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 
 from benchmarks import references
 from benchmarks.durable import durable
+from benchmarks.scheduler import scheduler
 from benchmarks.webhooks import register
 from benchmarks.webhooks import throughput as webhook_throughput
 from tests.fakes import FakeLLM, Receiver
@@ -608,6 +609,7 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "slot-cost": slot_cost,
     "big-history": big_history,
     "durable": durable,
+    "scheduler": scheduler,
 }
 
 

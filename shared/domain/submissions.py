@@ -75,25 +75,22 @@ Refused = (
 )
 
 
-async def submit(
-    db: asyncpg.Pool,
-    registry: CrewRegistry,
-    settings: Settings,
-    urls: UrlPolicy,
-    principal: Principal,
-    body: JobCreate,
-    *,
-    raw_body: bytes,
-    idempotency_key: str | None,
-    traceparent: str | None,
-) -> Submitted | Refused:
-    """Store a pending job for the principal's tenant (not queue it: the caller does, once this has
-    committed, unless it is parked behind its tenant's cap). A request without `timeout`
-    or `max_retries` takes the crew's own, then the platform's. A repeated idempotency key
-    answers the earlier job when the body is the same byte for byte, and is refused
-    otherwise. A test key's job is a sandbox job: offline, outside the monthly quota.
-    Inputs and metadata together (at any depth) are bounded by `job_max_input_bytes`: a
-    job is stored, listed and sent to its crew whole, many times over."""
+@dataclass(frozen=True)
+class Checked:
+    """A job that may be submitted (or made by a schedule's ticks), with its defaults."""
+
+    crew: str  # as registered
+    timeout_s: int
+    max_retries: int
+
+
+async def check(
+    registry: CrewRegistry, settings: Settings, urls: UrlPolicy, body: JobCreate
+) -> Checked | TooLarge | UnknownCrew | MissingInputs | InvalidWebhookUrl:
+    """What any job must pass before it is stored, and the defaults it takes: a request
+    without `timeout` or `max_retries` takes the crew's own, then the platform's. Inputs
+    and metadata together (at any depth) are bounded by `job_max_input_bytes`: a job is
+    stored, listed and sent to its crew whole, many times over."""
     inputs_size, metadata_size = json_size(body.inputs), json_size(body.metadata)
     if inputs_size + metadata_size > settings.job_max_input_bytes:
         field = "inputs" if inputs_size >= metadata_size else "metadata"
@@ -115,16 +112,39 @@ async def submit(
         for n in (body.max_retries, spec.default_max_retries, settings.job_default_max_retries)
         if n is not None
     )
+    return Checked(spec.name, timeout, max_retries)
+
+
+async def submit(
+    db: asyncpg.Pool,
+    registry: CrewRegistry,
+    settings: Settings,
+    urls: UrlPolicy,
+    principal: Principal,
+    body: JobCreate,
+    *,
+    raw_body: bytes,
+    idempotency_key: str | None,
+    traceparent: str | None,
+) -> Submitted | Refused:
+    """Store a pending job for the principal's tenant (not queue it: the caller does, once this has
+    committed, unless it is parked behind its tenant's cap), once it passed `check`. A
+    repeated idempotency key answers the earlier job when the body is the same byte for
+    byte, and is refused otherwise. A test key's job is a sandbox job: offline, outside
+    the monthly quota."""
+    checked = await check(registry, settings, urls, body)
+    if not isinstance(checked, Checked):
+        return checked
     inserted = await jobs.insert(
         db,
         jobs.NewJob(
             tenant_id=principal.tenant_id,
-            crew=spec.name,
+            crew=checked.crew,
             inputs=body.inputs,
             metadata=body.metadata,
             webhook_url=body.webhook_url,
-            timeout_s=timeout,
-            max_retries=max_retries,
+            timeout_s=checked.timeout_s,
+            max_retries=checked.max_retries,
             idempotency_key=idempotency_key,
             request_hash=hashlib.sha256(raw_body).digest() if idempotency_key else None,
             traceparent=traceparent,
