@@ -13,7 +13,18 @@ from api.headers import add_headers, cors_preflight_middleware
 from api.metrics import metrics_middleware
 from api.notifications import notification_hub
 from api.ratelimit import rate_limit_middleware
-from api.routes import account, amp, crews, docs, health, jobs, stream, webhooks
+from api.routes import (
+    account,
+    amp,
+    bulk,
+    crews,
+    docs,
+    health,
+    jobs,
+    schedules,
+    stream,
+    webhooks,
+)
 from api.server import GuardedRunner, Limits
 from api.tracing import RequestAccessLogger, tracing_middleware
 from shared.domain.crews import CrewRegistry
@@ -63,7 +74,7 @@ def create_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     app.cleanup_ctx.append(_connections)
     app.cleanup_ctx.append(notification_hub)
     app.cleanup_ctx.append(failure_log)
-    for module in (jobs, stream, crews, account, webhooks, amp, health, docs):
+    for module in (bulk, jobs, schedules, stream, crews, account, webhooks, amp, health, docs):
         app.add_routes(module.routes)
     app.on_startup.append(docs.build_document)
     return app

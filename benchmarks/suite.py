@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from benchmarks import references
 from benchmarks.durable import durable
 from benchmarks.model_limits import model_limits
+from benchmarks.scheduler import scheduler
 from benchmarks.webhooks import register
 from benchmarks.webhooks import throughput as webhook_throughput
 from tests.fakes import FakeLLM, Receiver
@@ -610,6 +611,7 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "big-history": big_history,
     "durable": durable,
     "model-limits": model_limits,
+    "scheduler": scheduler,
 }
 
 

@@ -1,7 +1,8 @@
 """The `crewq` command: `dev` runs everything on one machine; `migrate`, `api`, `worker`,
-`dispatcher` run one role against configured URLs; `keys`, `tenants`, `models` and `secrets`
-manage API keys, tenants' plans and bounds, per-model LLM limits, and signing secrets at
-rest; `doctor` checks them all; `healthcheck` is a container's health check.
+`dispatcher` run one role against configured URLs; `keys`, `tenants`, `models`,
+`schedules` and `secrets` manage API keys, tenants' plans and bounds, per-model LLM limits,
+tenants' schedules, and signing secrets at rest; `doctor` checks them all; `healthcheck` is
+a container's health check.
 
 This is the one place that imports every package; it only wires them together.
 """
@@ -267,6 +268,50 @@ async def reseal(conn: asyncpg.Connection, box: "SecretBox") -> int:
         return await tenants.reseal(conn, box) + await endpoints.reseal(conn, box)
 
 
+def cmd_schedules(settings: Settings, args: argparse.Namespace) -> None:
+    """`crewq schedules list|pause|resume|delete --tenant NAME [--test] [ID]`: an operator's
+    hand on a tenant's schedules, as its key would have through `/v1/schedules`."""
+    from shared.domain.owners import Owner
+    from shared.runtime.db import create_pool
+    from shared.store import schedules, tenants
+
+    verb = args.schedules_command
+
+    async def work() -> list[Any] | None:
+        pool = await create_pool(settings.require_database_url, role="cli", max_size=1)
+        try:
+            tenant_id = await tenants.id_of(pool, args.tenant)
+            if tenant_id is None:
+                sys.exit(f"crewq schedules {verb}: no tenant named {args.tenant!r}")
+            owner = Owner(tenant_id, livemode=not args.test)
+            if verb == "list":
+                found, _ = await schedules.page(pool, owner, before=None, limit=10_000)
+                return found
+            if verb == "delete":
+                return (
+                    [args.schedule_id]
+                    if await schedules.delete(pool, owner, args.schedule_id)
+                    else None
+                )
+            change = schedules.pause if verb == "pause" else schedules.resume
+            changed = await change(pool, owner, args.schedule_id)
+            return [changed] if changed else None
+        finally:
+            await pool.close()
+
+    found = asyncio.run(work())
+    if found is None:
+        sys.exit(f"crewq schedules {verb}: no schedule {args.schedule_id!r} for {args.tenant!r}")
+    if verb == "delete":
+        print(f"{args.schedule_id} deleted")
+        return
+    print(f"{'ID':32} {'CREW':20} {'EVERY':24} {'MISSED':8} {'NEXT RUN (UTC)':20} LAST JOB")
+    for s in found:
+        every = f"{s.cron} {s.timezone}" if s.cron else f"{s.interval} s"
+        next_run = f"{s.next_run_at:%Y-%m-%d %H:%M:%S}" if s.next_run_at else "paused"
+        print(f"{s.id:32} {s.crew:20} {every:24} {s.missed:8} {next_run:20} {s.last_job_id or '-'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crewq", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -329,6 +374,20 @@ def main(argv: list[str] | None = None) -> None:
     models.add_parser(
         "unset", help="remove a model's stored limits (CREWQ_MODEL_LIMITS applies again)"
     ).add_argument("model")
+    schedules = sub.add_parser("schedules", help="a tenant's schedules").add_subparsers(
+        dest="schedules_command", required=True
+    )
+    for verb, what in (
+        ("list", "list a tenant's schedules"),
+        ("pause", "pause a schedule"),
+        ("resume", "resume a schedule from its next tick to come"),
+        ("delete", "delete a schedule (its jobs stay)"),
+    ):
+        one = schedules.add_parser(verb, help=what)
+        one.add_argument("--tenant", required=True)
+        one.add_argument("--test", action="store_true", help="the tenant's sandbox (test mode)")
+        if verb != "list":
+            one.add_argument("schedule_id")
     secrets = sub.add_parser("secrets", help="signing secrets at rest").add_subparsers(
         dest="secrets_command", required=True
     )
@@ -391,6 +450,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd_keys_revoke(settings, args.key_id)
     elif args.command == "tenants":
         cmd_tenants_set(settings, args)
+    elif args.command == "schedules":
+        cmd_schedules(settings, args)
     elif args.command == "secrets":
         cmd_secrets_reseal(settings)
     elif args.command == "models":

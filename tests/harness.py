@@ -74,6 +74,13 @@ FUZZ_ENV = {
     "CREWQ_WEBHOOK_BREAKER_THRESHOLD": "1000000",
     "CREWQ_DISPATCHER_CONCURRENCY": "128",
     "CREWQ_WEBHOOK_TIMEOUT": "10",
+    # The fuzzer's schedules and bulk actions are made and read back, but not carried out:
+    # its schedules (every second, by the dozen) would make jobs without end, and its bulk
+    # cancels and retries move every job it submitted; the webhooks those jobs owe would
+    # keep the dispatcher from a test send's attempt in time (504). Both are tested by
+    # tests/acceptance/test_schedules.py and test_bulk.py.
+    "CREWQ_SCHEDULER_INTERVAL": "86400",
+    "CREWQ_BULK_INTERVAL": "86400",
 }
 
 

@@ -27,12 +27,14 @@ from shared.runtime.role import Life
 from shared.runtime.secret_box import SecretBox
 from shared.runtime.settings import Settings
 from shared.store import jobs, model_limits, processes
+from worker.bulk import run_bulk
 from worker.checkpoints import CheckpointKeeper
 from worker.consumer import PromptWorker, consumer_for, listen
 from worker.crew import dirs as crewai_dirs
 from worker.crew.pool import CrewPool
 from worker.recovery import run_recovery, run_retention
 from worker.runner import JobRunner, StopReason
+from worker.scheduler import run_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +170,14 @@ class WorkerService:
         assert self.db is not None
         await run_recovery(self.db, await self._connected_redis(), self.settings)
 
+    async def _scheduler(self) -> None:
+        assert self.db is not None
+        await run_scheduler(self.db, await self._connected_redis(), self.settings)
+
+    async def _bulk(self) -> None:
+        assert self.db is not None
+        await run_bulk(self.db, await self._connected_redis(), self.settings)
+
     async def _connected_redis(self) -> queue.Redis:
         """The pool `_consume` opens; it is kept for the worker's lifetime."""
         await self.redis_ready.wait()
@@ -263,6 +273,8 @@ class WorkerService:
         life.supervisor.start("queue listener", self._listen())
         life.supervisor.start("recovery", self._recovery())
         life.supervisor.start("model limits", self._model_limits())
+        life.supervisor.start("scheduler", self._scheduler())
+        life.supervisor.start("bulk operations", self._bulk())
         if self.settings.retention_days:
             life.supervisor.start("retention", run_retention(self.db, self.settings))
 

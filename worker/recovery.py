@@ -26,7 +26,15 @@ from shared.domain import after_commit
 from shared.runtime import queue
 from shared.runtime.periodic import every
 from shared.runtime.settings import Settings
-from shared.store import endpoints, events, jobs, processes, request_failures, tenants
+from shared.store import (
+    bulk_operations,
+    endpoints,
+    events,
+    jobs,
+    processes,
+    request_failures,
+    tenants,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +127,14 @@ async def purge_once(db: asyncpg.Pool, retention_days: float) -> int:
 
 async def forget_once(db: asyncpg.Pool, settings: Settings) -> int:
     """Drop what is kept only for a while: failed-request logs past their days,
-    rotated-out signing secrets past their grace, and processes gone for a day. How many
-    rows."""
+    rotated-out signing secrets past their grace, processes gone for a day, and bulk
+    operations done as long ago as retention keeps jobs. How many rows."""
     return (
         await request_failures.purge(db, settings.request_log_days)
         + await tenants.forget_expired_secrets(db)
         + await endpoints.forget_expired_secrets(db)
         + await processes.forget_gone(db)
+        + await bulk_operations.purge(db, settings.retention_days or settings.request_log_days)
     )
 
 

@@ -162,6 +162,10 @@ def _refusal(refused: submissions.Refused) -> ApiError:
             )
 
 
+# A schedule's job is refused as a submitted one, and documented so (api/routes/schedules.py).
+refusal = _refusal
+
+
 def _one_variant_per_crew(app: web.Application, schema: dict[str, Any]) -> dict[str, Any]:
     """The body as the registered crews take it: one variant per crew, naming it and
     requiring the inputs it needs. The registry is read once, at start, as the document
@@ -178,6 +182,9 @@ def _one_variant_per_crew(app: web.Application, schema: dict[str, Any]) -> dict[
             variant["required"] = [*variant.get("required", []), "inputs"]
         variants.append(variant)
     return {"anyOf": variants} if variants else schema
+
+
+one_variant_per_crew = _one_variant_per_crew
 
 
 # Where a job's answer leads: the operations on that job.

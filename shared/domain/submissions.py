@@ -118,25 +118,25 @@ Refused = (
 )
 
 
-async def submit(
-    db: asyncpg.Pool,
-    registry: CrewRegistry,
-    settings: Settings,
-    urls: UrlPolicy,
-    principal: Principal,
-    body: JobCreate,
-    *,
-    raw_body: bytes,
-    idempotency_key: str | None,
-    traceparent: str | None,
-) -> Submitted | Refused:
-    """Store a pending job for the principal's tenant (not queue it: the caller does, once this has
-    committed, unless it is parked behind its tenant's cap). A request without `timeout`
-    or `max_retries` takes the crew's own, then the platform's. A repeated idempotency key
-    answers the earlier job when the body is the same byte for byte, and is refused
-    otherwise. A test key's job is a sandbox job: offline, outside the monthly quota.
-    Inputs and metadata together (at any depth) are bounded by `job_max_input_bytes`: a
-    job is stored, listed and sent to its crew whole, many times over."""
+@dataclass(frozen=True)
+class Checked:
+    """A job that may be submitted (or made by a schedule's ticks), with its defaults."""
+
+    crew: str  # as registered
+    timeout_s: int
+    max_retries: int
+    budget: Budget | None  # the request's limits, else the crew's, else the platform's
+    run_after: datetime | None  # when it may start; None: now
+    expires_at: datetime | None  # when it expires unstarted (ttl)
+
+
+async def check(
+    registry: CrewRegistry, settings: Settings, urls: UrlPolicy, body: JobCreate
+) -> Checked | TooLarge | UnknownCrew | MissingInputs | InvalidWebhookUrl | StartInThePast:
+    """What any job must pass before it is stored, and the defaults it takes: a request
+    without `timeout` or `max_retries` takes the crew's own, then the platform's. Inputs
+    and metadata together (at any depth) are bounded by `job_max_input_bytes`: a job is
+    stored, listed and sent to its crew whole, many times over."""
     inputs_size, metadata_size = json_size(body.inputs), json_size(body.metadata)
     if inputs_size + metadata_size > settings.job_max_input_bytes:
         field = "inputs" if inputs_size >= metadata_size else "metadata"
@@ -157,24 +157,48 @@ async def submit(
         return StartInThePast(body.run_at)
     starts = body.run_at or (now + timedelta(seconds=body.delay) if body.delay else None)
     expires = (starts or now) + timedelta(seconds=body.ttl) if body.ttl else None
-    concurrency = body.concurrency
-    strategy = concurrency.strategy if concurrency else None
     timeout = body.timeout or spec.default_timeout or settings.job_default_timeout
     max_retries = next(
         n
         for n in (body.max_retries, spec.default_max_retries, settings.job_default_max_retries)
         if n is not None
     )
+    budget = budget_of(body.budget, spec.budget, settings)
+    return Checked(spec.name, timeout, max_retries, budget, starts, expires)
+
+
+async def submit(
+    db: asyncpg.Pool,
+    registry: CrewRegistry,
+    settings: Settings,
+    urls: UrlPolicy,
+    principal: Principal,
+    body: JobCreate,
+    *,
+    raw_body: bytes,
+    idempotency_key: str | None,
+    traceparent: str | None,
+) -> Submitted | Refused:
+    """Store a pending job for the principal's tenant (not queue it: the caller does, once this has
+    committed, unless it is parked behind its tenant's cap), once it passed `check`. A
+    repeated idempotency key answers the earlier job when the body is the same byte for
+    byte, and is refused otherwise. A test key's job is a sandbox job: offline, outside
+    the monthly quota."""
+    checked = await check(registry, settings, urls, body)
+    if not isinstance(checked, Checked):
+        return checked
+    concurrency = body.concurrency
+    strategy = concurrency.strategy if concurrency else None
     inserted = await jobs.insert(
         db,
         jobs.NewJob(
             tenant_id=principal.tenant_id,
-            crew=spec.name,
+            crew=checked.crew,
             inputs=body.inputs,
             metadata=body.metadata,
             webhook_url=body.webhook_url,
-            timeout_s=timeout,
-            max_retries=max_retries,
+            timeout_s=checked.timeout_s,
+            max_retries=checked.max_retries,
             idempotency_key=idempotency_key,
             request_hash=hashlib.sha256(raw_body).digest() if idempotency_key else None,
             traceparent=traceparent,
@@ -182,9 +206,9 @@ async def submit(
             monthly_limit=principal.allowance.jobs_per_month,
             input_timeout_s=body.input_timeout,
             input_default=body.input_default,
-            budget=budget_of(body.budget, spec.budget, settings),
-            run_after=starts,
-            expires_at=expires,
+            budget=checked.budget,
+            run_after=checked.run_after,
+            expires_at=checked.expires_at,
             priority=body.priority,
             concurrency_key=concurrency.key if concurrency else None,
             concurrency_limit=concurrency.limit if concurrency else None,

@@ -218,6 +218,39 @@ LLM_COST = Counter(
 )
 
 
+class TickOutcome(StrEnum):
+    """What one fired tick of a schedule came to."""
+
+    JOB = "job"  # its job was made
+    SKIPPED = "skipped"  # missed during an outage, and its schedule skips missed ticks
+    REFUSED = "refused"  # the tenant's pending bound or monthly quota refused the job
+
+
+SCHEDULE_TICKS = Counter(
+    "crewq_schedule_ticks_total", "Schedule ticks fired, by what came of each.", ["outcome"]
+)
+SCHEDULE_DRIFT = Histogram(
+    "crewq_schedule_drift_seconds",
+    "How late a schedule's job was made after its tick was due.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60),
+)
+BULK_JOBS = Counter(
+    "crewq_bulk_jobs_total",
+    "Jobs a bulk operation handled, by kind and whether it changed them.",
+    ["kind", "changed"],
+)
+
+
+def schedule_tick(outcome: TickOutcome, drift_s: float | None) -> None:
+    SCHEDULE_TICKS.labels(outcome.value).inc()
+    if drift_s is not None:
+        SCHEDULE_DRIFT.observe(max(0.0, drift_s))
+
+
+def bulk_handled(kind: str, changed: bool) -> None:
+    BULK_JOBS.labels(kind, "true" if changed else "false").inc()
+
+
 def checkpoint_stored(crew: str, size: int, seconds: float) -> None:
     CHECKPOINTS.labels(crew).inc()
     CHECKPOINT_BYTES.observe(size)

@@ -203,6 +203,15 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="A running job silent this long lost its worker."
     )
     reaper_interval: float = Field(default=10.0, gt=0)
+    scheduler_interval: float = Field(
+        default=0.5, gt=0, description="How often each worker looks for due schedule ticks."
+    )
+    schedule_missed_after: float = Field(
+        default=60.0, gt=0, description="A tick due longer ago was missed: its policy decides."
+    )
+    bulk_interval: float = Field(
+        default=1.0, gt=0, description="How often each worker looks for bulk operations to do."
+    )
     timeout_grace: float = Field(default=30.0, ge=0)
     drain_timeout: float = Field(default=30.0, ge=0)
     child_max_jobs: int = Field(default=50, ge=1)

@@ -572,6 +572,31 @@ async def page(
     return [to_job(r, attempts[r["id"]]) for r in rows], has_more
 
 
+async def matching(db: Executor, owner: Owner, where: JobFilter) -> list[str]:
+    """The ids of every job of the owner's the filter matches now, oldest first: what a
+    bulk action takes (shared/store/bulk_operations.py), frozen when it is asked."""
+    rows = await db.fetch(
+        """
+        SELECT id FROM jobs
+         WHERE tenant_id = $1 AND livemode = $2
+           AND ($3::text IS NULL OR status = $3)
+           AND ($4::text IS NULL OR crew = $4)
+           AND ($5::timestamptz IS NULL OR created_at > $5)
+           AND ($6::timestamptz IS NULL OR created_at < $6)
+           AND ($7::jsonb IS NULL OR metadata @> $7)
+         ORDER BY id
+        """,
+        owner.tenant_id,
+        owner.livemode,
+        where.status,
+        where.crew,
+        where.created_after,
+        where.created_before,
+        where.metadata or None,
+    )
+    return [r["id"] for r in rows]
+
+
 async def traceparent_of(db: Executor, job_id: str) -> str | None:
     value = await db.fetchval("SELECT traceparent FROM jobs WHERE id = $1", job_id)
     return str(value) if value else None
@@ -631,7 +656,7 @@ class QuotaExceeded:
 
 
 async def insert(
-    pool: asyncpg.Pool, new: NewJob, default_max_pending: int, default_cap: int
+    pool: Executor, new: NewJob, default_max_pending: int, default_cap: int
 ) -> Inserted | TooManyPending | QuotaExceeded | ConcurrencyBusy:
     """Insert a pending job, unless its idempotency key was used before (the earlier job is
     returned instead), the tenant already has as many pending jobs as it may, or a live
@@ -639,9 +664,11 @@ async def insert(
     parked when its tenant already has as many jobs running or queued as its cap allows.
     Counting and inserting are serialised per tenant: no bound is overshot, however many
     submissions arrive at once. One round trip: `crewq_submit_job_v2` (migration 0015:
-    `crewq_submit_job_v1`'s checks, and the job's input settings, budget, start time, expiry
-    and priority) holds the tenant's lock only inside the server. A job to start later is
-    `scheduled`: it takes no slot, and is not to be queued until it comes due."""
+    `crewq_submit_job_v1`'s checks, and the job's input settings, budget, start time, expiry,
+    priority and concurrency key) holds the tenant's lock only inside the server (a
+    connection in a transaction: until that commits, as a schedule's tick does,
+    shared/store/schedules.py). A job to start later is `scheduled`: it takes no slot, and
+    is not to be queued until it comes due."""
     row = await pool.fetchrow(
         # The job's columns spread out: asyncpg decodes no composite holding jsonb.
         # Named arguments: a later version may add parameters with defaults (0008).

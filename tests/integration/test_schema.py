@@ -25,8 +25,10 @@ import pytest_asyncio
 
 from schemas.account import KeyMode, Plan
 from schemas.amp import DeliveryFormat
+from schemas.bulk import BulkKind, BulkStatus
 from schemas.health import ProcessRole
 from schemas.jobs import AttemptOutcome, ErrorCode, InputDefault, JobStatus
+from schemas.schedules import MissedPolicy
 from schemas.webhooks import DeliveryStatus, DisabledReason
 from tests.harness import Services
 
@@ -192,6 +194,9 @@ ENUM_CHECKS: dict[tuple[str, str], tuple[type[StrEnum], str]] = {
     ("api_keys", "api_keys_mode_check"): (KeyMode, "mode"),
     ("tenants", "tenants_plan_check"): (Plan, "plan"),
     ("processes", "processes_role_check"): (ProcessRole, "role"),
+    ("schedules", "schedules_missed_check"): (MissedPolicy, "missed"),
+    ("bulk_operations", "bulk_operations_kind_check"): (BulkKind, "kind"),
+    ("bulk_operations", "bulk_operations_status_check"): (BulkStatus, "status"),
 }
 
 # How Postgres prints `expr IN ('a', 'b')`.
