@@ -108,7 +108,9 @@ class Restored:
     review: Review | None  # a task's answer that waited for a person, if the state held one
 
 
-def _task_label(task: Task, index: int) -> str:
+def task_label(task: Task, index: int) -> str:
+    """A task's name in steps, checkpoints and input requests: its own, else its place
+    (1-based) in the crew."""
     return task.name or f"task {index}"
 
 
@@ -156,7 +158,7 @@ def _restore(crew: Crew, data: dict[str, Any]) -> Restored:
     review = data.get("review")
     if saved or review:
         crew.checkpoint_kickoff_event_id = _RESUMING
-    last = _task_label(crew.tasks[len(saved) - 1], len(saved)) if saved else ""
+    last = task_label(crew.tasks[len(saved) - 1], len(saved)) if saved else ""
     return Restored(
         len(saved),
         last,

@@ -37,7 +37,7 @@ from crewai.events.types.tool_usage_events import (
 )
 
 from schemas.jobs import TaskResult
-from worker.crew.checkpoint import state_of, tasks_finished
+from worker.crew.checkpoint import state_of, task_label, tasks_finished
 from worker.crew.protocol import (
     Checkpointed,
     LlmCalled,
@@ -109,9 +109,7 @@ class _Scope:
 
     @classmethod
     def of(cls, crew: Crew, checkpoints: bool) -> "_Scope":
-        tasks = {
-            str(task.id): (task.name or f"task {i}", i) for i, task in enumerate(crew.tasks, 1)
-        }
+        tasks = {str(task.id): (task_label(task, i), i) for i, task in enumerate(crew.tasks, 1)}
         agents = frozenset(str(agent.id) for agent in crew.agents)
         return cls(crew, tasks, agents, len(crew.tasks), checkpoints)
 

@@ -187,9 +187,10 @@ def _feedback(answer: dict[str, Any]) -> str:
     return "approved" if answer.get("approve", True) else "rejected"
 
 
-def run_flow(request: RunRequest, send: Any) -> tuple[Any, list[str]]:
-    """Run (or resume) the request's flow to its end or its next pause: what its kickoff
-    or resume returned, and the models it was given."""
+def run_flow(request: RunRequest, cls: type[Flow[Any]], send: Any) -> tuple[Any, list[str]]:
+    """Run (or resume) the request's flow, of class `cls` (loaded once per job by the
+    caller: loading executes the crew's file), to its end or its next pause: what its
+    kickoff or resume returned, and the models it was given."""
     spec = request.spec
     known: FlowState | None = None
     if request.resume is not None:
@@ -198,7 +199,6 @@ def run_flow(request: RunRequest, send: Any) -> tuple[Any, list[str]]:
         except ValueError as exc:
             send(NotResumed(str(exc)))
     STORE.begin(send, request.checkpoints, known)
-    cls = flow_class(spec)
     model = spec.model_for(None, request.default_model)
     llm = make_llm(
         model,

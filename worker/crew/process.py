@@ -47,6 +47,7 @@ from worker.crew.checkpoint import (  # noqa: E402
     approve,
     restore,
     state_of,
+    task_label,
 )
 from worker.crew.errors import is_transient  # noqa: E402
 from worker.crew.events import StepReporter, structured_output, task_result  # noqa: E402
@@ -91,7 +92,7 @@ def _take_up(
         if answer["approve"]:
             approve(crew, review)
             tasks_done = review.task_index
-            after = crew.tasks[tasks_done - 1].name or f"task {tasks_done}"
+            after = task_label(crew.tasks[tasks_done - 1], tasks_done)
             # The approved answer is the task's output: reported as a finished task (CrewAI
             # emits no event for an output put back), and kept, so a later attempt does
             # not need the answer again.
@@ -131,10 +132,11 @@ def run_flow_job(
     request: RunRequest, steps: StepReporter, send: Callable[[Step], None]
 ) -> CrewFinished | CrewFailed | InputNeeded:
     try:
-        methods = len(flow_class(request.spec).flow_definition().methods)
+        cls = flow_class(request.spec)
+        methods = len(cls.flow_definition().methods)
         guard = BudgetGuard(request.budget, request.spent, _prices(), request.caps)
         with steps.watching_flow(methods) as finished, guard.guarding():
-            returned, models = run_flow(request, send)
+            returned, models = run_flow(request, cls, send)
         return outcome_of(returned, models, request.checkpoints, finished)
     except CrewConfigError as exc:
         return CrewFailed(ErrorCode.CREW_CONFIG_ERROR, str(exc), transient=False)
@@ -198,7 +200,7 @@ def _needs_input(
         )
     task = crew.tasks[review.task_index - 1]
     return InputNeeded(
-        task=task.name or f"task {review.task_index}",
+        task=task_label(task, review.task_index),
         task_index=review.task_index,
         output=review.output,
         prompt=prompts.get(task.name or "", DEFAULT_PROMPT),
