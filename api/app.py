@@ -23,6 +23,7 @@ from api.routes import (
     jobs,
     schedules,
     stream,
+    ui,
     webhooks,
 )
 from api.server import GuardedRunner, Limits
@@ -74,7 +75,7 @@ def create_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     app.cleanup_ctx.append(_connections)
     app.cleanup_ctx.append(notification_hub)
     app.cleanup_ctx.append(failure_log)
-    for module in (bulk, jobs, schedules, stream, crews, account, webhooks, amp, health, docs):
+    for module in (bulk, jobs, schedules, stream, crews, account, webhooks, amp, health, docs, ui):
         app.add_routes(module.routes)
     app.on_startup.append(docs.build_document)
     return app

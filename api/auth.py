@@ -27,9 +27,10 @@ from shared.store.keys import Principal, Refusal, authenticate
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/livez", "/health", "/healthz", "/openapi.json", "/docs"})
+PUBLIC_PATHS = frozenset({"/livez", "/health", "/healthz", "/openapi.json", "/docs", "/ui"})
 HIDDEN_PATHS = frozenset({"/health/debug"})
-PUBLIC_PREFIXES = ("/docs/",)
+# The dashboard's pages and files hold no data: the page asks for a key and sends it.
+PUBLIC_PREFIXES = ("/docs/", "/ui/")
 PRINCIPAL = "principal"
 _FAILURE_WINDOW_S = 60
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="crewq"'}

@@ -76,6 +76,14 @@ class ProcessReport(BaseModel):
     metrics_port: int | None = None
 
 
+class ProcessState(StrEnum):
+    """How a registered process stands, as `/health/debug` shows it."""
+
+    ALIVE = "alive"  # heartbeating within CREWQ_PROCESS_DEAD_AFTER
+    STOPPED = "stopped"  # signed off: it was stopped (scaled down, redeployed, ...)
+    SILENT = "silent"  # no heartbeat for CREWQ_PROCESS_DEAD_AFTER, never signed off: dead
+
+
 class ProcessInfo(BaseModel):
     """A worker or dispatcher, as its last heartbeat left it."""
 

@@ -28,6 +28,7 @@ from schemas.health import (
     LlmConnection,
     ProcessInfo,
     ProcessRole,
+    ProcessState,
     Verdict,
 )
 from shared.domain.crews import CrewRegistry
@@ -38,6 +39,9 @@ from shared.runtime.version import USER_AGENT, VERSION
 from shared.store import deliveries, jobs, processes
 
 CHECK_TIMEOUT_S = 3.0
+# Processes that stopped or fell silent this recently are listed beside the live ones, so
+# a worker that died (or was stopped) is seen, not merely missing from the list.
+GONE_SHOWN_S = 3600.0
 CRITICAL = frozenset({"database", "redis"})
 
 
@@ -77,6 +81,7 @@ class Probe:
         self.http = http
         self.public_url = public_url
         self._alive: asyncio.Task[list[ProcessInfo]] | None = None
+        self._gone: asyncio.Task[list[processes.Gone]] | None = None
 
     async def alive(self) -> list[ProcessInfo]:
         if self._alive is None:
@@ -85,6 +90,15 @@ class Probe:
             )
         # Shielded: one check's cap running out must not cancel the read the others await.
         return await asyncio.shield(self._alive)
+
+    async def gone(self, role: ProcessRole) -> list[dict[str, Any]]:
+        """The summaries of the `role`'s processes gone within `GONE_SHOWN_S`."""
+        if self._gone is None:
+            self._gone = asyncio.ensure_future(
+                processes.gone(self.db, self.settings.process_dead_after, GONE_SHOWN_S)
+            )
+        found = await asyncio.shield(self._gone)
+        return [_summary(g.info, g.state) for g in found if g.info.role is role]
 
 
 Check = Callable[[Probe, Findings], Awaitable[ComponentStatus]]
@@ -136,9 +150,11 @@ async def queue_state(probe: Probe, found: Findings) -> ComponentStatus:
     return ComponentStatus.OK
 
 
-def _summary(info: ProcessInfo) -> dict[str, Any]:
+def _summary(info: ProcessInfo, state: ProcessState = ProcessState.ALIVE) -> dict[str, Any]:
     return info.model_dump(mode="json", exclude={"report"}) | {
-        "metrics_port": info.report.metrics_port
+        "metrics_port": info.report.metrics_port,
+        "state": state.value,
+        "fingerprints": info.report.fingerprints,
     }
 
 
@@ -150,6 +166,7 @@ async def workers(probe: Probe, found: Findings) -> ComponentStatus:
         "running_jobs": sum(p.running for p in alive),
         "capacity": sum(p.concurrency for p in alive),
         "workers": [_summary(p) | {"default_model": p.report.default_model} for p in alive],
+        "gone": await probe.gone(ProcessRole.WORKER),
     }
     if not alive:
         raise Failed(
@@ -168,6 +185,7 @@ async def dispatcher(probe: Probe, found: Findings) -> ComponentStatus:
     found.details = {
         "alive": len(alive),
         "dispatchers": [_summary(p) for p in alive],
+        "gone": await probe.gone(ProcessRole.DISPATCHER),
         "pending_deliveries": backlog.pending,
         "due_deliveries": backlog.due,
         "oldest_due_delivery_age_s": _age(backlog.oldest_due_s),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from schemas.health import ProcessInfo, ProcessReport, ProcessRole
+from schemas.health import ProcessInfo, ProcessReport, ProcessRole, ProcessState
 from shared.runtime.db import Executor, storable
 from shared.runtime.ops_server import Presence
 from shared.runtime.periodic import every
@@ -79,6 +79,21 @@ async def sign_off(db: Executor, process_id: str) -> None:
     )
 
 
+def _info(r: asyncpg.Record) -> ProcessInfo:
+    return ProcessInfo(
+        id=r["id"],
+        role=r["role"],
+        host=r["host"],
+        pid=r["pid"],
+        version=r["version"],
+        concurrency=r["concurrency"],
+        running=r["running"],
+        started_at=r["started_at"],
+        last_seen_at=r["last_seen_at"],
+        report=ProcessReport.model_validate(r["report"]),
+    )
+
+
 async def alive(db: Executor, dead_after_s: float) -> list[ProcessInfo]:
     """Processes seen within `dead_after_s` that have not signed off, oldest first."""
     rows = await db.fetch(
@@ -89,19 +104,33 @@ async def alive(db: Executor, dead_after_s: float) -> list[ProcessInfo]:
         """,
         float(dead_after_s),
     )
+    return [_info(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class Gone:
+    """A process no longer alive, and how it went."""
+
+    info: ProcessInfo
+    state: ProcessState
+
+
+async def gone(db: Executor, dead_after_s: float, within_s: float) -> list[Gone]:
+    """Processes that signed off (`stopped`) or fell silent for `dead_after_s` (`silent`)
+    and were last seen within `within_s`, most recently seen first: what an operator looks
+    for after an outage, while the rows of long-gone processes wait for retention."""
+    rows = await db.fetch(
+        """
+        SELECT *, stopped_at IS NOT NULL AS signed_off FROM processes
+         WHERE (stopped_at IS NOT NULL OR last_seen_at <= now() - make_interval(secs => $1))
+           AND last_seen_at > now() - make_interval(secs => $2)
+         ORDER BY last_seen_at DESC
+        """,
+        float(dead_after_s),
+        float(within_s),
+    )
     return [
-        ProcessInfo(
-            id=r["id"],
-            role=r["role"],
-            host=r["host"],
-            pid=r["pid"],
-            version=r["version"],
-            concurrency=r["concurrency"],
-            running=r["running"],
-            started_at=r["started_at"],
-            last_seen_at=r["last_seen_at"],
-            report=ProcessReport.model_validate(r["report"]),
-        )
+        Gone(_info(r), ProcessState.STOPPED if r["signed_off"] else ProcessState.SILENT)
         for r in rows
     ]
 

@@ -13,7 +13,14 @@ from arq.connections import ArqRedis
 
 from crewq.embedded import free_port
 from schemas.events import EventType, LlmCompleted, TaskStarted
-from schemas.health import ComponentStatus, LlmConnection, ProcessReport, ProcessRole, Verdict
+from schemas.health import (
+    ComponentStatus,
+    LlmConnection,
+    ProcessReport,
+    ProcessRole,
+    ProcessState,
+    Verdict,
+)
 from schemas.jobs import AttemptOutcome, JobResult, Progress
 from shared.domain import diagnostics
 from shared.domain.crews import CrewRegistry
@@ -55,6 +62,14 @@ async def test_registered_processes_live_until_they_sign_off_or_fall_silent(
     )
     assert await processes.alive(db, dead_after_s=20) == []
     assert [p.id for p in await processes.alive(db, dead_after_s=120)] == ["w-1"]
+    # Gone, and how: the dispatcher signed off, the worker fell silent (newest seen first).
+    gone = await processes.gone(db, dead_after_s=20, within_s=3600)
+    assert [(g.info.id, g.state) for g in gone] == [
+        ("d-1", ProcessState.STOPPED),
+        ("w-1", ProcessState.SILENT),
+    ]
+    assert [g.info.id for g in await processes.gone(db, dead_after_s=20, within_s=30)] == ["d-1"]
+    assert [g.info.id for g in await processes.gone(db, dead_after_s=120, within_s=3600)] == ["d-1"]
 
     # A beat of a row the retention loop deleted says so: the process registers again.
     assert await processes.forget_gone(db, older_than_s=30) == 1
