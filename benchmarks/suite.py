@@ -6,7 +6,8 @@ Starts what it needs: embedded Postgres and Redis unless CREWQ_DATABASE_URL /
 CREWQ_REDIS_URL are set, crewq's processes, an OpenAI-compatible fake LLM and webhook
 receivers on 127.0.0.1, and the reference workers (benchmarks/references.py). Runs every
 scenario `--repeat` times, prints a table of medians with min-max, and writes every raw
-value to `--out`. Numbers, not assertions: the targets live in the README beside the table.
+value to `--out`. Numbers, not assertions: the targets live in docs/performance.md beside
+the table.
 """
 
 import argparse

@@ -123,7 +123,8 @@ def _admitted(request: web.Request) -> bool:
         "Every component of the deployment, checked",
         None,
         {200: DebugReport},
-        # Not in the OpenAPI document: its existence is not advertised (README: operations).
+        # Not in the OpenAPI document: its existence is not advertised
+        # (docs/operations/observability.md).
         listed=False,
     )
 )

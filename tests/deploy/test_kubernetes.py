@@ -49,7 +49,7 @@ KEDA_MODELS: dict[str, type[pydantic.BaseModel]] = {
     "ScaledObject": ScaledObject,
     "TriggerAuthentication": TriggerAuthentication,
 }
-# The Secrets the operator creates (deploy/kubernetes/README.md), the variables each may
+# The Secrets the operator creates (docs/operations/kubernetes.md), the variables each may
 # hold, and which may be missing (`optional: true`).
 SECRETS: dict[str, frozenset[str]] = {
     "crewq-database": DATABASE_SECRETS,
