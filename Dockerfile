@@ -26,8 +26,12 @@ WORKDIR /src
 # --no-default-groups: none of the dependency groups (dev, and `embedded`, the Postgres and
 # Redis only `crewq dev` starts). --no-install-package uv: crewai-cli requires uv for a
 # command crewq never runs; the image has no package manager.
+# The Python client (client/) is a member of the uv workspace that crewq depends on (the
+# `crewq jobs|webhooks` verbs): its pyproject is needed to resolve, its code to install.
 COPY pyproject.toml README.md uv.lock* ./
-RUN uv sync --no-default-groups --no-install-package uv --no-install-project
+COPY client/pyproject.toml client/README.md ./client/
+RUN uv sync --no-default-groups --no-install-package uv --no-install-workspace
+COPY client ./client
 COPY api ./api
 COPY worker ./worker
 COPY shared ./shared

@@ -1,5 +1,6 @@
 """The `crewq` command: `dev` runs everything on one machine; `migrate`, `api`, `worker`,
-`dispatcher` run one role against configured URLs; `keys`, `tenants`, `models`,
+`dispatcher` run one role against configured URLs; `jobs` and `webhooks` are a client of a
+running API (CREWQ_URL, CREWQ_API_KEY; crewq/client_cli.py); `keys`, `tenants`, `models`,
 `schedules` and `secrets` manage API keys, tenants' plans and bounds, per-model LLM limits,
 tenants' schedules, and signing secrets at rest; `doctor` checks them all; `healthcheck` is
 a container's health check.
@@ -392,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
         dest="secrets_command", required=True
     )
     secrets.add_parser("reseal", help="seal every signing secret with CREWQ_SECRET_KEY's first key")
+    from crewq import client_cli
+
+    client_cli.add_parsers(sub)
     doctor = sub.add_parser(
         "doctor", help="check every component, as GET /health/debug does; exit 1 on fail"
     )
@@ -412,6 +416,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command in ("jobs", "webhooks"):  # a client of the API: no settings, no logs
+        sys.exit(client_cli.run(args))
 
     settings = get_settings()
     if args.command == "healthcheck":  # before logging is set up: it prints one line

@@ -30,6 +30,8 @@ def _timing(body: ScheduleCreate) -> schedules.Timing:
         return schedules.Timing(interval_s=body.interval)
     if body.cron is None:
         raise invalid("cron", "give either cron (with timezone) or interval (seconds)")
+    if (refused := schedules.cron_refusal(body.cron)) is not None:
+        raise invalid("cron", refused)
     return schedules.Timing(cron=body.cron, timezone=body.timezone or "UTC")
 
 

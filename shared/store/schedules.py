@@ -32,6 +32,14 @@ from shared.store import jobs
 from shared.store.paging import cut, one_more
 
 
+def cron_refusal(expression: str) -> str | None:
+    """What is wrong with a cron expression croniter cannot follow; None when it can. The
+    wire model (`schemas/schedules.py`) checks only its shape, as it imports pydantic alone."""
+    if not croniter.is_valid(expression):
+        return f"{expression!r} is not a cron expression"
+    return None
+
+
 @dataclass(frozen=True)
 class Timing:
     """When a schedule's ticks fall: a cron expression read in a time zone, or every
