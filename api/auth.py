@@ -1,5 +1,7 @@
 """Who is asking: an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`, from an
-address its tenant allows, with the scope each route needs.
+address its tenant allows, with the scope each route needs. On the WebSocket upgrade of
+`/v1/stream` only, the key may come as a subprotocol instead (`crewq.bearer.<key>` beside
+`crewq.v1`; see `_protocol_key`): a browser cannot set headers on a WebSocket.
 
 Presentations of keys that do not authenticate (unknown, revoked, expired, or not even
 shaped like a crewq key) are counted per client address in Redis; past
@@ -41,12 +43,71 @@ _REFUSALS = {
 }
 
 
+# The subprotocol a client of `/v1/stream` offers, and the server always chooses, beside the
+# one carrying its key (`crewq.bearer.<key>`), which is never chosen, so never echoed back.
+STREAM_PROTOCOL = "crewq.v1"
+KEY_PROTOCOL_PREFIX = "crewq.bearer."
+# The WebSocket routes that take a key as a subprotocol: only these, only on their upgrade.
+_KEY_PROTOCOL_PATHS = frozenset({"/v1/stream"})
+
+
+def offered_protocols(request: web.BaseRequest) -> list[str]:
+    """The subprotocols a WebSocket client offers (`Sec-WebSocket-Protocol`, comma-separated,
+    possibly over several header lines), in its order."""
+    return [
+        p.strip()
+        for line in request.headers.getall("Sec-WebSocket-Protocol", [])
+        for p in line.split(",")
+        if p.strip()
+    ]
+
+
+def _is_upgrade(request: web.BaseRequest) -> bool:
+    """A WebSocket opening handshake (RFC 6455 4.1): GET, `Upgrade: websocket`, `Connection`
+    naming `upgrade`. What aiohttp's `can_prepare` asks, read before the handler runs."""
+    connection = {t.strip().lower() for t in request.headers.get("Connection", "").split(",")}
+    return (
+        request.method == "GET"
+        and request.headers.get("Upgrade", "").strip().lower() == "websocket"
+        and "upgrade" in connection
+    )
+
+
+def _protocol_key(request: web.BaseRequest) -> str | None:
+    """The key offered as the subprotocol `crewq.bearer.<key>`, as Kubernetes takes a bearer
+    token on a WebSocket (`base64url.bearer.authorization.k8s.io.<token>`): the JavaScript
+    WebSocket API sets no header but this one. Keys are url-safe base64 after `crq_live_`
+    or `crq_test_`, all RFC 7230 token characters, so they stand in the header as they are.
+
+    Taken only on the upgrade of a route in `_KEY_PROTOCOL_PATHS`, never from a plain
+    request carrying the header: everywhere else a key still comes only as it always did.
+    The key is no ambient credential (not a cookie), so a page of another origin can open
+    the socket only with a key it already holds. And only beside `crewq.v1`, the protocol
+    the server answers with: offered alone, no protocol would be chosen and a browser would
+    fail the socket anyway; refused here (401), the offer also never reaches aiohttp's
+    handshake, which logs an offer it cannot match (the logs' redaction, shared/runtime/
+    logs.py, would mask the key; this way it is not written at all). More than one key
+    offered is no key."""
+    if request.path not in _KEY_PROTOCOL_PATHS or not _is_upgrade(request):
+        return None
+    offered = offered_protocols(request)
+    keys = [
+        p.removeprefix(KEY_PROTOCOL_PREFIX) for p in offered if p.startswith(KEY_PROTOCOL_PREFIX)
+    ]
+    if STREAM_PROTOCOL not in offered or len(keys) != 1:
+        return None
+    return keys[0] or None
+
+
 def _presented_key(request: web.Request) -> str | None:
+    """The key in `Authorization: Bearer`, else `X-API-Key`, else (a stream's WebSocket
+    upgrade only) the subprotocol: one way in, so the key is checked, counted and refused
+    alike whichever way it came."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.headers.get("X-API-Key", "").strip() or None
+    return request.headers.get("X-API-Key", "").strip() or _protocol_key(request)
 
 
 def _plausible(key: str) -> bool:
@@ -97,11 +158,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 async def _authenticate(request: web.Request) -> Principal:
     key = _presented_key(request)
     if key is None:
-        raise ApiError(
-            Code.UNAUTHENTICATED,
-            "send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-            headers=_CHALLENGE,
-        )
+        how = "send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+        if request.path in _KEY_PROTOCOL_PATHS:
+            how += (
+                f" or, opening the WebSocket, as the subprotocols"
+                f" '{STREAM_PROTOCOL}, {KEY_PROTOCOL_PREFIX}<key>'"
+            )
+        raise ApiError(Code.UNAUTHENTICATED, how, headers=_CHALLENGE)
     settings = request.app[SETTINGS]
     address = client_address(request, settings.trusted_proxies)
     # Look-up first, count after: the limit applies to what fails, never to a good key.

@@ -175,8 +175,11 @@ def _operation_doc(
     targets: Mapping[str, list[str]],
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {"operationId": op_id, "summary": op.summary, "tags": list(op.tags)}
-    if op.scope is not None:
-        doc["description"] = f"Needs the `{op.scope.value}` scope (or `admin`)."
+    said = [f"Needs the `{op.scope.value}` scope (or `admin`)."] if op.scope is not None else []
+    if op.description:
+        said.append(op.description)
+    if said:
+        doc["description"] = " ".join(said)
     if op.public:
         doc["security"] = []
     elif op.scope is not None:

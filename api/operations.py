@@ -80,6 +80,8 @@ class Operation:
     public: bool = False
     event_stream: bool = False  # answers text/event-stream
     tags: Sequence[str] = field(default_factory=tuple)
+    # More for the OpenAPI description, after the scope it needs (markdown).
+    description: str = ""
     # False: served, but not in the OpenAPI document (the docs page itself, the hidden
     # debug report, whose existence is not advertised).
     listed: bool = True

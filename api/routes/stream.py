@@ -2,9 +2,11 @@
 the event streams (this one and a job's server-sent events) a tenant holds open at once.
 
 The socket authenticates as every request does, with `Authorization: Bearer <key>` or
-`X-API-Key` on the upgrade request. Browsers cannot set headers on a WebSocket, so this is
-a stream for servers and scripts; a browser follows one job with server-sent events or
-goes through its own backend.
+`X-API-Key` on the upgrade request; or, since browsers cannot set headers on a WebSocket,
+with the key as a subprotocol: `new WebSocket(url, ["crewq.v1", "crewq.bearer." + key])`
+(the way Kubernetes takes a bearer token). The server answers choosing `crewq.v1`, never
+the key's protocol, and the key is checked, scoped, counted and refused exactly as in a
+header (api/auth.py `_protocol_key`). The dashboard's jobs list follows the stream this way.
 """
 
 import asyncio
@@ -15,6 +17,7 @@ from collections.abc import AsyncIterator
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from api.auth import STREAM_PROTOCOL
 from api.context import DB, REDIS, SETTINGS
 from api.errors import ApiError, Code, invalid
 from api.notifications import HUB
@@ -122,18 +125,33 @@ AFTER = text_query(
         query=[TYPES, CREW, AFTER],  # refused with a 400 before any upgrade
         errors=[Code.UPGRADE_REQUIRED, Code.TOO_MANY_STREAMS],
         tags=["jobs"],
+        description=(
+            "Authenticate with `Authorization: Bearer <key>` or `X-API-Key` on the upgrade"
+            " request or, where a client cannot set headers (a browser's `WebSocket`), by"
+            " offering the subprotocols `crewq.v1, crewq.bearer.<key>`"
+            ' (`new WebSocket(url, ["crewq.v1", "crewq.bearer." + key])`): the answer'
+            " chooses `crewq.v1`. A key is read from a subprotocol on this upgrade only."
+        ),
     )
 )
 async def stream_tenant_events(request: web.Request, call: Call[None]) -> web.StreamResponse:
     """A WebSocket that sends each event of the tenant's jobs as a text message (the JSON
     envelope a webhook carries) as it commits: from now on, or after the event `after`.
     Events of one job arrive in order. The server pings every 20 s and answers pings;
-    messages from the client are ignored. Counted against the tenant's bound on open event
+    messages from the client are ignored.
+
+    Authenticate with the `Authorization` or `X-API-Key` header on the upgrade request or,
+    where headers cannot be set (a browser's `WebSocket`), by offering the subprotocols
+    `crewq.v1, crewq.bearer.<key>`: the server then chooses `crewq.v1`, never the key's
+    protocol. A key is taken from a subprotocol only on this upgrade, never from a plain
+    request. Counted against the tenant's bound on open event
     streams; ends with close code 1011 when Postgres cannot be reached (reconnect with
     `after`), 1001 when the API stops."""
     principal, after = call.principal, call[AFTER]
     where = TenantFilter(types=call[TYPES], crew=call[CREW])
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)
+    # `crewq.v1` is chosen when offered (beside a key it must be: api/auth.py); the key's own
+    # protocol is not in the list, so it is never chosen and never echoed back.
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, protocols=(STREAM_PROTOCOL,))
     if not ws.can_prepare(request).ok:
         raise ApiError(
             Code.UPGRADE_REQUIRED,

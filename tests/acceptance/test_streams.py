@@ -2,6 +2,8 @@
 that resume after `Last-Event-ID`, and every event of a tenant's jobs over a WebSocket."""
 
 import asyncio
+import base64
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -303,3 +305,80 @@ async def test_a_socket_ends_with_1011_when_postgres_is_gone_and_1001_on_stop(
     assert "event stream of" in log and "postgres unavailable" in log
     for leak in ("Error handling request", "Task was destroyed", "never retrieved", "unhandled"):
         assert leak not in log, log[-4000:]
+
+
+def _upgrade(*protocols: str) -> dict[str, str]:
+    """The headers of a WebSocket opening handshake offering `protocols`, for a request made
+    by hand: its refusal's JSON body can be read, which a WebSocket client does not show."""
+    return {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Protocol": ", ".join(protocols),
+    }
+
+
+async def _unkeyed(
+    stack: Platform, path: str, headers: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    """A request with no `Authorization` or `X-API-Key`: its status and JSON body."""
+    assert stack.http is not None
+    async with stack.http.get(path, headers=headers) as resp:
+        body: dict[str, Any] = await resp.json()
+        return resp.status, body
+
+
+async def test_a_browser_socket_authenticates_with_its_key_as_a_subprotocol(
+    stack: Platform,
+) -> None:
+    assert stack.http is not None
+    key, _, _ = await stack.new_tenant("ws-protocol")
+    offered = ("crewq.v1", f"crewq.bearer.{key}")
+    # No header at all: what `new WebSocket(url, offered)` sends.
+    ws = await stack.http.ws_connect("/v1/stream?crew=echo", protocols=offered)
+    try:
+        assert ws.protocol == "crewq.v1"  # chosen; the key's protocol never echoed back
+        job = await stack.submit("echo", {"message": "by subprotocol"}, key=key)
+        seen = await Socket(ws).until(_ended(job["id"]))
+        assert seen == await _listed(stack, job["id"], key)
+    finally:
+        await ws.close()
+
+    # Refused as the same key in a header is: status and code.
+    wrong = "crq_live_" + "x" * 43
+    for presented, refused in (
+        (wrong, "INVALID_API_KEY"),
+        ((await stack.new_tenant("ws-writer", ["jobs:write"]))[0], "INSUFFICIENT_SCOPE"),
+    ):
+        by_header = await _unkeyed(
+            stack, "/v1/stream", {**_upgrade(), "Authorization": f"Bearer {presented}"}
+        )
+        by_protocol = await _unkeyed(
+            stack, "/v1/stream", _upgrade("crewq.v1", f"crewq.bearer.{presented}")
+        )
+        assert by_protocol[0] == by_header[0] and by_protocol[0] in (401, 403)
+        assert by_protocol[1]["error"]["code"] == by_header[1]["error"]["code"] == refused
+        with pytest.raises(aiohttp.WSServerHandshakeError) as failed:
+            await stack.http.ws_connect(
+                "/v1/stream", protocols=("crewq.v1", f"crewq.bearer.{presented}")
+            )
+        assert failed.value.status == by_header[0]
+
+    # Not a key anywhere else: a plain GET carrying the header, an upgrade that does not
+    # offer crewq.v1 beside it, another route's upgrade, two keys at once.
+    good = f"crewq.bearer.{key}"
+    for path, headers in (
+        ("/v1/stream", {"Sec-WebSocket-Protocol": f"crewq.v1, {good}"}),
+        ("/v1/stream", _upgrade(good)),
+        ("/v1/stream", _upgrade("crewq.v1", good, f"crewq.bearer.{stack.key}")),
+        ("/v1/jobs", _upgrade("crewq.v1", good)),
+        ("/v1/jobs", {"Sec-WebSocket-Protocol": f"crewq.v1, {good}"}),
+    ):
+        status, body = await _unkeyed(stack, path, headers)
+        assert (status, body["error"]["code"]) == (401, "UNAUTHENTICATED"), (path, headers)
+
+    # The key offered is never written to the API's log (aiohttp logs an offer it cannot
+    # match; the access log holds no request header).
+    [api] = [p for p in stack.processes if p.role == "api"]
+    assert key.split("_", 2)[2] not in api.log()

@@ -11,7 +11,7 @@ import time
 import uuid
 
 import aiohttp
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, WebSocket, expect
 
 from tests.browser.conftest import SCREENSHOTS, Dashboard, report
 from tests.fakes import Receiver
@@ -131,6 +131,43 @@ async def test_answer_a_job_waiting_for_input(dashboard: Dashboard, browser: Bro
     no_errors(page)
 
 
+async def test_the_jobs_list_follows_the_event_stream_live(
+    dashboard: Dashboard, browser: Browser
+) -> None:
+    page = await open_page(browser)
+    sockets: list[WebSocket] = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    reads: list[str] = []
+    page.on("request", lambda r: reads.append(r.url) if "/v1/jobs?" in r.url else None)
+    await sign_in(page, dashboard)
+    # Open under the page's CSP (`connect-src 'self'` lets ws:// to this origin through).
+    await expect(page.get_by_test_id("live")).to_have_attribute("data-state", "live")
+    await expect(page.get_by_test_id("live")).to_have_text("Live")
+    [socket] = sockets
+    assert socket.url.startswith(dashboard.url.replace("http://", "ws://", 1).removesuffix("/ui"))
+    assert "/v1/stream?" in socket.url and dashboard.platform.key not in socket.url
+    frames: list[str | bytes] = []
+    socket.on("framereceived", lambda frame: frames.append(frame))
+    await page.evaluate("window.crewqMark = 1")
+    read_before = len(reads)
+
+    # Two tasks, each model call 2 s: running for seconds, then completed, both seen in the
+    # row without a reload and without a read of the list (no poll while the socket is up).
+    job = await dashboard.platform.submit(
+        "research", {"topic": f"live {time.time_ns()} [[sleep:2]]"}
+    )
+    row = page.locator(f"[data-testid='job-row'][data-job='{job['id']}']")
+    await expect(row).to_have_attribute("data-status", "running", timeout=LONG)
+    await expect(page.get_by_test_id("job-row").first).to_have_attribute("data-job", job["id"])
+    await expect(row).to_have_attribute("data-status", "completed", timeout=LONG)
+    await expect(row.locator("td").nth(3)).to_have_text("2/2")
+    assert len(reads) == read_before, reads[read_before:]
+    assert frames and not socket.is_closed()
+    assert await page.evaluate("window.crewqMark") == 1
+    await shoot(page, "jobs-live")
+    no_errors(page)
+
+
 async def _page_weight(dashboard: Dashboard, paths: list[str]) -> tuple[int, int]:
     """Bytes of the page and its files: as they are, and as sent to a browser (gzip)."""
     raw = sent = 0
@@ -163,7 +200,7 @@ async def test_the_other_views_by_keyboard_and_at_phone_width(
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("heading", name="Jobs", level=1)).to_be_visible()
     webhooks_link = page.get_by_role("link", name="Webhooks")
-    for _ in range(10):
+    for _ in range(40):  # past the jobs listed before it (earlier tests add some)
         await page.keyboard.press("Tab")
         if await webhooks_link.evaluate("el => el === document.activeElement"):
             break
