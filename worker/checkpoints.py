@@ -15,7 +15,7 @@ import asyncpg
 from shared.runtime import metrics
 from shared.runtime.metrics import CheckpointProblem
 from shared.runtime.secret_box import SecretBox
-from shared.store import checkpoints, jobs
+from shared.store import checkpoints, job_attempts
 from shared.store.checkpoints import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,11 @@ class CheckpointKeeper:
     def enabled(self) -> bool:
         return self.box is not None
 
-    def _problem(self, claim: jobs.Claim, problem: CheckpointProblem, detail: str) -> None:
+    def _problem(self, claim: job_attempts.Claim, problem: CheckpointProblem, detail: str) -> None:
         log.warning("job %s: checkpoint %s: %s", claim.job_id, problem.value, detail)
         metrics.checkpoint_problem(claim.crew, problem)
 
-    async def keep(self, claim: jobs.Claim, checkpoint: Checkpoint) -> bool:
+    async def keep(self, claim: job_attempts.Claim, checkpoint: Checkpoint) -> bool:
         """Seal and store the state this attempt's crew reported; False when it was not."""
         if self.box is None:
             self._problem(claim, CheckpointProblem.NO_KEY, "CREWQ_CHECKPOINT_KEY is not set")
@@ -63,7 +63,7 @@ class CheckpointKeeper:
         metrics.checkpoint_stored(claim.crew, size, time.perf_counter() - started)
         return True
 
-    async def newest(self, claim: jobs.Claim) -> Checkpoint | None:
+    async def newest(self, claim: job_attempts.Claim) -> Checkpoint | None:
         """The state this attempt resumes from; None: it runs the crew from the start."""
         if self.box is None:
             return None
@@ -76,6 +76,6 @@ class CheckpointKeeper:
             )
         return opened.checkpoint
 
-    def not_restored(self, claim: jobs.Claim, reason: str) -> None:
+    def not_restored(self, claim: job_attempts.Claim, reason: str) -> None:
         """The crew process could not take up the state it was given: it ran from the start."""
         self._problem(claim, CheckpointProblem.NOT_RESTORED, reason)

@@ -26,7 +26,7 @@ from shared.runtime.queue import REDIS_UNAVAILABLE
 from shared.runtime.role import Life
 from shared.runtime.secret_box import SecretBox
 from shared.runtime.settings import Settings
-from shared.store import jobs, model_limits, processes
+from shared.store import job_sweeps, jobs, model_limits, processes
 from worker.bulk import run_bulk
 from worker.checkpoints import CheckpointKeeper
 from worker.consumer import PromptWorker, consumer_for, listen
@@ -130,7 +130,7 @@ class WorkerService:
             metrics.QUEUE_DEPTH.set(await queue.depth(redis))
 
         async def jobs_waiting() -> None:
-            waiting = await jobs.pending_summary(db)
+            waiting = await job_sweeps.pending_summary(db)
             metrics.jobs_waiting(waiting.due, waiting.parked, waiting.oldest_due_s)
 
         async def sample() -> None:

@@ -30,7 +30,7 @@ from shared.store import (
     bulk_operations,
     endpoints,
     events,
-    jobs,
+    job_sweeps,
     processes,
     request_failures,
     tenants,
@@ -46,7 +46,7 @@ _RETENTION_BATCH = 500
 
 async def reap_once(db: asyncpg.Pool, redis: queue.Redis, settings: Settings) -> list[str]:
     queued: list[str] = []
-    async for reaped in jobs.reap(db, settings.heartbeat_timeout, settings.timeout_grace):
+    async for reaped in job_sweeps.reap(db, settings.heartbeat_timeout, settings.timeout_grace):
         for job_id in reaped.job_ids:
             log.warning("job %s: queued again after its worker was lost", job_id)
         await after_commit.carry_out(reaped, redis)
@@ -57,7 +57,7 @@ async def reap_once(db: asyncpg.Pool, redis: queue.Redis, settings: Settings) ->
 async def expire_inputs_once(db: asyncpg.Pool, redis: queue.Redis) -> int:
     """Take the default action of every job that waited for input past its timeout."""
     taken = 0
-    async for expired in jobs.expire_inputs(db):
+    async for expired in job_sweeps.expire_inputs(db):
         await after_commit.carry_out(expired, redis)
         taken += 1
     if taken:
@@ -67,8 +67,8 @@ async def expire_inputs_once(db: asyncpg.Pool, redis: queue.Redis) -> int:
 
 async def when_due_once(db: asyncpg.Pool, redis: queue.Redis) -> None:
     """Queue the scheduled jobs that came due, and expire the unstarted ones past their ttl."""
-    await after_commit.carry_out(await jobs.promote_due(db), redis)
-    await after_commit.carry_out(await jobs.lapse_unstarted(db), redis)
+    await after_commit.carry_out(await job_sweeps.promote_due(db), redis)
+    await after_commit.carry_out(await job_sweeps.lapse_unstarted(db), redis)
 
 
 async def reconcile_once(db: asyncpg.Pool, redis: queue.Redis, settings: Settings) -> list[str]:
@@ -77,12 +77,12 @@ async def reconcile_once(db: asyncpg.Pool, redis: queue.Redis, settings: Setting
     died between the Postgres write and the queue's own bookkeeping: a pending job is in progress
     for milliseconds, not ten seconds; a second delivery of one about to start is harmless,
     as starting is compare-and-set)."""
-    await jobs.fold_counts(db)
-    restored = await jobs.unpark_free_slots(db, settings.tenant_max_running_jobs)
+    await job_sweeps.fold_counts(db)
+    restored = await job_sweeps.unpark_free_slots(db, settings.tenant_max_running_jobs)
     for job_id in restored:
         await queue.enqueue(redis, job_id)
     after = None
-    while page := await jobs.pending_jobs(db, _ENQUEUE_GRACE_S, after):
+    while page := await job_sweeps.pending_jobs(db, _ENQUEUE_GRACE_S, after):
         states = await queue.states(redis, [row["id"] for row in page])
         for row, state in zip(page, states, strict=True):
             if not state.held:
@@ -117,7 +117,7 @@ async def purge_once(db: asyncpg.Pool, retention_days: float) -> int:
     """Delete everything older than `retention_days`, a batch at a time; how many rows."""
     total = 0
     while (
-        deleted := await jobs.purge_finished(db, retention_days, _RETENTION_BATCH)
+        deleted := await job_sweeps.purge_finished(db, retention_days, _RETENTION_BATCH)
         + await events.purge_without_job(db, retention_days, _RETENTION_BATCH)
     ) > 0:
         total += deleted

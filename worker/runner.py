@@ -29,7 +29,7 @@ from shared.runtime.model_limits import ModelLimit
 from shared.runtime.queue import Done, Handled, Requeue
 from shared.runtime.settings import OFFLINE_MODEL, Settings
 from shared.runtime.tracing import span_from
-from shared.store import jobs, usage
+from shared.store import job_attempts, jobs, usage
 from shared.store.checkpoints import Checkpoint
 from worker.checkpoints import CheckpointKeeper
 from worker.crew.pool import Crashed, CrewPool, Outcome, Stopped, TimedOut
@@ -47,7 +47,7 @@ class StopReason(StrEnum):
 
 @dataclass
 class ActiveJob:
-    claim: jobs.Claim
+    claim: job_attempts.Claim
     claimed_at: float  # loop time just before the claim: when its lease began, at the latest
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     reason: StopReason | None = None
@@ -103,11 +103,11 @@ class JobRunner:
         async with self.crews.slots:
             claimed_at = asyncio.get_running_loop().time()
             started = await with_db_retry(
-                lambda: jobs.start_attempt(
+                lambda: job_attempts.start_attempt(
                     self.db, job_id, self.worker_id, self.settings.tenant_max_running_jobs
                 )
             )
-            if isinstance(started, jobs.NotStarted):
+            if isinstance(started, job_attempts.NotStarted):
                 log.info("job %s not started: %s", job_id, started.reason)
                 if started.after is not None:
                     await self.after_commit(started.after)
@@ -195,7 +195,7 @@ class JobRunner:
                 return
             try:
                 async with asyncio.timeout(left):
-                    ours, cancel = await jobs.heartbeat(self.db, active.claim)
+                    ours, cancel = await job_attempts.heartbeat(self.db, active.claim)
             except Exception as exc:
                 if is_connection_error(exc):
                     log.warning(
@@ -212,11 +212,13 @@ class JobRunner:
                 active.request_stop(StopReason.CANCEL)
 
     async def _end(
-        self, claim: jobs.Claim, outcome: AttemptOutcome, **fields: Any
+        self, claim: job_attempts.Claim, outcome: AttemptOutcome, **fields: Any
     ) -> jobs.Moved | None:
         bound = self.settings.job_max_output_bytes
         moved = await with_db_retry(
-            lambda: jobs.end_attempt(self.db, claim, outcome, max_output_bytes=bound, **fields)
+            lambda: job_attempts.end_attempt(
+                self.db, claim, outcome, max_output_bytes=bound, **fields
+            )
         )
         if moved is None:
             log.info(
@@ -227,7 +229,7 @@ class JobRunner:
         return moved
 
     async def _complete(
-        self, claim: jobs.Claim, result: JobResult, token_usage: dict[str, Any] | None
+        self, claim: job_attempts.Claim, result: JobResult, token_usage: dict[str, Any] | None
     ) -> str:
         try:
             await self._end(claim, AttemptOutcome.COMPLETED, result=result, token_usage=token_usage)
@@ -250,7 +252,7 @@ class JobRunner:
         # Full jitter on the upper half, so retries of many jobs do not arrive in lockstep.
         return float(min(self.settings.retry_max_delay, base) * random.uniform(0.5, 1.0))
 
-    async def _retry_or_fail(self, claim: jobs.Claim, error: JobError) -> Handled:
+    async def _retry_or_fail(self, claim: job_attempts.Claim, error: JobError) -> Handled:
         if claim.retries_left <= 0:
             await self._end(claim, AttemptOutcome.FAILED, error=error)
             return Done("failed")
@@ -266,7 +268,7 @@ class JobRunner:
         )
         return Requeue(delay)
 
-    async def _pause(self, claim: jobs.Claim, needed: InputNeeded) -> Handled:
+    async def _pause(self, claim: job_attempts.Claim, needed: InputNeeded) -> Handled:
         """The crew waits for a person: keep its state, end the attempt in awaiting_input
         (its crew process and slot go to other jobs), and let the job wait."""
         state = Checkpoint(needed.tasks_done, needed.task, True, needed.state)
@@ -274,7 +276,7 @@ class JobRunner:
         spec = self.registry.get(claim.crew)
         waits = claim.input_timeout_s or (spec and spec.input_timeout)
         default = claim.input_default or (spec and spec.input_default)
-        asked = jobs.InputAsked(
+        asked = job_attempts.InputAsked(
             task=needed.task,
             task_index=needed.task_index,
             output=needed.output,
@@ -283,7 +285,9 @@ class JobRunner:
         )
         waits_s = float(waits or self.settings.job_input_timeout)
         bound = self.settings.job_max_output_bytes
-        moved = await with_db_retry(lambda: jobs.pause(self.db, claim, asked, waits_s, bound))
+        moved = await with_db_retry(
+            lambda: job_attempts.pause(self.db, claim, asked, waits_s, bound)
+        )
         if moved is None:
             return Done("discarded")
         await self.after_commit(moved.after)

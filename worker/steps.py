@@ -24,7 +24,7 @@ from shared.domain.prices import Prices
 from shared.runtime import metrics
 from shared.runtime.limits import DEFAULT_MAX_OUTPUT_BYTES, bound_task
 from shared.runtime.tracing import tracer
-from shared.store import jobs
+from shared.store import job_attempts
 from shared.store.checkpoints import Checkpoint
 from worker.checkpoints import CheckpointKeeper
 from worker.crew.protocol import (
@@ -54,7 +54,7 @@ class StepRecorder:
     def __init__(
         self,
         db: asyncpg.Pool,
-        claim: jobs.Claim,
+        claim: job_attempts.Claim,
         keeper: CheckpointKeeper,
         prices: Prices,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
@@ -198,7 +198,9 @@ class StepRecorder:
                     step.tasks_done,
                 )
                 try:
-                    await jobs.record_resume(self.db, self.claim, step.after_task, step.tasks_done)
+                    await job_attempts.record_resume(
+                        self.db, self.claim, step.after_task, step.tasks_done
+                    )
                 except Exception as exc:  # best effort, as every step
                     log.warning("job %s: its resume not recorded: %s", job_id, exc)
             case NotResumed():
@@ -258,7 +260,7 @@ class StepRecorder:
         usage: Usage | None = None,
     ) -> None:
         try:
-            await jobs.record_step(
+            await job_attempts.record_step(
                 self.db,
                 self.claim,
                 type,

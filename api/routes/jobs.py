@@ -47,7 +47,7 @@ from shared.domain import after_commit, submissions
 from shared.runtime import metrics, queue
 from shared.runtime.db import is_connection_error
 from shared.runtime.tracing import current_traceparent
-from shared.store import deliveries, events, jobs
+from shared.store import deliveries, events, job_submission, jobs, usage
 from shared.store.events import JOB_EVENTS_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -139,20 +139,20 @@ def _refusal(refused: submissions.Refused) -> ApiError:
                 "this Idempotency-Key was used with a different request body",
                 {"job_id": job_id},
             )
-        case jobs.QuotaExceeded(limit=limit, resets_at=resets_at):
+        case usage.QuotaExceeded(limit=limit, resets_at=resets_at):
             return ApiError(
                 Code.QUOTA_EXCEEDED,
                 f"this tenant has created its {limit} jobs for the month; the quota resets"
                 f" at {resets_at.isoformat()} (a test key's jobs count against no quota)",
                 {"limit": limit, "resets_at": resets_at.isoformat()},
             )
-        case jobs.ConcurrencyBusy(limit=limit):
+        case job_submission.ConcurrencyBusy(limit=limit):
             return ApiError(
                 Code.CONCURRENCY_KEY_BUSY,
                 f"{limit} of this key's jobs are already pending or running (strategy reject)",
                 {"limit": limit},
             )
-        case jobs.TooManyPending(limit=limit):
+        case job_submission.TooManyPending(limit=limit):
             return ApiError(
                 Code.TOO_MANY_PENDING_JOBS,
                 f"this tenant already has {limit} pending jobs, as many as it may;"
@@ -509,7 +509,7 @@ async def retry_job(request: web.Request, call: Call[JobRetry]) -> web.Response:
         if not await jobs.exists(request.app[DB], principal.owner, job_id):
             raise _not_found(job_id)
         raise ApiError(Code.JOB_NOT_RETRYABLE, "only failed or cancelled jobs can be retried")
-    if isinstance(restarted, jobs.QuotaExceeded):
+    if isinstance(restarted, usage.QuotaExceeded):
         raise _refusal(restarted)
     await after_commit.carry_out(restarted.after, request.app[REDIS])
     return json_response(restarted.job, status=202, headers={"Location": f"/v1/jobs/{job_id}"})

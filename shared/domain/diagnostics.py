@@ -36,7 +36,7 @@ from shared.runtime import fingerprints, llm_providers, queue, tracing
 from shared.runtime.db import pending_migrations, ping
 from shared.runtime.settings import Settings
 from shared.runtime.version import USER_AGENT, VERSION
-from shared.store import deliveries, jobs, processes
+from shared.store import deliveries, job_sweeps, processes
 
 CHECK_TIMEOUT_S = 3.0
 # Processes that stopped or fell silent this recently are listed beside the live ones, so
@@ -138,7 +138,7 @@ async def redis(probe: Probe, found: Findings) -> ComponentStatus:
 async def queue_state(probe: Probe, found: Findings) -> ComponentStatus:
     depth = await queue.depth(probe.redis)
     found.passed("queue_depth")
-    summary = await jobs.pending_summary(probe.db)
+    summary = await job_sweeps.pending_summary(probe.db)
     found.passed("pending_jobs")
     found.details = {
         "depth": depth,

@@ -11,9 +11,10 @@ from schemas.jobs import Budget, ConcurrencyStrategy, Job, JobCreate
 from shared.domain.crews import CrewRegistry
 from shared.runtime.limits import json_size
 from shared.runtime.settings import Settings
-from shared.store import jobs
-from shared.store.jobs import ConcurrencyBusy, QuotaExceeded, TooManyPending
+from shared.store import job_submission, jobs
+from shared.store.job_submission import ConcurrencyBusy, TooManyPending
 from shared.store.keys import Principal
+from shared.store.usage import QuotaExceeded
 from shared.webhooks.urls import UrlPolicy, UrlRefused
 
 
@@ -25,7 +26,7 @@ class Submitted:
     scheduled: bool = False  # starts later: queued by a worker when it comes due
     # What its concurrency strategy did to the other jobs of its key (cancel_running,
     # replace_pending): running jobs whose workers are to be told to stop them.
-    cleared: jobs.KeyCleared | None = None
+    cleared: job_submission.KeyCleared | None = None
 
     @property
     def after(self) -> jobs.AfterCommit:
@@ -189,9 +190,9 @@ async def submit(
         return checked
     concurrency = body.concurrency
     strategy = concurrency.strategy if concurrency else None
-    inserted = await jobs.insert(
+    inserted = await job_submission.insert(
         db,
-        jobs.NewJob(
+        job_submission.NewJob(
             tenant_id=principal.tenant_id,
             crew=checked.crew,
             inputs=body.inputs,
@@ -224,7 +225,7 @@ async def submit(
     cleared = None
     if inserted.created and concurrency and strategy in _CLEARING:
         running = strategy is ConcurrencyStrategy.CANCEL_RUNNING
-        cleared = await jobs.clear_key(
+        cleared = await job_submission.clear_key(
             db, principal.owner, concurrency.key, inserted.job.id, running=running
         )
     return Submitted(inserted.job, inserted.created, inserted.parked, inserted.scheduled, cleared)

@@ -3,7 +3,7 @@
 A schedule's `next_run_at` is the tick due next. Every worker's scheduler
 (worker/scheduler.py) calls `fire_due`, which claims one due schedule at a time with
 `FOR UPDATE SKIP LOCKED` and, in the same transaction, inserts the tick's job through the
-submission function every job takes (`jobs.insert`: the tenant's lock, bounds and monthly
+submission function every job takes (`job_submission.insert`: the tenant's lock, bounds and monthly
 quota) and moves `next_run_at` on (compare-and-set). The row lock and the one commit make a
 tick one job, however many schedulers run; the job's idempotency key (`schedule:ID:TICK`)
 would answer a second insert of the same tick with the first job all the same.
@@ -28,7 +28,7 @@ from shared.domain.owners import Owner
 from shared.domain.plans import allowance
 from shared.runtime.db import Executor
 from shared.runtime.ids import new_id
-from shared.store import jobs
+from shared.store import job_submission, jobs, usage
 from shared.store.paging import cut, one_more
 
 
@@ -223,7 +223,7 @@ class Fired:
     missed: bool  # due longer ago than `missed_after_s`: the policy decided
     # The job made (None: missed ticks skipped, or the tenant's bounds refused it).
     job_id: str | None
-    refused: jobs.TooManyPending | jobs.QuotaExceeded | None
+    refused: job_submission.TooManyPending | usage.QuotaExceeded | None
     created_at: datetime | None  # the job's
     after: jobs.AfterCommit  # the job to queue once this committed
 
@@ -263,9 +263,9 @@ async def fire_one(pool: asyncpg.Pool, bounds: Bounds) -> Fired | None:
             quota = allowance(
                 Plan(row["plan"]), rate_limit=None, monthly_job_limit=row["monthly_job_limit"]
             )
-            inserted = await jobs.insert(
+            inserted = await job_submission.insert(
                 conn,
-                jobs.NewJob(
+                job_submission.NewJob(
                     tenant_id=row["tenant_id"],
                     crew=row["crew"],
                     inputs=row["inputs"],
@@ -281,8 +281,8 @@ async def fire_one(pool: asyncpg.Pool, bounds: Bounds) -> Fired | None:
                 bounds.cap,
             )
             # A schedule's jobs carry no concurrency key: it cannot refuse one.
-            assert not isinstance(inserted, jobs.ConcurrencyBusy)
-            if isinstance(inserted, jobs.TooManyPending | jobs.QuotaExceeded):
+            assert not isinstance(inserted, job_submission.ConcurrencyBusy)
+            if isinstance(inserted, job_submission.TooManyPending | usage.QuotaExceeded):
                 refused = inserted
             else:
                 job_id, created_at = inserted.job.id, inserted.job.created_at

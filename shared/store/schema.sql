@@ -421,7 +421,7 @@ BEGIN
 END;
 $$;
 
--- A submission in one round trip (shared/store/jobs.py `insert`; 0005 says why).
+-- A submission in one round trip (shared/store/job_submission.py `insert`; 0005 says why).
 CREATE FUNCTION crewq_submit_job_v1(
     p_lock_purpose      int,          -- shared/runtime/db.py TenantLock.JOBS
     p_id                text,

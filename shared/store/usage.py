@@ -1,13 +1,13 @@
 """What each tenant used, per calendar month (UTC): every statement on `tenant_usage`.
 
 The count is a counter bumped by one SQL function, `crewq_count_job_v1` (migration 0006),
-where a live job is inserted (`crewq_submit_job_v1`, which shared/store/jobs.py `insert` calls)
-or run
-again by a manual retry (shared/store/jobs.py `restart`): an upsert evaluated under the row's
-lock, so concurrent requests can neither both take the last job of a quota nor lose a
-count, and retention deleting old jobs gives nothing back. This module reads it, and what
-a tenant's live jobs of the month spent on models (summed from `jobs.usage`) against its
-monthly caps (`tenants.max_tokens_per_month`, `max_cost_usd_per_month`).
+where a live job is inserted (`crewq_submit_job_v1`, `_v2`, which
+shared/store/job_submission.py `insert` calls) or run again by a manual retry
+(shared/store/jobs.py `restart`): an upsert evaluated under the row's lock, so concurrent
+requests can neither both take the last job of a quota nor lose a count, and retention
+deleting old jobs gives nothing back. This module reads it, and what a tenant's live jobs
+of the month spent on models (summed from `jobs.usage`) against its monthly caps
+(`tenants.max_tokens_per_month`, `max_cost_usd_per_month`).
 """
 
 from dataclasses import dataclass
@@ -26,6 +26,16 @@ def month_ends(at: datetime) -> datetime:
     start = month_starts(at)
     year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
     return datetime(year, month, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class QuotaExceeded:
+    """The tenant's quota of live jobs this month is used up, until `resets_at`: what a
+    submission (shared/store/job_submission.py `insert`) or a restart (shared/store/jobs.py
+    `restart`) answers instead of a job."""
+
+    limit: int
+    resets_at: datetime
 
 
 @dataclass(frozen=True)

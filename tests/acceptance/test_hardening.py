@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from shared.runtime import queue
 from shared.runtime.db import create_pool
 from shared.runtime.queue import QUEUE_NAME
-from shared.store import jobs
+from shared.store import job_submission
 from tests.acceptance.test_webhooks import register, settled_deliveries, unique
 from tests.fakes import FakeLLM, Receiver
 from tests.harness import Platform, Process
@@ -215,13 +215,15 @@ async def test_a_job_whose_queue_entry_was_lost_is_queued_again(stack: Platform)
     pool = await create_pool(stack.database_url, role="test")
     redis = await queue.connect(stack.redis_url)
     try:
-        inserted = await jobs.insert(
+        inserted = await job_submission.insert(
             pool,
-            jobs.NewJob(stack.tenant_id, "echo", {"message": "entry lost"}, {}, None, 60, 0),
+            job_submission.NewJob(
+                stack.tenant_id, "echo", {"message": "entry lost"}, {}, None, 60, 0
+            ),
             default_max_pending=10_000,
             default_cap=10,
         )
-        assert isinstance(inserted, jobs.Inserted) and not inserted.parked
+        assert isinstance(inserted, job_submission.Inserted) and not inserted.parked
         job_id = inserted.job.id
         await pool.execute(
             "UPDATE jobs SET created_at = now() - interval '1 minute' WHERE id = $1", job_id

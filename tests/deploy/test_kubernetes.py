@@ -24,7 +24,7 @@ from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
 
 from shared.runtime.settings import Settings
 from shared.runtime.version import VERSION
-from shared.store.jobs import WORKER_DEMAND_SQL
+from shared.store.job_sweeps import WORKER_DEMAND_SQL
 from tests.deploy.rules import (
     DATABASE_SECRETS,
     PROVIDER_VARIABLES,

@@ -10,7 +10,7 @@ from schemas.jobs import Job
 from shared.domain.owners import Owner
 from shared.domain.plans import allowance
 from shared.runtime.secret_box import SecretBox, generate_key
-from shared.store import endpoints, jobs, tenants
+from shared.store import endpoints, job_attempts, job_submission, job_sweeps, jobs, tenants
 from shared.store.keys import Principal
 
 # Seals the secrets of every tenant and endpoint the integration tier makes.
@@ -57,9 +57,9 @@ async def submit(
     request_hash: bytes | None = None,
     **fields: Any,
 ) -> Job:
-    inserted = await jobs.insert(
+    inserted = await job_submission.insert(
         db,
-        jobs.NewJob(
+        job_submission.NewJob(
             tenant_id=tenant_id,
             crew="echo",
             inputs=fields.pop("inputs", {"message": "hello"}),
@@ -81,13 +81,15 @@ async def submit(
         default_max_pending=fields.pop("max_pending", 10_000),
         default_cap=fields.pop("cap", 10),
     )
-    assert isinstance(inserted, jobs.Inserted), inserted
+    assert isinstance(inserted, job_submission.Inserted), inserted
     return inserted.job
 
 
-async def start(db: asyncpg.Pool, job_id: str, worker: str = "w1", cap: int = 10) -> jobs.Claim:
-    claim = await jobs.start_attempt(db, job_id, worker, cap)
-    assert isinstance(claim, jobs.Claim), claim
+async def start(
+    db: asyncpg.Pool, job_id: str, worker: str = "w1", cap: int = 10
+) -> job_attempts.Claim:
+    claim = await job_attempts.start_attempt(db, job_id, worker, cap)
+    assert isinstance(claim, job_attempts.Claim), claim
     return claim
 
 
@@ -128,6 +130,6 @@ async def reap(
 ) -> jobs.AfterCommit:
     """One reaper pass: what its moves, together, leave to do once committed."""
     after = jobs.AfterCommit()
-    async for reaped in jobs.reap(db, heartbeat_timeout, timeout_grace):
+    async for reaped in job_sweeps.reap(db, heartbeat_timeout, timeout_grace):
         after += reaped
     return after

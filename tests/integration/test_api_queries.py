@@ -11,14 +11,24 @@ from schemas.events import EventType
 from schemas.jobs import JobStatus
 from shared.domain.owners import Owner
 from shared.runtime.secret_box import SecretBox, generate_key
-from shared.store import deliveries, endpoints, events, jobs, keys, request_failures, tenants, usage
+from shared.store import (
+    deliveries,
+    endpoints,
+    events,
+    job_submission,
+    jobs,
+    keys,
+    request_failures,
+    tenants,
+    usage,
+)
 from shared.store.keys import Principal, Refusal
 from shared.store.request_failures import RequestFailure
 from tests.integration.factories import BOX, BOX_KEY, submit, tenant
 
 
-def _new(tenant_id: str, *, limit: int | None, livemode: bool = True) -> jobs.NewJob:
-    return jobs.NewJob(
+def _new(tenant_id: str, *, limit: int | None, livemode: bool = True) -> job_submission.NewJob:
+    return job_submission.NewJob(
         tenant_id=tenant_id,
         crew="echo",
         inputs={},
@@ -66,25 +76,29 @@ async def test_keys_authenticate_until_revoked_or_expired(db: asyncpg.Pool) -> N
 async def test_the_monthly_quota_is_exact_under_concurrent_submissions(db: asyncpg.Pool) -> None:
     tenant_id = await tenant(db)
     results = await asyncio.gather(
-        *(jobs.insert(db, _new(tenant_id, limit=7), 10_000, 10) for _ in range(30))
+        *(job_submission.insert(db, _new(tenant_id, limit=7), 10_000, 10) for _ in range(30))
     )
-    created = [r for r in results if isinstance(r, jobs.Inserted)]
-    refused = [r for r in results if isinstance(r, jobs.QuotaExceeded)]
+    created = [r for r in results if isinstance(r, job_submission.Inserted)]
+    refused = [r for r in results if isinstance(r, usage.QuotaExceeded)]
     assert (len(created), len(refused)) == (7, 23)
     month = await usage.this_month(db, tenant_id)
     assert month.jobs == 7
     assert refused[0].resets_at == month.resets_at > datetime.now(UTC)
     # Sandbox jobs are not counted, and are created past the quota.
-    sandbox = await jobs.insert(db, _new(tenant_id, limit=7, livemode=False), 10_000, 10)
-    assert isinstance(sandbox, jobs.Inserted) and not sandbox.job.livemode
+    sandbox = await job_submission.insert(db, _new(tenant_id, limit=7, livemode=False), 10_000, 10)
+    assert isinstance(sandbox, job_submission.Inserted) and not sandbox.job.livemode
     assert (await usage.this_month(db, tenant_id)).jobs == 7
     # A quota of 0 refuses the first job; none (unlimited) counts without refusing.
     assert isinstance(
-        await jobs.insert(db, _new(await tenant(db), limit=0), 10_000, 10), jobs.QuotaExceeded
+        await job_submission.insert(db, _new(await tenant(db), limit=0), 10_000, 10),
+        usage.QuotaExceeded,
     )
     free = await tenant(db)
     for _ in range(3):
-        assert isinstance(await jobs.insert(db, _new(free, limit=None), 10_000, 10), jobs.Inserted)
+        assert isinstance(
+            await job_submission.insert(db, _new(free, limit=None), 10_000, 10),
+            job_submission.Inserted,
+        )
     assert (await usage.this_month(db, free)).jobs == 3
 
 

@@ -9,7 +9,7 @@ import asyncpg
 from schemas.events import EventType, LlmCompleted
 from schemas.jobs import AttemptOutcome, Budget, ErrorCode, JobError, Spent, Usage
 from shared.domain.owners import Owner
-from shared.store import jobs, usage
+from shared.store import job_attempts, job_submission, job_sweeps, jobs, usage
 from tests.integration.factories import start, submit, tenant
 
 OVER = JobError(code=ErrorCode.BUDGET_EXCEEDED, message="the job's budget of 2 calls is spent")
@@ -20,7 +20,7 @@ def _usage(tokens: int, cost: float, calls: int) -> Usage:
     return Usage(**spent.model_dump(), tasks={"one": spent})
 
 
-async def _spend(db: asyncpg.Pool, claim: jobs.Claim, spent: Usage) -> None:
+async def _spend(db: asyncpg.Pool, claim: job_attempts.Claim, spent: Usage) -> None:
     call = LlmCompleted(
         job_id=claim.job_id,
         attempt=claim.attempt,
@@ -31,7 +31,7 @@ async def _spend(db: asyncpg.Pool, claim: jobs.Claim, spent: Usage) -> None:
         completion_tokens=0,
         duration_ms=1,
     )
-    assert await jobs.record_step(db, claim, EventType.LLM_COMPLETED, call, usage=spent)
+    assert await job_attempts.record_step(db, claim, EventType.LLM_COMPLETED, call, usage=spent)
 
 
 async def test_a_budget_is_kept_and_a_retry_replaces_only_the_limits_it_gives(
@@ -43,7 +43,7 @@ async def test_a_budget_is_kept_and_a_retry_replaces_only_the_limits_it_gives(
     claim = await start(db, job.id)
     assert claim.budget == Budget(max_llm_calls=2, max_tokens=900) and claim.usage is None
     await _spend(db, claim, _usage(300, 0.01, 2))
-    await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=OVER)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=OVER)
     owner = Owner(tenant_id)
     restarted = await jobs.restart(db, owner, job.id, budget=Budget(max_llm_calls=10))
     assert isinstance(restarted, jobs.Restarted)
@@ -52,7 +52,7 @@ async def test_a_budget_is_kept_and_a_retry_replaces_only_the_limits_it_gives(
     # What the first attempt spent carries over: the budget counts the whole job.
     assert again.usage == _usage(300, 0.01, 2)
     # A retry that gives no budget keeps the job's.
-    await jobs.end_attempt(db, again, AttemptOutcome.FAILED, error=OVER)
+    await job_attempts.end_attempt(db, again, AttemptOutcome.FAILED, error=OVER)
     kept = await jobs.restart(db, owner, job.id)
     assert isinstance(kept, jobs.Restarted)
     assert kept.job.budget == Budget(max_llm_calls=10, max_tokens=900)
@@ -103,19 +103,19 @@ async def test_a_scheduled_job_is_promoted_when_due_and_an_unstarted_one_lapses(
     lapsing = await submit(db, tenant_id, expires_at=datetime.now(UTC) + timedelta(hours=1))
     assert (later.status, due.status, lapsing.status) == ("scheduled", "scheduled", "pending")
     # A scheduled job is not started, whoever is offered it.
-    refused = await jobs.start_attempt(db, due.id, "w1", 10)
-    assert isinstance(refused, jobs.NotStarted) and refused.reason == "job is scheduled"
+    refused = await job_attempts.start_attempt(db, due.id, "w1", 10)
+    assert isinstance(refused, job_attempts.NotStarted) and refused.reason == "job is scheduled"
     await db.execute(
         "UPDATE jobs SET run_after = now() - interval '1 second' WHERE id = $1", due.id
     )
-    promoted = await jobs.promote_due(db)
+    promoted = await job_sweeps.promote_due(db)
     assert promoted.job_ids == [due.id]
-    assert (await jobs.promote_due(db)).job_ids == []  # once
+    assert (await job_sweeps.promote_due(db)).job_ids == []  # once
     await db.execute(
         "UPDATE jobs SET expires_at = now() - interval '1 second' WHERE id = ANY($1)",
         [lapsing.id, later.id],
     )
-    lapsed = await jobs.lapse_unstarted(db)
+    lapsed = await job_sweeps.lapse_unstarted(db)
     assert sorted(f.status for f in lapsed.counts) == ["expired", "expired"]  # type: ignore[union-attr]
     owner = Owner(tenant_id)
     for job_id in (lapsing.id, later.id):
@@ -134,8 +134,8 @@ async def test_a_freed_slot_goes_to_the_tenant_s_highest_priority_parked_job(
     low = await submit(db, tenant_id)
     high = await submit(db, tenant_id, priority=5)
     for job in (low, high):
-        await jobs.start_attempt(db, job.id, "w1", 10)  # parked: the tenant's slot is taken
-    moved = await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED)
+        await job_attempts.start_attempt(db, job.id, "w1", 10)  # parked: the tenant's slot is taken
+    moved = await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED)
     assert moved is not None and moved.unparked == high.id
 
 
@@ -145,13 +145,13 @@ async def test_jobs_of_one_concurrency_key_run_within_its_limit(db: asyncpg.Pool
     second = await submit(db, tenant_id, concurrency_key="customer-1", concurrency_limit=1)
     other = await submit(db, tenant_id, concurrency_key="customer-2", concurrency_limit=1)
     claim = await start(db, first.id)
-    waiting = await jobs.start_attempt(db, second.id, "w1", 10)
-    assert isinstance(waiting, jobs.NotStarted) and "key" in waiting.reason
-    assert isinstance(await jobs.start_attempt(db, other.id, "w1", 10), jobs.Claim)
+    waiting = await job_attempts.start_attempt(db, second.id, "w1", 10)
+    assert isinstance(waiting, job_attempts.NotStarted) and "key" in waiting.reason
+    assert isinstance(await job_attempts.start_attempt(db, other.id, "w1", 10), job_attempts.Claim)
     # The key's running job ends: its slot goes to the job waiting for the key.
-    moved = await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED)
+    moved = await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED)
     assert moved is not None and moved.unparked == second.id
-    assert isinstance(await jobs.start_attempt(db, second.id, "w1", 10), jobs.Claim)
+    assert isinstance(await job_attempts.start_attempt(db, second.id, "w1", 10), job_attempts.Claim)
 
 
 async def test_a_concurrency_strategy_refuses_or_clears_the_key_s_other_jobs(
@@ -160,9 +160,9 @@ async def test_a_concurrency_strategy_refuses_or_clears_the_key_s_other_jobs(
     tenant_id = await tenant(db)
     owner = Owner(tenant_id)
     held = await submit(db, tenant_id, concurrency_key="k", concurrency_limit=1)
-    refused = await jobs.insert(
+    refused = await job_submission.insert(
         db,
-        jobs.NewJob(
+        job_submission.NewJob(
             tenant_id=tenant_id,
             crew="echo",
             inputs={},
@@ -177,14 +177,14 @@ async def test_a_concurrency_strategy_refuses_or_clears_the_key_s_other_jobs(
         10_000,
         10,
     )
-    assert refused == jobs.ConcurrencyBusy(1)
+    assert refused == job_submission.ConcurrencyBusy(1)
     newer = await submit(db, tenant_id, concurrency_key="k", concurrency_limit=1)
-    cleared = await jobs.clear_key(db, owner, "k", newer.id, running=False)
+    cleared = await job_submission.clear_key(db, owner, "k", newer.id, running=False)
     assert cleared.stopping == [] and [f.status for f in cleared.after.counts] == ["cancelled"]  # type: ignore[union-attr]
     got = await jobs.get(db, owner, held.id)
     assert got is not None and got.status == "cancelled"
     running = await start(db, newer.id)
     latest = await submit(db, tenant_id, concurrency_key="k", concurrency_limit=1)
-    stopping = await jobs.clear_key(db, owner, "k", latest.id, running=True)
+    stopping = await job_submission.clear_key(db, owner, "k", latest.id, running=True)
     assert stopping.stopping == [newer.id]
-    assert await jobs.heartbeat(db, running) == (True, True)  # its worker sees the cancel
+    assert await job_attempts.heartbeat(db, running) == (True, True)  # its worker sees the cancel

@@ -20,7 +20,7 @@ from schemas.jobs import (
 )
 from shared.domain.owners import Owner
 from shared.runtime.secret_box import SecretBox, generate_key
-from shared.store import checkpoints, jobs
+from shared.store import checkpoints, job_attempts, job_submission, job_sweeps, jobs
 from tests.integration.factories import event_types, start, status_of, submit, tenant
 
 RESULT = JobResult(raw="done", tasks=[], models=["m"], offline=True)
@@ -40,8 +40,8 @@ def _checkpoint(
     )
 
 
-def _asked(default: InputDefault = InputDefault.APPROVE, index: int = 2) -> jobs.InputAsked:
-    return jobs.InputAsked(
+def _asked(default: InputDefault = InputDefault.APPROVE, index: int = 2) -> job_attempts.InputAsked:
+    return job_attempts.InputAsked(
         task="review_task",
         task_index=index,
         output="a draft to review",
@@ -78,20 +78,20 @@ async def _paused(
     tenant_id: str | None = None,
     default: InputDefault = InputDefault.APPROVE,
     waits_s: float = 600,
-) -> tuple[str, str, jobs.Claim]:
+) -> tuple[str, str, job_attempts.Claim]:
     """A job of a tenant (a new one unless given) paused for a person at its first
     attempt: (tenant, job id, the attempt's claim)."""
     tenant_id = tenant_id or await tenant(db)
     job = await submit(db, tenant_id)
     claim = await start(db, job.id)
-    moved = await jobs.pause(db, claim, _asked(default), waits_s)
+    moved = await job_attempts.pause(db, claim, _asked(default), waits_s)
     assert moved is not None
     return tenant_id, job.id, claim
 
 
 async def _expire(db: asyncpg.Pool) -> jobs.AfterCommit:
     after = jobs.AfterCommit()
-    async for expired in jobs.expire_inputs(db):
+    async for expired in job_sweeps.expire_inputs(db):
         after += expired
     return after
 
@@ -129,7 +129,7 @@ async def test_a_checkpoint_is_stored_sealed_and_opens_with_the_box(db: asyncpg.
 async def test_a_stale_attempt_stores_no_checkpoint(db: asyncpg.Pool) -> None:
     job = await submit(db, await tenant(db))
     first = await start(db, job.id)
-    await jobs.end_attempt(db, first, AttemptOutcome.LOST, error=LLM_DOWN, retry_in=0)
+    await job_attempts.end_attempt(db, first, AttemptOutcome.LOST, error=LLM_DOWN, retry_in=0)
     second = await start(db, job.id)
     assert second.attempt == 2
     stale = await checkpoints.save(db, job.id, first.attempt, _checkpoint(1), BOX)
@@ -222,7 +222,7 @@ async def test_completing_the_job_deletes_its_checkpoints(db: asyncpg.Pool) -> N
     claim = await start(db, job.id)
     for n in (1, 2):
         await checkpoints.save(db, job.id, claim.attempt, _checkpoint(n), BOX)
-    moved = await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
+    moved = await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
     assert moved is not None and moved.row["status"] == "completed"
     assert await _rows(db, job.id) == []
 
@@ -231,7 +231,7 @@ async def test_failing_the_job_keeps_its_checkpoints(db: asyncpg.Pool) -> None:
     job = await submit(db, await tenant(db))
     claim = await start(db, job.id)
     await checkpoints.save(db, job.id, claim.attempt, _checkpoint(1), BOX)
-    await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
     assert len(await _rows(db, job.id)) == 1  # a retry resumes from it
 
 
@@ -250,11 +250,11 @@ async def test_pause_parks_the_job_for_a_person_and_frees_its_slot(db: asyncpg.P
     tenant_id = await tenant(db, max_running_jobs=1)
     job, waiting = await submit(db, tenant_id), await submit(db, tenant_id)
     claim = await start(db, job.id, worker="w7")
-    parked = await jobs.start_attempt(db, waiting.id, "w1", 10)
-    assert isinstance(parked, jobs.NotStarted) and parked.retry_in is None
+    parked = await job_attempts.start_attempt(db, waiting.id, "w1", 10)
+    assert isinstance(parked, job_attempts.NotStarted) and parked.retry_in is None
 
     before = await db.fetchval("SELECT now()")
-    moved = await jobs.pause(db, claim, _asked(InputDefault.REJECT), waits_s=300)
+    moved = await job_attempts.pause(db, claim, _asked(InputDefault.REJECT), waits_s=300)
     assert moved is not None
     assert moved.unparked == waiting.id  # the slot the pause freed is handed on
     assert moved.after == jobs.AfterCommit((jobs.ToQueue(waiting.id, jobs.Queueing.QUEUE),))
@@ -294,26 +294,28 @@ async def test_pause_parks_the_job_for_a_person_and_frees_its_slot(db: asyncpg.P
 async def test_pause_bounds_the_output_it_shows(db: asyncpg.Pool) -> None:
     job = await submit(db, await tenant(db))
     claim = await start(db, job.id)
-    asked = jobs.InputAsked("t", 1, "x" * 500, "ok?", InputDefault.APPROVE)
-    moved = await jobs.pause(db, claim, asked, 60, max_output_bytes=100)
+    asked = job_attempts.InputAsked("t", 1, "x" * 500, "ok?", InputDefault.APPROVE)
+    moved = await job_attempts.pause(db, claim, asked, 60, max_output_bytes=100)
     assert moved is not None and len(moved.row["input_request"]["output"]) == 100
 
 
 async def test_a_stale_attempt_cannot_pause(db: asyncpg.Pool) -> None:
     job = await submit(db, await tenant(db))
     first = await start(db, job.id)
-    await jobs.end_attempt(db, first, AttemptOutcome.LOST, error=LLM_DOWN, retry_in=0)
+    await job_attempts.end_attempt(db, first, AttemptOutcome.LOST, error=LLM_DOWN, retry_in=0)
     await start(db, job.id)
-    assert await jobs.pause(db, first, _asked(), 60) is None
+    assert await job_attempts.pause(db, first, _asked(), 60) is None
     assert await status_of(db, job.id) == "running"
     assert "job.input_required" not in await event_types(db, job.id)
 
 
 async def test_a_paused_attempt_cannot_pause_again_or_end(db: asyncpg.Pool) -> None:
     _, job_id, claim = await _paused(db)
-    assert await jobs.pause(db, claim, _asked(), 60) is None
-    assert await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT) is None
-    assert await jobs.heartbeat(db, claim) == (False, False)
+    assert await job_attempts.pause(db, claim, _asked(), 60) is None
+    assert (
+        await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT) is None
+    )
+    assert await job_attempts.heartbeat(db, claim) == (False, False)
     assert await status_of(db, job_id) == "awaiting_input"
 
 
@@ -382,7 +384,7 @@ async def test_a_second_pause_spends_the_first_answer(db: asyncpg.Pool) -> None:
     await jobs.answer_input(db, Owner(tenant_id), job_id, InputAnswer(feedback="redo"))
     claim = await start(db, job_id)
     assert claim.answer is not None
-    moved = await jobs.pause(db, claim, _asked(index=3), 60)
+    moved = await job_attempts.pause(db, claim, _asked(index=3), 60)
     assert moved is not None and moved.row["input_answer"] is None
     await jobs.answer_input(db, Owner(tenant_id), job_id, InputAnswer())
     claim = await start(db, job_id)
@@ -483,9 +485,9 @@ async def test_record_resume_marks_the_attempt_and_owes_job_resumed(db: asyncpg.
     tenant_id = await tenant(db)
     job = await submit(db, tenant_id)
     first = await start(db, job.id)
-    await jobs.end_attempt(db, first, AttemptOutcome.LOST, error=LLM_DOWN, retry_in=0)
+    await job_attempts.end_attempt(db, first, AttemptOutcome.LOST, error=LLM_DOWN, retry_in=0)
     second = await start(db, job.id)
-    assert await jobs.record_resume(db, second, "write_task", 2) is True
+    assert await job_attempts.record_resume(db, second, "write_task", 2) is True
     got = await jobs.get(db, Owner(tenant_id), job.id)
     assert got is not None
     assert [(a.number, a.resumed_from) for a in got.attempts] == [(1, None), (2, "write_task")]
@@ -493,7 +495,7 @@ async def test_record_resume_marks_the_attempt_and_owes_job_resumed(db: asyncpg.
     data = await _event_data(db, job.id, "job.resumed")
     assert data == {"job_id": job.id, "attempt": 2, "after_task": "write_task", "tasks_done": 2}
     # The first attempt is no longer the job's: nothing changes, nothing is owed.
-    assert await jobs.record_resume(db, first, "other_task", 1) is False
+    assert await job_attempts.record_resume(db, first, "other_task", 1) is False
     resumed = await db.fetch(
         "SELECT number, resumed_from FROM job_attempts WHERE job_id = $1 ORDER BY number", job.id
     )
@@ -504,8 +506,8 @@ async def test_record_resume_marks_the_attempt_and_owes_job_resumed(db: asyncpg.
 async def test_record_resume_of_an_ended_attempt_is_refused(db: asyncpg.Pool) -> None:
     job = await submit(db, await tenant(db))
     claim = await start(db, job.id)
-    await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
-    assert await jobs.record_resume(db, claim, "t", 1) is False
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
+    assert await job_attempts.record_resume(db, claim, "t", 1) is False
     assert "job.resumed" not in await event_types(db, job.id)
 
 
@@ -518,7 +520,7 @@ async def _failed_with_checkpoints(db: asyncpg.Pool) -> tuple[str, str]:
     claim = await start(db, job.id)
     for n in (1, 2):
         await checkpoints.save(db, job.id, claim.attempt, _checkpoint(n), BOX)
-    await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
     return tenant_id, job.id
 
 
@@ -550,7 +552,7 @@ async def test_restart_clears_the_answer(db: asyncpg.Pool) -> None:
     await jobs.answer_input(db, Owner(tenant_id), job_id, InputAnswer(feedback="go"))
     claim = await start(db, job_id)
     assert claim.answer is not None
-    await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
     restarted = await jobs.restart(db, Owner(tenant_id), job_id)
     assert isinstance(restarted, jobs.Restarted)
     assert await db.fetchval("SELECT input_answer FROM jobs WHERE id = $1", job_id) is None
@@ -588,7 +590,7 @@ async def test_postgres_refuses_illegal_moves_to_awaiting_input(
     job = await submit(db, await tenant(db))
     if source == "completed":
         claim = await start(db, job.id)
-        await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
+        await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
     with pytest.raises(asyncpg.CheckViolationError, match="not a move of the job state"):
         await db.execute("UPDATE jobs SET status = 'awaiting_input' WHERE id = $1", job.id)
     assert await status_of(db, job.id) == source
@@ -613,7 +615,7 @@ async def test_postgres_takes_the_new_outcome_and_error_code(db: asyncpg.Pool) -
 
 async def test_a_job_submitted_with_input_settings_keeps_them(db: asyncpg.Pool) -> None:
     tenant_id = await tenant(db)
-    new = jobs.NewJob(
+    new = job_submission.NewJob(
         tenant_id,
         "echo",
         {"message": "m"},
@@ -624,8 +626,8 @@ async def test_a_job_submitted_with_input_settings_keeps_them(db: asyncpg.Pool) 
         input_timeout_s=60,
         input_default=InputDefault.APPROVE,
     )
-    inserted = await jobs.insert(db, new, default_max_pending=100, default_cap=10)
-    assert isinstance(inserted, jobs.Inserted) and inserted.created
+    inserted = await job_submission.insert(db, new, default_max_pending=100, default_cap=10)
+    assert isinstance(inserted, job_submission.Inserted) and inserted.created
     assert inserted.job.input_timeout == 60
     assert inserted.job.input_default == InputDefault.APPROVE
     got = await jobs.get(db, Owner(tenant_id), inserted.job.id)
@@ -649,8 +651,8 @@ async def test_a_job_submitted_without_input_settings_has_none(db: asyncpg.Pool)
 async def test_a_replayed_submission_keeps_the_first_input_settings(db: asyncpg.Pool) -> None:
     tenant_id = await tenant(db)
 
-    def new(default: InputDefault) -> jobs.NewJob:
-        return jobs.NewJob(
+    def new(default: InputDefault) -> job_submission.NewJob:
+        return job_submission.NewJob(
             tenant_id,
             "echo",
             {"message": "m"},
@@ -663,8 +665,12 @@ async def test_a_replayed_submission_keeps_the_first_input_settings(db: asyncpg.
             input_default=default,
         )
 
-    first = await jobs.insert(db, new(InputDefault.FAIL), default_max_pending=100, default_cap=10)
-    again = await jobs.insert(db, new(InputDefault.REJECT), default_max_pending=100, default_cap=10)
-    assert isinstance(first, jobs.Inserted) and isinstance(again, jobs.Inserted)
+    first = await job_submission.insert(
+        db, new(InputDefault.FAIL), default_max_pending=100, default_cap=10
+    )
+    again = await job_submission.insert(
+        db, new(InputDefault.REJECT), default_max_pending=100, default_cap=10
+    )
+    assert isinstance(first, job_submission.Inserted) and isinstance(again, job_submission.Inserted)
     assert not again.created and again.job.id == first.job.id
     assert (again.job.input_timeout, again.job.input_default) == (30, InputDefault.FAIL)

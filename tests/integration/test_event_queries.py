@@ -10,7 +10,7 @@ from schemas.events import Event, EventType, TaskStarted
 from schemas.jobs import Job
 from shared.domain.owners import Owner
 from shared.runtime.db import Executor
-from shared.store import events, jobs
+from shared.store import events, job_submission
 from shared.store.deliveries import DELIVERIES_CHANNEL
 from shared.store.events import JOB_EVENTS_CHANNEL, TENANT_EVENTS_CHANNEL, TenantFilter, TenantTail
 from tests.integration.factories import endpoint, submit, tenant
@@ -29,13 +29,13 @@ async def _emit(db: Executor, job: Job, type: EventType = EventType.TASK_STARTED
 
 
 async def _job_of_crew(db: asyncpg.Pool, tenant_id: str, crew: str) -> Job:
-    inserted = await jobs.insert(
+    inserted = await job_submission.insert(
         db,
-        jobs.NewJob(tenant_id, crew, {"topic": "x"}, {}, None, 60, 0),
+        job_submission.NewJob(tenant_id, crew, {"topic": "x"}, {}, None, 60, 0),
         default_max_pending=10_000,
         default_cap=10,
     )
-    assert isinstance(inserted, jobs.Inserted)
+    assert isinstance(inserted, job_submission.Inserted)
     return inserted.job
 
 

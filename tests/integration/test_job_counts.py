@@ -8,7 +8,7 @@ import asyncpg
 from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobResult
 from shared.domain.owners import Owner
 from shared.runtime.db import TenantLock
-from shared.store import jobs
+from shared.store import job_attempts, job_sweeps, jobs
 from tests.integration.factories import start, submit, tenant
 
 RESULT = JobResult(raw="done", tasks=[], models=["m"], offline=True)
@@ -46,7 +46,7 @@ async def test_counts_follow_every_move(db: asyncpg.Pool) -> None:
     await assert_kept(db, tenant_id, (4, 2))  # c and d parked behind the cap
     claim_a = await start(db, a.id, cap=2)
     await assert_kept(db, tenant_id, (3, 2))
-    moved = await jobs.end_attempt(db, claim_a, AttemptOutcome.COMPLETED, result=RESULT)
+    moved = await job_attempts.end_attempt(db, claim_a, AttemptOutcome.COMPLETED, result=RESULT)
     assert moved is not None and moved.unparked == c.id  # a's slot went to c
     # ... and c is queued once the move commits
     assert moved.after.queue == (jobs.ToQueue(c.id, jobs.Queueing.QUEUE),)
@@ -54,10 +54,10 @@ async def test_counts_follow_every_move(db: asyncpg.Pool) -> None:
     claim_b = await start(db, b.id, cap=2)
     await assert_kept(db, tenant_id, (2, 2))
     # A retry puts b back in line, and hands its slot on (to d) as any ended attempt does.
-    await jobs.end_attempt(db, claim_b, AttemptOutcome.FAILED, error=ERROR, retry_in=0)
+    await job_attempts.end_attempt(db, claim_b, AttemptOutcome.FAILED, error=ERROR, retry_in=0)
     await assert_kept(db, tenant_id, (3, 3))
     claim_b = await start(db, b.id, cap=10)
-    await jobs.end_attempt(db, claim_b, AttemptOutcome.FAILED, error=ERROR)
+    await job_attempts.end_attempt(db, claim_b, AttemptOutcome.FAILED, error=ERROR)
     await assert_kept(db, tenant_id, (2, 2))  # b failed for good
     cancel = await jobs.request_cancel(db, Owner(tenant_id), d.id)
     assert cancel.outcome is jobs.CancelOutcome.CANCELLED
@@ -77,13 +77,13 @@ async def test_concurrent_moves_and_submissions_keep_exact_counts(db: asyncpg.Po
 
     async def run(job_id: str) -> None:
         claim = await start(db, job_id, cap=1_000)
-        await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
+        await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
 
     await asyncio.gather(
         *(run(j.id) for j in made[:10]),
         *(submit(db, tenant_id) for _ in range(20)),
-        jobs.fold_counts(db),
-        jobs.fold_counts(db),
+        job_sweeps.fold_counts(db),
+        job_sweeps.fold_counts(db),
     )
     await assert_kept(db, tenant_id, (30, 30))
 
@@ -92,10 +92,10 @@ async def test_workers_fold_what_a_quiet_tenant_left(db: asyncpg.Pool) -> None:
     tenant_id = await tenant(db)
     job = await submit(db, tenant_id)
     claim = await start(db, job.id)
-    await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
     waiting = "SELECT count(*) FROM tenant_job_count_changes WHERE tenant_id = $1"
     assert await db.fetchval(waiting, tenant_id) > 0
-    assert await jobs.fold_counts(db) >= 1
+    assert await job_sweeps.fold_counts(db) >= 1
     assert await db.fetchval(waiting, tenant_id) == 0
     folded = await db.fetchrow(
         "SELECT pending, busy FROM tenant_job_counts WHERE tenant_id = $1", tenant_id
@@ -107,7 +107,7 @@ async def test_a_deleted_tenants_changes_are_dropped(db: asyncpg.Pool) -> None:
     tenant_id = await tenant(db)
     await submit(db, tenant_id)
     await db.execute("DELETE FROM tenants WHERE id = $1", tenant_id)
-    assert await jobs.fold_counts(db) >= 1
+    assert await job_sweeps.fold_counts(db) >= 1
     assert not await db.fetchval(
         "SELECT count(*) FROM tenant_job_count_changes WHERE tenant_id = $1", tenant_id
     )

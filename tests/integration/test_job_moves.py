@@ -8,7 +8,7 @@ import pytest
 
 from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobResult, JobStatus
 from shared.domain.owners import Owner
-from shared.store import jobs
+from shared.store import job_attempts, job_submission, job_sweeps, jobs
 from tests.integration.factories import event_types, reap, start, status_of, submit, tenant
 
 RESULT = JobResult(raw="done", tasks=[], models=["m"], offline=True)
@@ -24,14 +24,16 @@ async def test_start_opens_an_attempt_and_owes_job_started(db: asyncpg.Pool) -> 
     assert [(a.number, a.worker_id, a.outcome) for a in got.attempts] == [(1, "w7", None)]
     assert await event_types(db, job.id) == ["job.started"]
     # A second delivery of the same queue message finds nothing to start.
-    again = await jobs.start_attempt(db, job.id, "w8", 10)
-    assert isinstance(again, jobs.NotStarted) and again.reason == "job is running"
+    again = await job_attempts.start_attempt(db, job.id, "w8", 10)
+    assert isinstance(again, job_attempts.NotStarted) and again.reason == "job is running"
 
 
 async def test_events_carry_the_jobs_state_not_its_inputs_or_metadata(db: asyncpg.Pool) -> None:
     job = await submit(db, await tenant(db), inputs={"message": "secret-ish"}, metadata={"k": "v"})
     claim = await start(db, job.id)
-    await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT, token_usage={})
+    await job_attempts.end_attempt(
+        db, claim, AttemptOutcome.COMPLETED, result=RESULT, token_usage={}
+    )
     payloads = [r["payload"] for r in await db.fetch("SELECT payload FROM events")]
     assert [p["type"] for p in payloads] == ["job.started", "job.completed"]
     for payload in payloads:
@@ -54,7 +56,7 @@ async def test_ending_an_attempt_closes_it_with_its_outcome(
     job = await submit(db, await tenant(db))
     claim = await start(db, job.id)
     error = LLM_DOWN if outcome is AttemptOutcome.FAILED else None
-    moved = await jobs.end_attempt(db, claim, outcome, error=error, result=RESULT)
+    moved = await job_attempts.end_attempt(db, claim, outcome, error=error, result=RESULT)
     assert moved is not None and moved.row["status"] == status and moved.row["finished_at"]
     # Once it commits: the job's end counted, timed from its start; nothing to queue.
     ran = (moved.row["finished_at"] - moved.row["started_at"]).total_seconds()
@@ -67,30 +69,38 @@ async def test_ending_an_attempt_closes_it_with_its_outcome(
     assert attempt.error == error
     assert (await event_types(db, job.id))[-1] == event
     # Compare-and-set: the same attempt cannot end twice, and a terminal job stays put.
-    assert await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT) is None
+    assert (
+        await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT) is None
+    )
 
 
 async def test_a_stale_attempt_cannot_end_the_job(db: asyncpg.Pool) -> None:
     job = await submit(db, await tenant(db))
     first = await start(db, job.id)
-    await jobs.end_attempt(db, first, AttemptOutcome.LOST, error=LLM_DOWN, retry_in=0)
+    await job_attempts.end_attempt(db, first, AttemptOutcome.LOST, error=LLM_DOWN, retry_in=0)
     second = await start(db, job.id)
     assert second.attempt == 2
-    assert await jobs.end_attempt(db, first, AttemptOutcome.COMPLETED, result=RESULT) is None
+    assert (
+        await job_attempts.end_attempt(db, first, AttemptOutcome.COMPLETED, result=RESULT) is None
+    )
     assert await status_of(db, job.id) == "running"
 
 
 async def test_retry_goes_back_to_pending_after_its_delay(db: asyncpg.Pool) -> None:
     job = await submit(db, await tenant(db))
     claim = await start(db, job.id)
-    moved = await jobs.end_attempt(db, claim, AttemptOutcome.RETRYING, error=LLM_DOWN, retry_in=30)
+    moved = await job_attempts.end_attempt(
+        db, claim, AttemptOutcome.RETRYING, error=LLM_DOWN, retry_in=30
+    )
     assert moved is not None and moved.row["status"] == "pending"
     assert moved.row["worker_id"] is None and moved.row["error"]["code"] == "LLM_UNAVAILABLE"
     # The retry is counted; the queue, not this move, offers the job again after its delay.
     retried = jobs.Retried(job.crew, ErrorCode.LLM_UNAVAILABLE)
     assert moved.after == jobs.AfterCommit(counts=(retried,))
-    early = await jobs.start_attempt(db, job.id, "w1", 10)
-    assert isinstance(early, jobs.NotStarted) and early.retry_in and 29 < early.retry_in <= 30
+    early = await job_attempts.start_attempt(db, job.id, "w1", 10)
+    assert (
+        isinstance(early, job_attempts.NotStarted) and early.retry_in and 29 < early.retry_in <= 30
+    )
     assert await event_types(db, job.id) == ["job.started", "job.retrying"]
     # Cancelled while it waits: its end is counted, untimed (this move ended no run).
     cancel = await jobs.request_cancel(db, Owner(claim.tenant_id), job.id)
@@ -102,7 +112,7 @@ async def test_retry_goes_back_to_pending_after_its_delay(db: asyncpg.Pool) -> N
 async def test_release_hands_back_without_spending_an_attempt(db: asyncpg.Pool) -> None:
     job = await submit(db, await tenant(db), max_retries=0)
     claim = await start(db, job.id)
-    moved = await jobs.end_attempt(db, claim, AttemptOutcome.RELEASED)
+    moved = await job_attempts.end_attempt(db, claim, AttemptOutcome.RELEASED)
     assert moved is not None and moved.row["status"] == "pending"
     assert moved.after == jobs.AfterCommit()  # neither an end nor a retry: nothing counted
     again = await start(db, job.id)
@@ -118,16 +128,16 @@ async def test_cancel_pending_running_finished_and_unknown(db: asyncpg.Pool) -> 
     finished = jobs.Finished(pending.crew, JobStatus.CANCELLED, None)
     assert cancel.after == jobs.AfterCommit(counts=(finished,))
     assert await status_of(db, pending.id) == "cancelled"
-    never = await jobs.start_attempt(db, pending.id, "w1", 10)
-    assert isinstance(never, jobs.NotStarted)
+    never = await job_attempts.start_attempt(db, pending.id, "w1", 10)
+    assert isinstance(never, job_attempts.NotStarted)
     assert await event_types(db, pending.id) == ["job.cancelled"]
 
     running = await submit(db, tenant_id)
     claim = await start(db, running.id)
     cancel = await jobs.request_cancel(db, Owner(tenant_id), running.id)
     assert cancel == jobs.Cancel(jobs.CancelOutcome.REQUESTED)  # its worker counts its end
-    assert await jobs.heartbeat(db, claim) == (True, True)
-    await jobs.end_attempt(db, claim, AttemptOutcome.CANCELLED)
+    assert await job_attempts.heartbeat(db, claim) == (True, True)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.CANCELLED)
     cancel = await jobs.request_cancel(db, Owner(tenant_id), running.id)
     assert cancel == jobs.Cancel(jobs.CancelOutcome.ALREADY_FINISHED)
 
@@ -143,9 +153,9 @@ async def test_a_cancel_that_arrived_during_a_hand_back_cancels_at_the_next_offe
     job = await submit(db, tenant_id)
     claim = await start(db, job.id)
     await jobs.request_cancel(db, Owner(tenant_id), job.id)  # running: only requested
-    await jobs.end_attempt(db, claim, AttemptOutcome.RELEASED)  # the worker drains
-    offered = await jobs.start_attempt(db, job.id, "w2", 10)
-    assert isinstance(offered, jobs.NotStarted) and offered.reason == "job was cancelled"
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.RELEASED)  # the worker drains
+    offered = await job_attempts.start_attempt(db, job.id, "w2", 10)
+    assert isinstance(offered, job_attempts.NotStarted) and offered.reason == "job was cancelled"
     assert await status_of(db, job.id) == "cancelled"
 
 
@@ -153,7 +163,7 @@ async def test_restart_runs_a_finished_job_again_with_a_full_budget(db: asyncpg.
     tenant_id = await tenant(db)
     job = await submit(db, tenant_id, max_retries=0)
     claim = await start(db, job.id)
-    await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
     restarted = await jobs.restart(db, Owner(tenant_id), job.id)
     assert isinstance(restarted, jobs.Restarted)
     assert restarted.job.status == "pending" and restarted.job.error is None
@@ -161,7 +171,7 @@ async def test_restart_runs_a_finished_job_again_with_a_full_budget(db: asyncpg.
     assert restarted.after == jobs.AfterCommit((jobs.ToQueue(job.id, jobs.Queueing.AT_ONCE),))
     again = await start(db, job.id)
     assert (again.attempt, again.retries_left) == (2, 0)
-    await jobs.end_attempt(db, again, AttemptOutcome.COMPLETED, result=RESULT)
+    await job_attempts.end_attempt(db, again, AttemptOutcome.COMPLETED, result=RESULT)
     assert await jobs.restart(db, Owner(tenant_id), job.id) is None  # completed: not restartable
     assert await event_types(db, job.id) == [
         "job.started",
@@ -175,7 +185,7 @@ async def test_restart_runs_a_finished_job_again_with_a_full_budget(db: asyncpg.
 async def test_postgres_refuses_a_move_the_state_machine_does_not_have(db: asyncpg.Pool) -> None:
     job = await submit(db, await tenant(db))
     claim = await start(db, job.id)
-    await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
     with pytest.raises(asyncpg.CheckViolationError, match="not a move of the job state"):
         await db.execute("UPDATE jobs SET status = 'running' WHERE id = $1", job.id)
     with pytest.raises(asyncpg.CheckViolationError):
@@ -204,7 +214,7 @@ async def test_storable_strings_only_reach_postgres(db: asyncpg.Pool) -> None:
     job = await submit(db, await tenant(db))
     claim = await start(db, job.id)
     dirty = JobResult(raw="a\x00b \ud800 c", tasks=[], models=["m\x00"], offline=False)
-    moved = await jobs.end_attempt(
+    moved = await job_attempts.end_attempt(
         db, claim, AttemptOutcome.COMPLETED, result=dirty, token_usage={"k\x00": 1}
     )
     assert moved is not None
@@ -224,7 +234,7 @@ async def test_a_result_that_cannot_be_stored_raises_and_changes_nothing(db: asy
         deep = deep["x"]  # type: ignore[assignment]
     too_deep = JobResult(raw="r", structured=nested, tasks=[], models=[], offline=False)
     with pytest.raises(ValueError, match=r"depth exceeded|[Rr]ecursion"):
-        await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=too_deep)
+        await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=too_deep)
     assert await status_of(db, job.id) == "running"
 
 
@@ -272,19 +282,19 @@ async def test_capped_jobs_park_and_each_ending_hands_its_slot_on(db: asyncpg.Po
     first, second, third = [await submit(db, tenant_id) for _ in range(3)]
     claim = await start(db, first.id)
     for job in (second, third):
-        parked = await jobs.start_attempt(db, job.id, "w1", 10)
-        assert isinstance(parked, jobs.NotStarted) and parked.retry_in is None
-    assert await jobs.pending_jobs(db, older_than_s=-60) == []  # off the queue
+        parked = await job_attempts.start_attempt(db, job.id, "w1", 10)
+        assert isinstance(parked, job_attempts.NotStarted) and parked.retry_in is None
+    assert await job_sweeps.pending_jobs(db, older_than_s=-60) == []  # off the queue
     other_tenant = await tenant(db, max_running_jobs=1)
     free = await submit(db, other_tenant)
     await start(db, free.id)  # another tenant's cap is its own
 
-    moved = await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
+    moved = await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
     assert moved is not None and moved.unparked == second.id  # oldest first
     claim = await start(db, second.id)
-    moved = await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
+    moved = await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=LLM_DOWN)
     assert moved is not None and moved.unparked == third.id
-    assert [r["id"] for r in await jobs.pending_jobs(db, older_than_s=-60)] == [third.id]
+    assert [r["id"] for r in await job_sweeps.pending_jobs(db, older_than_s=-60)] == [third.id]
 
 
 async def test_a_raised_cap_unparks_as_many_as_fit(db: asyncpg.Pool) -> None:
@@ -292,10 +302,10 @@ async def test_a_raised_cap_unparks_as_many_as_fit(db: asyncpg.Pool) -> None:
     jobs_ = [await submit(db, tenant_id) for _ in range(4)]
     await start(db, jobs_[0].id)
     for job in jobs_[1:]:
-        await jobs.start_attempt(db, job.id, "w1", 10)
-    assert await jobs.unpark_free_slots(db, default_cap=10) == []
+        await job_attempts.start_attempt(db, job.id, "w1", 10)
+    assert await job_sweeps.unpark_free_slots(db, default_cap=10) == []
     await db.execute("UPDATE tenants SET max_running_jobs = 3 WHERE id = $1", tenant_id)
-    assert await jobs.unpark_free_slots(db, default_cap=10) == [jobs_[1].id, jobs_[2].id]
+    assert await job_sweeps.unpark_free_slots(db, default_cap=10) == [jobs_[1].id, jobs_[2].id]
 
 
 async def test_starts_and_cancels_racing_never_deadlock(db: asyncpg.Pool) -> None:
@@ -304,7 +314,7 @@ async def test_starts_and_cancels_racing_never_deadlock(db: asyncpg.Pool) -> Non
     tenant_id = await tenant(db, max_running_jobs=1000)
     for _ in range(3):
         batch = [await submit(db, tenant_id) for _ in range(40)]
-        racers = [jobs.start_attempt(db, j.id, "w1", 1000) for j in batch] + [
+        racers = [job_attempts.start_attempt(db, j.id, "w1", 1000) for j in batch] + [
             jobs.request_cancel(db, Owner(tenant_id), j.id) for j in batch
         ]
         outcomes = await asyncio.gather(*racers, return_exceptions=True)
@@ -320,22 +330,22 @@ async def test_a_job_submitted_at_its_tenants_cap_is_parked_and_leaves_in_turn(
     tenant_id = await tenant(db, max_running_jobs=2)
     inserted = []
     for _ in range(4):
-        new = jobs.NewJob(tenant_id, "echo", {"message": "m"}, {}, None, 60, 0)
-        answer = await jobs.insert(db, new, default_max_pending=100, default_cap=10)
-        assert isinstance(answer, jobs.Inserted)
+        new = job_submission.NewJob(tenant_id, "echo", {"message": "m"}, {}, None, 60, 0)
+        answer = await job_submission.insert(db, new, default_max_pending=100, default_cap=10)
+        assert isinstance(answer, job_submission.Inserted)
         inserted.append(answer)
     # Two fit the cap (queued, not yet running): the others wait, off the queue.
     assert [i.parked for i in inserted] == [False, False, True, True]
-    queued = [r["id"] for r in await jobs.pending_jobs(db, older_than_s=-60)]
+    queued = [r["id"] for r in await job_sweeps.pending_jobs(db, older_than_s=-60)]
     assert queued == [inserted[0].job.id, inserted[1].job.id]
     claim = await start(db, inserted[0].job.id)
-    moved = await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
+    moved = await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
     assert moved is not None and moved.unparked == inserted[2].job.id
     # A job submitted now queues behind those still parked.
-    late = await jobs.insert(
+    late = await job_submission.insert(
         db,
-        jobs.NewJob(tenant_id, "echo", {"message": "m"}, {}, None, 60, 0),
+        job_submission.NewJob(tenant_id, "echo", {"message": "m"}, {}, None, 60, 0),
         default_max_pending=100,
         default_cap=10,
     )
-    assert isinstance(late, jobs.Inserted) and late.parked
+    assert isinstance(late, job_submission.Inserted) and late.parked

@@ -12,7 +12,7 @@ from shared.domain import submissions
 from shared.domain.crews import CrewRegistry
 from shared.domain.owners import Owner
 from shared.runtime.settings import Settings
-from shared.store import events, jobs
+from shared.store import events, job_attempts, job_submission, job_sweeps, jobs
 from shared.webhooks.urls import UrlPolicy
 from tests.integration.factories import endpoint, principal, start, submit, tenant
 
@@ -80,7 +80,7 @@ async def test_pending_bound_holds_under_concurrent_submissions(
     tenant_id = await tenant(db)
     answers = await asyncio.gather(*[_submit(db, urls, tenant_id) for _ in range(12)])
     made = [a for a in answers if isinstance(a, submissions.Submitted)]
-    refused = [a for a in answers if isinstance(a, jobs.TooManyPending)]
+    refused = [a for a in answers if isinstance(a, job_submission.TooManyPending)]
     assert len(made) == 3 and len(refused) == 9 and refused[0].limit == 3
     # A tenant's own bound wins over the platform's; starting a job frees a place.
     roomy = await tenant(db, max_pending_jobs=5)
@@ -98,7 +98,7 @@ async def test_a_job_stream_ends_only_when_the_job_has_ended(db: asyncpg.Pool) -
     claim = await start(db, job.id)
     found, ended = await events.after(db, job.id, None)
     assert [e.type for e in found] == ["job.started"] and not ended
-    await jobs.end_attempt(db, claim, AttemptOutcome.CANCELLED)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.CANCELLED)
     found, ended = await events.after(db, job.id, found[0].id)
     assert [e.type for e in found] == ["job.cancelled"] and ended
     await jobs.restart(db, Owner(tenant_id), job.id)
@@ -116,7 +116,7 @@ async def test_retention_deletes_old_finished_jobs_with_everything_they_owe(
     old, recent, running = [await submit(db, tenant_id, idempotency_key=f"k{i}") for i in range(3)]
     for job in (old, recent):
         claim = await start(db, job.id)
-        await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
+        await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=RESULT)
     await start(db, running.id)
     await db.execute(
         "UPDATE jobs SET finished_at = now() - interval '31 days', created_at = now() - interval"
@@ -130,8 +130,8 @@ async def test_retention_deletes_old_finished_jobs_with_everything_they_owe(
         "UPDATE events SET created_at = now() - interval '31 days' WHERE job_id IS NULL"
     )
 
-    assert await jobs.purge_finished(db, older_than_days=30, batch=1) == 1
-    assert await jobs.purge_finished(db, older_than_days=30, batch=10) == 0
+    assert await job_sweeps.purge_finished(db, older_than_days=30, batch=1) == 1
+    assert await job_sweeps.purge_finished(db, older_than_days=30, batch=10) == 0
     assert await events.purge_without_job(db, older_than_days=30, batch=10) == 1
     left = {r["id"] for r in await db.fetch("SELECT id FROM jobs")}
     assert left == {recent.id, running.id}

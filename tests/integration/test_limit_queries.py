@@ -6,7 +6,7 @@ import asyncpg
 from schemas.events import EventType, TaskStarted
 from schemas.jobs import AttemptOutcome, Job, JobResult, TaskResult
 from shared.domain.owners import Owner
-from shared.store import events, jobs
+from shared.store import events, job_attempts, jobs
 from tests.integration.factories import start, submit, tenant
 
 KIB = 1024
@@ -113,7 +113,7 @@ async def test_a_large_result_is_stored_cut_and_marked_and_so_is_its_event(
         models=["crewq/offline"],
         offline=True,
     )
-    moved = await jobs.end_attempt(
+    moved = await job_attempts.end_attempt(
         db, claim, AttemptOutcome.COMPLETED, result=result, max_output_bytes=16 * KIB
     )
     assert moved is not None

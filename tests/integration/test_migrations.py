@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from shared.runtime.db import _MIGRATION_LOCK, TenantLock, _migration_files, migrate
-from shared.store import jobs
+from shared.store import job_sweeps
 from tests.integration.factories import submit, tenant
 
 
@@ -231,7 +231,7 @@ async def test_the_previous_release_still_submits_and_folds_through_the_unversio
     assert counts is not None
     assert (counts["pending"], counts["busy"]) == (2, 1)
     # Both releases' folds drain the one table of changes, so they agree.
-    assert await jobs.fold_counts(db) == 0
+    assert await job_sweeps.fold_counts(db) == 0
     versioned = await db.fetchrow(
         "SELECT pending, busy FROM crewq_fold_job_counts_v1(p_lock_purpose => $1,"
         " p_tenant_id => $2)",

@@ -11,7 +11,17 @@ from schemas.account import KeyMode, Plan, Scope
 from schemas.events import EventType
 from schemas.jobs import AttemptOutcome, ErrorCode, Job, JobError
 from shared.domain.owners import Owner
-from shared.store import deliveries, endpoints, events, jobs, keys, request_failures, tenants
+from shared.store import (
+    deliveries,
+    endpoints,
+    events,
+    job_attempts,
+    jobs,
+    keys,
+    request_failures,
+    tenants,
+    usage,
+)
 from shared.store.events import TenantFilter, TenantTail
 from shared.store.request_failures import RequestFailure
 from tests.integration.factories import BOX, endpoint, start, submit, tenant
@@ -42,7 +52,7 @@ async def test_job_reads_and_moves_keep_to_the_owners_mode(db: asyncpg.Pool) -> 
     got = await jobs.get(db, live, live_job.id)
     assert got is not None and got.status == "pending"
     claim = await start(db, live_job.id)
-    await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=FAILED)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=FAILED)
     assert await jobs.restart(db, test, live_job.id) is None
     got = await jobs.get(db, live, live_job.id)
     assert got is not None and got.status == "failed"
@@ -63,9 +73,9 @@ async def test_a_manual_retry_of_a_live_job_counts_against_the_quota(db: asyncpg
     live, test = Owner(tenant_id, True), Owner(tenant_id, False)
     job = await _submit(db, live, monthly_limit=1)  # the quota's one job
     claim = await start(db, job.id)
-    await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=FAILED)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=FAILED)
     refused = await jobs.restart(db, live, job.id, monthly_limit=1)
-    assert isinstance(refused, jobs.QuotaExceeded) and refused.limit == 1
+    assert isinstance(refused, usage.QuotaExceeded) and refused.limit == 1
     got = await jobs.get(db, live, job.id)
     assert got is not None and got.status == "failed"  # rolled back with the refusal
     # With room in the quota the retry goes ahead, and is counted.
@@ -76,7 +86,7 @@ async def test_a_manual_retry_of_a_live_job_counts_against_the_quota(db: asyncpg
     # A test job's retry counts against nothing.
     sandboxed = await _submit(db, test)
     claim = await start(db, sandboxed.id)
-    await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=FAILED)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=FAILED)
     assert isinstance(await jobs.restart(db, test, sandboxed.id, monthly_limit=2), jobs.Restarted)
     assert await db.fetchval("SELECT jobs FROM tenant_usage WHERE tenant_id = $1", tenant_id) == 2
 
@@ -102,7 +112,7 @@ async def test_endpoints_and_their_events_belong_to_a_mode(db: asyncpg.Pool) -> 
     # read nor retried by the live owner.
     job = await _submit(db, test)
     claim = await start(db, job.id)
-    await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=FAILED)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=FAILED)
     rows = await db.fetch(
         "SELECT d.id, d.endpoint_id FROM webhook_deliveries d JOIN events e ON e.id = d.event_id"
         " WHERE e.job_id = $1",
@@ -128,7 +138,7 @@ async def test_test_jobs_are_signed_with_the_test_secret(db: asyncpg.Pool) -> No
     for owner in (live, test):
         job = await _submit(db, owner, webhook_url=f"https://{owner.livemode}.example/hook")
         claim = await start(db, job.id)
-        await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=FAILED)
+        await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=FAILED)
     due = await deliveries.claim(db, 10, 60, [], per_url=10, busy={}, box=BOX)
     by_mode = {d.payload["livemode"]: d.secrets for d in due}
     live_secret = await tenants.signing_secret(db, live, BOX)
@@ -148,7 +158,7 @@ async def test_the_tenant_tail_and_the_failure_log_keep_to_the_mode(db: asyncpg.
     live_job, test_job = await _submit(db, live), await _submit(db, test)
     for job in (live_job, test_job):
         claim = await start(db, job.id)
-        await jobs.end_attempt(db, claim, AttemptOutcome.FAILED, error=FAILED)
+        await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=FAILED)
     for owner, job in ((live, live_job), (test, test_job)):
         read, _ = await tails[owner].read(db)
         assert {e.data["id"] for e in read} == {job.id}

@@ -29,7 +29,7 @@ from shared.runtime import queue
 from shared.runtime.db import pending_migrations
 from shared.runtime.fingerprints import fingerprint
 from shared.runtime.settings import REPO_CREWS, Settings
-from shared.store import deliveries, endpoints, jobs, processes
+from shared.store import deliveries, endpoints, job_attempts, job_sweeps, jobs, processes
 from tests.fakes import start_site
 from tests.integration.factories import endpoint, event_types, start, submit, tenant
 
@@ -93,7 +93,9 @@ async def test_a_step_writes_progress_and_tokens_and_owes_its_event(db: asyncpg.
     started = TaskStarted(
         job_id=job.id, attempt=1, task="research", agent="R", index=1, total_tasks=2
     )
-    assert await jobs.record_step(db, claim, EventType.TASK_STARTED, started, progress=progress)
+    assert await job_attempts.record_step(
+        db, claim, EventType.TASK_STARTED, started, progress=progress
+    )
     usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
     llm = LlmCompleted(
         job_id=job.id,
@@ -105,7 +107,9 @@ async def test_a_step_writes_progress_and_tokens_and_owes_its_event(db: asyncpg.
         completion_tokens=7,
         duration_ms=5,
     )
-    assert await jobs.record_step(db, claim, EventType.LLM_COMPLETED, llm, token_usage=usage)
+    assert await job_attempts.record_step(
+        db, claim, EventType.LLM_COMPLETED, llm, token_usage=usage
+    )
     state = await jobs.get(db, Owner(tenant_id), job.id)
     assert state is not None
     assert state.progress == progress  # kept: the LLM step did not touch it
@@ -114,8 +118,10 @@ async def test_a_step_writes_progress_and_tokens_and_owes_its_event(db: asyncpg.
 
     # The attempt ends: a late step of it changes nothing and owes nothing.
     result = JobResult(raw="x", tasks=[], models=["m"], offline=False)
-    await jobs.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=result)
-    assert not await jobs.record_step(db, claim, EventType.LLM_COMPLETED, llm, token_usage={})
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.COMPLETED, result=result)
+    assert not await job_attempts.record_step(
+        db, claim, EventType.LLM_COMPLETED, llm, token_usage={}
+    )
     assert (await event_types(db, job.id))[-1] == "job.completed"
 
 
@@ -124,7 +130,7 @@ async def test_a_new_attempt_starts_its_progress_afresh(db: asyncpg.Pool) -> Non
     job = await submit(db, tenant_id)
     claim = await start(db, job.id)
     progress = Progress(completed_tasks=1, total_tasks=2, current_task=None)
-    await jobs.record_step(
+    await job_attempts.record_step(
         db,
         claim,
         EventType.TASK_STARTED,
@@ -132,7 +138,7 @@ async def test_a_new_attempt_starts_its_progress_afresh(db: asyncpg.Pool) -> Non
         progress=progress,
         token_usage={"total_tokens": 5},
     )
-    await jobs.end_attempt(db, claim, AttemptOutcome.RELEASED)
+    await job_attempts.end_attempt(db, claim, AttemptOutcome.RELEASED)
     await start(db, job.id)
     state = await jobs.get(db, Owner(tenant_id), job.id)
     assert state is not None and state.progress is None and state.token_usage is None
@@ -160,7 +166,7 @@ async def test_pending_summary_and_delivery_backlog(db: asyncpg.Pool) -> None:
         " run_after = now() - interval '30 seconds' WHERE id = $1",
         first.id,
     )
-    summary = await jobs.pending_summary(db)
+    summary = await job_sweeps.pending_summary(db)
     assert (summary.pending, summary.due, summary.parked) == (2, 1, 1)
     assert summary.oldest_due_s is not None and 29 < summary.oldest_due_s < 60
 

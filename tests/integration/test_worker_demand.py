@@ -8,8 +8,8 @@ import asyncpg
 
 from schemas.jobs import AttemptOutcome, ErrorCode, JobError
 from shared.domain.owners import Owner
-from shared.store import jobs
-from shared.store.jobs import WORKER_DEMAND_SQL
+from shared.store import job_attempts, job_sweeps, jobs
+from shared.store.job_sweeps import WORKER_DEMAND_SQL
 from tests.integration.factories import start, status_of, submit, tenant
 
 LLM_DOWN = JobError(code=ErrorCode.LLM_UNAVAILABLE, message="provider said 503")
@@ -26,17 +26,19 @@ async def test_demand_counts_running_and_due_pending_jobs_only(db: asyncpg.Pool)
     # Due: pending, not parked, no retry delay; one of them handed back by a draining worker.
     due = [await submit(db, busy) for _ in range(2)]
     released = await start(db, (await submit(db, busy)).id)
-    assert await jobs.end_attempt(db, released, AttemptOutcome.RELEASED) is not None
+    assert await job_attempts.end_attempt(db, released, AttemptOutcome.RELEASED) is not None
     # Running.
     running = [await start(db, (await submit(db, busy)).id) for _ in range(3)]
     # Pending, but not before its retry delay is over.
     retrying = await start(db, (await submit(db, busy)).id)
-    await jobs.end_attempt(db, retrying, AttemptOutcome.RETRYING, error=LLM_DOWN, retry_in=3600)
+    await job_attempts.end_attempt(
+        db, retrying, AttemptOutcome.RETRYING, error=LLM_DOWN, retry_in=3600
+    )
     # Finished: completed, failed, cancelled while running, cancelled while pending.
     for outcome in (AttemptOutcome.COMPLETED, AttemptOutcome.FAILED, AttemptOutcome.CANCELLED):
         claim = await start(db, (await submit(db, busy)).id)
         error = LLM_DOWN if outcome is AttemptOutcome.FAILED else None
-        assert await jobs.end_attempt(db, claim, outcome, error=error) is not None
+        assert await job_attempts.end_attempt(db, claim, outcome, error=error) is not None
     withdrawn = await submit(db, busy)
     cancel = await jobs.request_cancel(db, Owner(busy), withdrawn.id)
     assert cancel.outcome is jobs.CancelOutcome.CANCELLED
@@ -67,12 +69,12 @@ async def test_demand_counts_running_and_due_pending_jobs_only(db: asyncpg.Pool)
     }
     # 4 running (3 + the capped tenant's) and 3 due (2 submitted + 1 handed back).
     assert await demand(db) == 4 + 3
-    summary = await jobs.pending_summary(db)
+    summary = await job_sweeps.pending_summary(db)
     assert (summary.pending, summary.due, summary.parked) == (3 + 1 + 2, 3, 2)
 
     # The capped tenant's running job ends: its oldest parked job takes the slot, so the
     # demand stays the same (one running fewer, one due more).
-    moved = await jobs.end_attempt(db, capped_running, AttemptOutcome.COMPLETED)
+    moved = await job_attempts.end_attempt(db, capped_running, AttemptOutcome.COMPLETED)
     assert moved is not None and moved.unparked == parked[0].id
     assert await demand(db) == 3 + 4
 
