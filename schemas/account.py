@@ -1,13 +1,16 @@
-"""What `/v1/account` answers: the tenant, its keys, its plan and usage, its failed
-requests."""
+"""What `/v1/account` answers: the tenant, its keys, its plan and usage, its jobs'
+metrics, its failed requests and its security settings."""
 
-from datetime import datetime
+import ipaddress
+import re
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from schemas.fields import WHOLE
+from schemas.jobs import JobStatus, Spent
 from schemas.pages import Page
 from schemas.webhooks import DEFAULT_GRACE_S, MAX_GRACE_S
 
@@ -169,3 +172,182 @@ class SigningSecret(BaseModel):
     object: Literal["signing_secret"] = "signing_secret"
     secret: str = Field(description="The new secret: shown in this answer only.")
     previous_secret_expires_at: datetime | None
+
+
+class MetricsPeriod(StrEnum):
+    """`GET /v1/account/metrics?period=`: how far back, from now."""
+
+    DAY = "24h"
+    WEEK = "7d"
+    MONTH = "30d"
+
+
+PERIOD_LENGTH: dict[MetricsPeriod, timedelta] = {
+    MetricsPeriod.DAY: timedelta(hours=24),
+    MetricsPeriod.WEEK: timedelta(days=7),
+    MetricsPeriod.MONTH: timedelta(days=30),
+}
+DEFAULT_PERIOD = MetricsPeriod.WEEK
+
+
+class Percentiles(BaseModel):
+    """Seconds; None when no job of the group has the measure."""
+
+    p50: float | None
+    p95: float | None
+
+
+class JobMetrics(BaseModel):
+    """What a group of the period's jobs did."""
+
+    jobs: int = Field(description="Jobs created in the period, whatever their state now.")
+    by_status: dict[JobStatus, int] = Field(
+        description="Those jobs by their state now; every state is named, 0 when none.",
+        examples=[
+            {
+                "pending": 3,
+                "running": 2,
+                "completed": 40,
+                "failed": 2,
+                "cancelled": 1,
+                "awaiting_input": 0,
+                "scheduled": 0,
+                "expired": 0,
+            }
+        ],
+    )
+    run_seconds: Percentiles = Field(
+        description="How long the crews of jobs that ended (completed, failed, cancelled) ran:"
+        " each job's attempts added up, waits for a retry or a person's input left out."
+    )
+    queue_seconds: Percentiles = Field(
+        description="From when a job was due (submitted, or the start time it asked for) to"
+        " its first start. Jobs whose later attempts moved their due time (a retry, a"
+        " hand-back, an answer to an input request) are left out of it."
+    )
+    usage: Spent = Field(description="What the jobs' model calls spent, over all attempts.")
+
+
+class CrewMetrics(JobMetrics):
+    crew: str
+
+
+class AccountMetrics(BaseModel):
+    """`GET /v1/account/metrics`: the calling key's mode's jobs created in the period, per
+    crew and in total."""
+
+    object: Literal["account_metrics"] = "account_metrics"
+    period: MetricsPeriod
+    since: datetime = Field(description="The period's start: jobs created from then on.")
+    until: datetime = Field(description="When this was computed.")
+    livemode: bool = Field(description="Whose jobs: live keys see live jobs, test keys test ones.")
+    totals: JobMetrics
+    crews: list[CrewMetrics] = Field(description="By crew name; crews with no job are left out.")
+
+
+# Bounds of a tenant's IP allowlist. Every request of its keys compares its address with each
+# entry, and the longest IPv6 network with its prefix (`ffff:…:ffff/128`) is 43 characters.
+MAX_ALLOWED_IPS = 100
+_MAX_CIDR_LENGTH = 49
+# What the document says a network and an address are, and what the validators below check
+# first: an IPv4 address exactly, an IPv6 one by its characters (which of those strings are
+# addresses, or networks without host bits, no pattern can say: the 400 names the others).
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_IPV4 = f"{_OCTET}(\\.{_OCTET}){{3}}"
+_IPV6 = "[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*"
+ADDRESS_PATTERN = f"^({_IPV4}|{_IPV6})$"
+CIDR_PATTERN = f"^({_IPV4}(/(3[0-2]|[12]?[0-9]))?|{_IPV6}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$"
+
+
+def _cidr(text: str) -> str:
+    """A network as `ipaddress` writes it (an address alone is its /32 or /128). Host bits
+    set are refused, not cleared: `10.1.2.3/8` may mean 10.0.0.0/8 or a typo of /32."""
+    try:
+        if not re.fullmatch(CIDR_PATTERN, text):
+            raise ValueError("neither an IPv4 nor an IPv6 network")
+        return str(ipaddress.ip_network(text))
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a network in CIDR notation ({exc})") from exc
+
+
+def _address(text: str) -> str:
+    try:
+        if not re.fullmatch(ADDRESS_PATTERN, text):
+            raise ValueError("neither an IPv4 nor an IPv6 address")
+        return str(ipaddress.ip_address(text))
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not an IP address ({exc})") from exc
+
+
+Cidr = Annotated[
+    str,
+    Field(
+        strict=True,
+        min_length=1,
+        max_length=_MAX_CIDR_LENGTH,
+        json_schema_extra={"pattern": CIDR_PATTERN},
+    ),
+    AfterValidator(_cidr),
+]
+
+
+class IpAllowlist(BaseModel):
+    enabled: bool = Field(description="False: keys may be used from any address.")
+    ips: list[str] = Field(
+        description="The networks the tenant's keys may be used from.",
+        examples=[["203.0.113.10/32", "203.0.113.0/24"]],
+    )
+
+
+class AccountSecurity(BaseModel):
+    """`GET /v1/account/security`: where the tenant's keys may be used from."""
+
+    object: Literal["account_security"] = "account_security"
+    ip_allowlist: IpAllowlist
+    max_ips: int = Field(default=MAX_ALLOWED_IPS, description="How many networks it may hold.")
+    client_address: str | None = Field(
+        description="This request's address as crewq sees it (behind a trusted proxy: the"
+        " client's it forwarded), which the allowlist is compared with.",
+        examples=["203.0.113.10"],
+    )
+    version: str = Field(
+        description="Changes whenever the allowlist does; also the ETag. Send it as `If-Match`"
+        " with a PUT to change only what you read."
+    )
+
+
+class IpAllowlistUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ips: Annotated[list[Cidr], Field(max_length=MAX_ALLOWED_IPS)] = Field(
+        description="The networks the tenant's keys may be used from, replacing the ones there"
+        " are; [] lets them be used from any address. An address alone is its /32 (or /128).",
+        examples=[["203.0.113.0/24", "198.51.100.7"]],
+    )
+
+
+class AccountSecurityUpdate(BaseModel):
+    """Body of `PUT /v1/account/security`: the allowlist, replaced whole."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ip_allowlist: IpAllowlistUpdate
+    confirm_lockout: (
+        Annotated[
+            str,
+            Field(
+                strict=True,
+                min_length=1,
+                max_length=_MAX_CIDR_LENGTH,
+                json_schema_extra={"pattern": ADDRESS_PATTERN},
+            ),
+            AfterValidator(_address),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="An allowlist that leaves out the address this request comes from is"
+        " refused (409 `WOULD_LOCK_OUT_CALLER`, naming the address) unless this names that"
+        " very address: the keys then stop working from it with the next request.",
+        examples=["198.51.100.23"],
+    )

@@ -38,6 +38,10 @@ class ApiErrorCode(StrEnum):
     TASK_NOT_AWAITING_INPUT = "TASK_NOT_AWAITING_INPUT"  # it waits on another task
     WEBHOOK_DISABLED = "WEBHOOK_DISABLED"
     DELIVERY_IN_FLIGHT = "DELIVERY_IN_FLIGHT"
+    # `PUT /v1/account/security`: the allowlist leaves out the caller's own address.
+    WOULD_LOCK_OUT_CALLER = "WOULD_LOCK_OUT_CALLER"
+    # `If-Match` names a version that is no longer the current one.
+    PRECONDITION_FAILED = "PRECONDITION_FAILED"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     UPGRADE_REQUIRED = "UPGRADE_REQUIRED"
@@ -93,6 +97,9 @@ STATUS: dict[ApiErrorCode, int] = {
     C.CONCURRENCY_KEY_BUSY: 409,
     C.WEBHOOK_DISABLED: 409,
     C.DELIVERY_IN_FLIGHT: 409,
+    C.WOULD_LOCK_OUT_CALLER: 409,
+    # 412: changed since the client read it (`If-Match`): read it again.
+    C.PRECONDITION_FAILED: 412,
     C.PAYLOAD_TOO_LARGE: 413,
     C.UNSUPPORTED_MEDIA_TYPE: 415,
     # 422: well formed, but it cannot be done.

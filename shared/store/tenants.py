@@ -133,6 +133,73 @@ async def update(conn: Conn, name: str, changes: Changes) -> Tenant | None:
     return _tenant(row) if row else None
 
 
+# The allowlist's version, derived from what it holds (no column to keep in step): equal
+# lists have equal versions, so a compare-and-set against a version read earlier fails
+# exactly when the list changed since (whoever changed it: the API or `crewq tenants set`).
+def _version(table: str) -> str:
+    text = f"convert_to(coalesce({table}.allowed_ips::text, ''), 'UTF8')"
+    return f"left(encode(sha256({text}), 'hex'), 24)"
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """Where the tenant's keys may be used from (None: anywhere), and its version."""
+
+    networks: tuple[IpNetwork, ...] | None
+    version: str
+
+
+@dataclass(frozen=True)
+class AllowlistReplaced:
+    before: Allowlist
+    after: Allowlist
+
+
+def _networks(value: list[IpNetwork] | None) -> tuple[IpNetwork, ...] | None:
+    return tuple(value) if value is not None else None
+
+
+async def allowlist(db: Executor, tenant_id: str) -> Allowlist | None:
+    """The tenant's IP allowlist; None: no such tenant. Read by every request's
+    authentication too (`keys.authenticate`), uncached: a change holds from the next one."""
+    row = await db.fetchrow(
+        f"SELECT allowed_ips, {_version('t')} AS version FROM tenants t WHERE id = $1",
+        tenant_id,
+    )
+    return Allowlist(_networks(row["allowed_ips"]), row["version"]) if row else None
+
+
+async def replace_allowlist(
+    db: Executor,
+    tenant_id: str,
+    networks: tuple[IpNetwork, ...],
+    expected_version: str | None = None,
+) -> AllowlistReplaced | None:
+    """Replace the tenant's allowlist (`()`: any address), in one UPDATE that also compares
+    the version when given; None when it is no longer `expected_version` (or no such
+    tenant). The row is locked for the statement, so the list it answers as before is the
+    one it replaced."""
+    row = await db.fetchrow(
+        f"""
+        UPDATE tenants t SET allowed_ips = $2
+          FROM (SELECT id, allowed_ips, {_version("b")} AS version
+                  FROM tenants b WHERE id = $1 FOR UPDATE) prior
+         WHERE t.id = prior.id AND ($3::text IS NULL OR {_version("t")} = $3)
+        RETURNING prior.allowed_ips AS before_ips, prior.version AS before_version,
+                  t.allowed_ips AS after_ips, {_version("t")} AS version
+        """,
+        tenant_id,
+        list(networks) or None,
+        expected_version,
+    )
+    if row is None:
+        return None
+    return AllowlistReplaced(
+        Allowlist(_networks(row["before_ips"]), row["before_version"]),
+        Allowlist(_networks(row["after_ips"]), row["version"]),
+    )
+
+
 # A tenant's two signing secrets: its live and its test jobs' own webhooks.
 _MODES = (TENANT_LIVE, TENANT_TEST)
 

@@ -7,13 +7,17 @@ shared/store/job_submission.py `insert` calls) or run again by a manual retry
 requests can neither both take the last job of a quota nor lose a count, and retention
 deleting old jobs gives nothing back. This module reads it, and what a tenant's live jobs
 of the month spent on models (summed from `jobs.usage`) against its monthly caps
-(`tenants.max_tokens_per_month`, `max_cost_usd_per_month`).
+(`tenants.max_tokens_per_month`, `max_cost_usd_per_month`), and what an owner's recent
+jobs did, per crew (`metrics`: states, run time, queue wait, spending).
 """
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
-from schemas.jobs import Budget
+import asyncpg
+
+from schemas.jobs import Budget, JobStatus, Spent
+from shared.domain.owners import Owner
 from shared.runtime.db import Executor
 
 
@@ -113,3 +117,103 @@ async def caps_left(db: Executor, tenant_id: str, job_id: str, livemode: bool) -
         others_cost = row["cost_usd"] - row["job_cost"]
         cost = max(1e-9, row["max_cost_usd_per_month"] - others_cost)
     return Budget(max_tokens=tokens, max_cost_usd=cost)
+
+
+# The owner's jobs created in the last $3, per crew and in total (the empty grouping set,
+# `grouping(crew) = 1`), in one statement. `jobs_tenant_created (tenant_id, created_at)`
+# finds them; an ended job's attempts are summed through job_attempts' primary key.
+# A job's run time is its attempts' (waits for a retry or for a person left out); its queue
+# wait, from when it was due to its first start, is known only while `run_after` still says
+# when it was due: a retry, a hand-back or an answer moves it past `started_at`.
+_ENDED_AFTER_RUNNING = ", ".join(
+    f"'{s}'" for s in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+)
+_BY_STATUS = ", ".join(f"count(*) FILTER (WHERE status = '{s}') AS \"{s}\"" for s in JobStatus)
+_METRICS = f"""
+    WITH picked AS (
+        SELECT j.crew, j.status, ran.seconds AS run_s,
+               CASE WHEN j.started_at >= j.run_after
+                    THEN extract(epoch FROM j.started_at - greatest(j.created_at, j.run_after))
+               END::float8 AS wait_s,
+               coalesce((j.usage->>'prompt_tokens')::bigint, 0) AS prompt_tokens,
+               coalesce((j.usage->>'completion_tokens')::bigint, 0) AS completion_tokens,
+               coalesce((j.usage->>'total_tokens')::bigint, 0) AS total_tokens,
+               coalesce((j.usage->>'cost_usd')::float8, 0) AS cost_usd,
+               coalesce((j.usage->>'llm_calls')::bigint, 0) AS llm_calls
+          FROM jobs j
+          LEFT JOIN LATERAL (
+                SELECT sum(extract(epoch FROM a.finished_at - a.started_at))::float8 AS seconds
+                  FROM job_attempts a
+                 WHERE a.job_id = j.id AND a.finished_at IS NOT NULL
+                   AND j.status IN ({_ENDED_AFTER_RUNNING})
+          ) ran ON true
+         WHERE j.tenant_id = $1 AND j.livemode = $2 AND j.created_at >= now() - $3::interval
+    )
+    SELECT crew, grouping(crew) = 1 AS total, now() AS until, count(*) AS jobs,
+           {_BY_STATUS},
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY run_s) AS run_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY run_s) AS run_p95,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY wait_s) AS wait_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY wait_s) AS wait_p95,
+           sum(prompt_tokens)::bigint AS prompt_tokens,
+           sum(completion_tokens)::bigint AS completion_tokens,
+           sum(total_tokens)::bigint AS total_tokens,
+           coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
+           sum(llm_calls)::bigint AS llm_calls
+      FROM picked
+     GROUP BY GROUPING SETS ((crew), ())
+     ORDER BY grouping(crew) DESC, crew
+"""
+
+
+@dataclass(frozen=True)
+class Measures:
+    """What a group of jobs did (seconds; None: no job of the group has the measure)."""
+
+    jobs: int
+    by_status: dict[JobStatus, int]
+    run_p50: float | None
+    run_p95: float | None
+    wait_p50: float | None
+    wait_p95: float | None
+    spent: Spent
+
+
+@dataclass(frozen=True)
+class Metrics:
+    since: datetime
+    until: datetime
+    totals: Measures
+    crews: dict[str, Measures]  # by crew name, in name order
+
+
+def _measures(row: asyncpg.Record) -> Measures:
+    return Measures(
+        jobs=row["jobs"],
+        by_status={s: row[s.value] for s in JobStatus},
+        run_p50=row["run_p50"],
+        run_p95=row["run_p95"],
+        wait_p50=row["wait_p50"],
+        wait_p95=row["wait_p95"],
+        spent=Spent(
+            prompt_tokens=row["prompt_tokens"] or 0,
+            completion_tokens=row["completion_tokens"] or 0,
+            total_tokens=row["total_tokens"] or 0,
+            cost_usd=row["cost_usd"],
+            llm_calls=row["llm_calls"] or 0,
+        ),
+    )
+
+
+async def metrics(db: Executor, owner: Owner, period: timedelta) -> Metrics:
+    """What the owner's jobs (its tenant's, of its mode) created in the last `period` did,
+    per crew and in total. Jobs retention has deleted are not counted."""
+    rows = await db.fetch(_METRICS, owner.tenant_id, owner.livemode, period)
+    total = rows[0]  # the empty grouping set answers a row even for no jobs at all
+    assert total["total"]
+    return Metrics(
+        since=total["until"] - period,
+        until=total["until"],
+        totals=_measures(total),
+        crews={r["crew"]: _measures(r) for r in rows[1:]},
+    )

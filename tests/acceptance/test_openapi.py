@@ -15,6 +15,8 @@ CHECKS = (
 
 
 @pytest.mark.slow
+# Over 40 operations at 25 examples each: past the default 300 s on a loaded machine.
+@pytest.mark.timeout(420)
 async def test_the_api_matches_its_openapi_document(own_stack: Platform, tmp_path: Path) -> None:
     stack = own_stack
     admin = await schemathesis_runs.start_fuzzed(stack, "schemathesis")

@@ -61,7 +61,7 @@ async def submit(
         db,
         job_submission.NewJob(
             tenant_id=tenant_id,
-            crew="echo",
+            crew=fields.pop("crew", "echo"),
             inputs=fields.pop("inputs", {"message": "hello"}),
             metadata=fields.pop("metadata", {"order": "42"}),
             webhook_url=webhook_url,
