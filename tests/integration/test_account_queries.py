@@ -13,7 +13,7 @@ from schemas.account import Scope
 from schemas.events import EventType, LlmCompleted
 from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobStatus, Spent, Usage
 from shared.domain.owners import Owner
-from shared.store import jobs, keys, tenants, usage
+from shared.store import job_attempts, jobs, keys, tenants, usage
 from tests.integration.factories import start, submit, tenant
 
 WEEK = timedelta(days=7)
@@ -40,7 +40,7 @@ async def _ran(db: asyncpg.Pool, job_id: str, seconds: float, waited: float) -> 
     )
 
 
-async def _spend(db: asyncpg.Pool, claim: jobs.Claim, prompt: int, completion: int) -> None:
+async def _spend(db: asyncpg.Pool, claim: job_attempts.Claim, prompt: int, completion: int) -> None:
     spent = Spent(
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -59,7 +59,7 @@ async def _spend(db: asyncpg.Pool, claim: jobs.Claim, prompt: int, completion: i
         duration_ms=1,
     )
     used = Usage(**spent.model_dump(), tasks={"one": spent})
-    assert await jobs.record_step(db, claim, EventType.LLM_COMPLETED, call, usage=used)
+    assert await job_attempts.record_step(db, claim, EventType.LLM_COMPLETED, call, usage=used)
 
 
 async def _finished(
@@ -76,7 +76,7 @@ async def _finished(
     if tokens != (0, 0):
         await _spend(db, claim, *tokens)
     error = BROKEN if outcome is AttemptOutcome.FAILED else None
-    assert await jobs.end_attempt(db, claim, outcome, error=error) is not None
+    assert await job_attempts.end_attempt(db, claim, outcome, error=error) is not None
     await _ran(db, job.id, seconds, waited)
     return job.id
 
@@ -150,9 +150,11 @@ async def test_a_retried_job_s_run_time_adds_its_attempts_and_its_wait_is_left_o
     tenant_id = await tenant(db)
     job = await submit(db, tenant_id, max_retries=1)
     first = await start(db, job.id)
-    assert await jobs.end_attempt(db, first, AttemptOutcome.FAILED, error=BROKEN, retry_in=0)
+    assert await job_attempts.end_attempt(
+        db, first, AttemptOutcome.FAILED, error=BROKEN, retry_in=0
+    )
     second = await start(db, job.id)
-    assert await jobs.end_attempt(db, second, AttemptOutcome.COMPLETED)
+    assert await job_attempts.end_attempt(db, second, AttemptOutcome.COMPLETED)
     await db.execute(
         "UPDATE job_attempts SET started_at = finished_at - make_interval(secs => 3 * number)"
         " WHERE job_id = $1",
