@@ -1,6 +1,6 @@
 // Keys (admins: list, create, revoke) and this month's usage.
 
-import { api, ApiError } from "./api.js";
+import { api, ApiError, describe } from "./api.js";
 import { field, h, money, notify, pill, replace, section, table, when } from "./dom.js";
 
 const SCOPES = ["jobs:read", "jobs:write", "jobs:cancel", "webhooks:manage", "account:read", "admin"];
@@ -52,7 +52,7 @@ async function keys(main) {
         form.reset();
         await load();
       } catch (err) {
-        error.textContent = err instanceof ApiError ? err.describe() : String(err);
+        error.textContent = describe(err);
       }
     },
   },

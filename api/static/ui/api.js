@@ -29,6 +29,12 @@ export class ApiError extends Error {
   }
 }
 
+// Any error as one line for a person: crewq's code, message and request id when the API
+// refused, else the error's own text.
+export function describe(err) {
+  return err instanceof ApiError ? err.describe() : String(err);
+}
+
 export function authHeaders(key = session.key()) {
   return key ? { Authorization: `Bearer ${key}` } : {};
 }

@@ -3,7 +3,7 @@
 // module whose `render(main, ctx)` draws into <main> and returns what stops it (streams,
 // timers) when another view replaces it.
 
-import { api, ApiError, session } from "./api.js";
+import { api, describe, session } from "./api.js";
 import { field, h, notify, replace } from "./dom.js";
 import * as jobs from "./jobs.js";
 import * as job from "./job.js";
@@ -53,7 +53,7 @@ function signInForm() {
           session.setKey(input.value.trim());
           show();
         } catch (err) {
-          error.textContent = err instanceof ApiError ? err.describe() : String(err);
+          error.textContent = describe(err);
         }
       },
     },

@@ -1,6 +1,8 @@
 // Building the page from data without innerHTML: text is always set as text, so nothing a
 // job, a crew or a receiver returned can become markup (and the CSP forbids inline code).
 
+import { describe } from "./api.js";
+
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
@@ -83,6 +85,19 @@ export function notify(text, kind = "info") {
     box.textContent = "";
     box.className = "notice";
   }, 8000);
+}
+
+// A list's button action: run it, then `reload` the list; a failure goes to the notice,
+// named by the button's label.
+export function acting(reload) {
+  return async (label, run) => {
+    try {
+      await run();
+      await reload();
+    } catch (err) {
+      notify(`${label}: ${describe(err)}`, "error");
+    }
+  };
 }
 
 export function section(title, ...children) {

@@ -5,7 +5,7 @@
 // process gone, or whose version or fingerprint differs from the others', is marked.
 // Signed in with the debug token (X-Debug-Token), or an operator tenant's admin key.
 
-import { ApiError, session } from "./api.js";
+import { ApiError, describe, session } from "./api.js";
 import { field, h, pill, replace, section, table, when } from "./dom.js";
 
 const SLOW_MS = 1000;
@@ -143,7 +143,7 @@ export async function render(main) {
       report = await response.json();
     } catch (err) {
       if (token && !fromForm) session.setToken("");
-      replace(box, tokenForm((t) => check(t, true), err instanceof ApiError ? err.describe() : String(err)));
+      replace(box, tokenForm((t) => check(t, true), describe(err)));
       return;
     }
     if (token) session.setToken(token);

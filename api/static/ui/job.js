@@ -2,13 +2,13 @@
 // events), tokens and cost, attempts, result, the webhooks it owed with each attempt and a
 // retry button, and the form that answers a job waiting for a person.
 
-import { api, ApiError } from "./api.js";
+import { api, describe } from "./api.js";
 import { h, money, notify, pill, replace, section, table, when } from "./dom.js";
 import { follow } from "./sse.js";
 
 const LIVE = new Set(["pending", "running", "scheduled", "awaiting_input"]);
 
-function describe(event) {
+function stepText(event) {
   const d = event.data || {};
   switch (event.type) {
     case "task.completed":
@@ -44,7 +44,7 @@ function step(event) {
     { "data-testid": "step", "data-type": event.type },
     h("span", { class: "step-type" }, event.type),
     " ",
-    describe({ type: event.type, data }),
+    stepText({ type: event.type, data }),
   );
 }
 
@@ -169,7 +169,7 @@ export async function render(main, ctx) {
         await refresh();
         stream();
       } catch (err) {
-        error.textContent = err instanceof ApiError ? err.describe() : String(err);
+        error.textContent = describe(err);
       }
     };
     return h("section", { class: "card attention", "aria-labelledby": "ask-h", "data-testid": "input-request" },

@@ -3,7 +3,7 @@
 // job that starts is added at the top. While the socket is down (and the page visible) the
 // list is read again every few seconds instead. And the form that submits a new job.
 
-import { api, ApiError } from "./api.js";
+import { api, describe } from "./api.js";
 import { field, h, notify, pill, replace, section, table, when } from "./dom.js";
 import { followTenant } from "./stream.js";
 
@@ -86,7 +86,7 @@ function newJobForm(crews, ctx) {
           notify(`Job ${job.id} submitted`);
           ctx.navigate(`/ui/jobs/${job.id}`);
         } catch (err) {
-          error.textContent = err instanceof ApiError ? err.describe() : String(err);
+          error.textContent = describe(err);
         }
       },
     },
@@ -174,7 +174,7 @@ export async function render(main, ctx) {
         more.hidden = !page.has_more;
       }
     } catch (err) {
-      notify(err.describe ? err.describe() : String(err), "error");
+      notify(describe(err), "error");
     } finally {
       loading -= 1;
     }

@@ -1,7 +1,7 @@
 // Schedules: list, create (cron with a time zone, or an interval), pause, resume, delete.
 
-import { api, ApiError } from "./api.js";
-import { field, h, notify, pill, replace, section, table, when } from "./dom.js";
+import { api, describe } from "./api.js";
+import { acting, field, h, notify, pill, replace, section, table, when } from "./dom.js";
 
 export async function render(main) {
   const crews = (await api("GET", "/v1/crews")).data;
@@ -13,14 +13,7 @@ export async function render(main) {
   const interval = h("input", { type: "number", min: 1 });
   const error = h("p", { class: "error", role: "alert" });
 
-  async function act(label, run) {
-    try {
-      await run();
-      await load();
-    } catch (err) {
-      notify(`${label}: ${err instanceof ApiError ? err.describe() : err}`, "error");
-    }
-  }
+  const act = acting(load);
 
   function row(s) {
     const base = `/v1/schedules/${s.id}`;
@@ -71,7 +64,7 @@ export async function render(main) {
         form.reset();
         await load();
       } catch (err) {
-        error.textContent = err instanceof ApiError ? err.describe() : String(err);
+        error.textContent = describe(err);
       }
     },
   },

@@ -1,8 +1,8 @@
 // Webhook endpoints: list, create (the secret shown once), test, rotate the secret,
 // disable or enable.
 
-import { api, ApiError } from "./api.js";
-import { field, h, notify, pill, replace, section, table, when } from "./dom.js";
+import { api, describe } from "./api.js";
+import { acting, field, h, notify, pill, replace, section, table, when } from "./dom.js";
 
 function secretBox(title, secret) {
   return h("div", { class: "card attention", role: "alert" },
@@ -18,14 +18,7 @@ export async function render(main) {
   const description = h("input", { type: "text", maxlength: 200 });
   const error = h("p", { class: "error", role: "alert" });
 
-  async function act(label, run) {
-    try {
-      await run();
-      await load();
-    } catch (err) {
-      notify(`${label}: ${err instanceof ApiError ? err.describe() : err}`, "error");
-    }
-  }
+  const act = acting(load);
 
   function row(e) {
     const base = `/v1/webhooks/${e.id}`;
@@ -74,7 +67,7 @@ export async function render(main) {
         form.reset();
         await load();
       } catch (err) {
-        error.textContent = err instanceof ApiError ? err.describe() : String(err);
+        error.textContent = describe(err);
       }
     },
   },
