@@ -63,8 +63,85 @@ async function keys(main) {
     h("button", { type: "submit" }, "Create key"),
     error);
 
-  main.append(h("h1", {}, "API keys"), shown, section("Keys", list), section("New key", form));
+  main.append(h("h1", {}, "API keys"), shown, section("Keys", list), section("New key", form),
+    section("IP allowlist", await allowlist()));
   await load();
+}
+
+// Where the tenant's keys may be used from (GET/PUT /v1/account/security). The PUT carries
+// the version read (If-Match), and a list that would shut out this very browser is refused
+// (409 WOULD_LOCK_OUT_CALLER) until the person confirms with its address.
+async function allowlist() {
+  const box = h("div");
+  const ips = h("textarea", { rows: 4, placeholder: "203.0.113.0/24\n198.51.100.7" });
+  const confirmBox = h("div");
+  const error = h("p", { class: "error", role: "alert" });
+  let current = null;
+
+  async function load() {
+    current = await api("GET", "/v1/account/security");
+    ips.value = current.ip_allowlist.ips.join("\n");
+    replace(confirmBox);
+    replace(box, h("p", { "data-testid": "allowlist" },
+      current.ip_allowlist.enabled
+        ? `Keys may be used from ${current.ip_allowlist.ips.length} network(s) only.`
+        : "Keys may be used from any address.",
+      ` This browser reaches crewq from ${current.client_address ?? "an unknown address"}.`));
+  }
+
+  const form = h("form", {
+    class: "card",
+    onsubmit: async (e) => {
+      e.preventDefault();
+      error.textContent = "";
+      const body = { ip_allowlist: { ips: ips.value.split(/[\s,]+/).filter(Boolean) } };
+      const confirmed = confirmBox.querySelector("input:checked");
+      if (confirmed) body.confirm_lockout = confirmed.value;
+      try {
+        await api("PUT", "/v1/account/security", body, { headers: { "If-Match": current.version } });
+        notify("Allowlist saved");
+        await load();
+      } catch (err) {
+        error.textContent = describe(err);
+        if (err instanceof ApiError && err.code === "WOULD_LOCK_OUT_CALLER" && err.details) {
+          const address = err.details.client_address;
+          const check = h("input", { type: "checkbox", id: "confirm-lockout", value: address });
+          replace(confirmBox, h("div", { class: "check" }, check,
+            h("label", { for: "confirm-lockout" }, `Save it anyway: this browser (${address}) will be refused`)));
+        }
+      }
+    },
+  },
+  field("Allowed networks, one per line (empty: any address)", ips),
+  confirmBox,
+  h("button", { type: "submit" }, "Save allowlist"),
+  error);
+  await load();
+  return h("div", {}, box, form);
+}
+
+// The period's jobs per crew (GET /v1/account/metrics): outcomes, run time, queue wait,
+// tokens and cost.
+async function metrics() {
+  const box = h("div");
+  const period = h("select", { onchange: () => load() },
+    ["24h", "7d", "30d"].map((p) => h("option", { value: p, selected: p === "7d" }, p)));
+  const secs = (p) => (p.p50 === null ? "—" : `${p.p50.toFixed(1)} / ${p.p95.toFixed(1)} s`);
+  const row = (name, m) => h("tr", { "data-testid": "crew-metrics" },
+    h("td", {}, name), h("td", {}, m.jobs), h("td", {}, m.by_status.completed),
+    h("td", {}, m.by_status.failed), h("td", {}, secs(m.run_seconds)),
+    h("td", {}, secs(m.queue_seconds)), h("td", {}, m.usage.total_tokens),
+    h("td", {}, money(m.usage.cost_usd)));
+
+  async function load() {
+    const m = await api("GET", `/v1/account/metrics?period=${period.value}`);
+    replace(box, table(`Jobs created in the last ${m.period}, by crew`,
+      ["Crew", "Jobs", "Completed", "Failed", "Run p50 / p95", "Queue wait p50 / p95", "Tokens", "Cost"],
+      [...m.crews.map((c) => row(c.crew, c)), row("All crews", m.totals)]));
+  }
+
+  await load();
+  return h("div", {}, field("Period", period), box);
 }
 
 async function usage(main) {
@@ -80,6 +157,7 @@ async function usage(main) {
       h("dt", {}, "Cost this month"), h("dd", {}, money(u.cost_usd_this_month),
         u.max_cost_usd_per_month !== null ? ` of $${u.max_cost_usd_per_month}` : ""),
       h("dt", {}, "Rate limit"), h("dd", {}, u.rate_limit === null ? "none" : `${u.rate_limit_remaining ?? "?"} of ${u.rate_limit} requests/s left`)),
+    section("By crew", await metrics()),
   );
 }
 

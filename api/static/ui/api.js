@@ -16,11 +16,12 @@ export const session = {
 };
 
 export class ApiError extends Error {
-  constructor(status, code, message, requestId) {
+  constructor(status, code, message, requestId, details = null) {
     super(message);
     this.status = status;
     this.code = code;
     this.requestId = requestId;
+    this.details = details;
   }
 
   describe() {
@@ -48,7 +49,7 @@ async function failure(response) {
   }
   const error = body && body.error;
   if (error) {
-    return new ApiError(response.status, error.code, error.message, error.request_id);
+    return new ApiError(response.status, error.code, error.message, error.request_id, error.details);
   }
   return new ApiError(response.status, `HTTP_${response.status}`, response.statusText || "failed");
 }

@@ -48,8 +48,14 @@ function step(event) {
   );
 }
 
+// " of <budget>" beside what a job spent, when its budget bounds that measure.
+function limit(max, show = String) {
+  return max === null || max === undefined ? "" : ` of ${show(max)} budget`;
+}
+
 function summary(job) {
   const usage = job.usage || {};
+  const budget = job.budget || {};
   const progress = job.progress;
   return h(
     "dl",
@@ -64,9 +70,9 @@ function summary(job) {
            ` ${progress.completed_tasks} of ${progress.total_tasks} tasks`,
            progress.current_task ? ` · now: ${progress.current_task}` : ""]
         : "not started"),
-    h("dt", {}, "Tokens"), h("dd", { "data-testid": "tokens" }, String(usage.total_tokens ?? 0)),
-    h("dt", {}, "Cost"), h("dd", {}, money(usage.cost_usd)),
-    h("dt", {}, "LLM calls"), h("dd", {}, String(usage.llm_calls ?? 0)),
+    h("dt", {}, "Tokens"), h("dd", { "data-testid": "tokens" }, String(usage.total_tokens ?? 0), limit(budget.max_tokens)),
+    h("dt", {}, "Cost"), h("dd", {}, money(usage.cost_usd), limit(budget.max_cost_usd, money)),
+    h("dt", {}, "LLM calls"), h("dd", {}, String(usage.llm_calls ?? 0), limit(budget.max_llm_calls)),
     h("dt", {}, "Attempt"), h("dd", {}, `${job.attempt} of ${job.max_retries + 1}`),
     h("dt", {}, "Created"), h("dd", {}, when(job.created_at)),
     h("dt", {}, "Finished"), h("dd", {}, when(job.finished_at)),
