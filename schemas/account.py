@@ -289,6 +289,17 @@ Cidr = Annotated[
     ),
     AfterValidator(_cidr),
 ]
+# One address, as `confirm_lockout` names the caller's.
+Address = Annotated[
+    str,
+    Field(
+        strict=True,
+        min_length=1,
+        max_length=_MAX_CIDR_LENGTH,
+        json_schema_extra={"pattern": ADDRESS_PATTERN},
+    ),
+    AfterValidator(_address),
+]
 
 
 class IpAllowlist(BaseModel):
@@ -332,19 +343,7 @@ class AccountSecurityUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     ip_allowlist: IpAllowlistUpdate
-    confirm_lockout: (
-        Annotated[
-            str,
-            Field(
-                strict=True,
-                min_length=1,
-                max_length=_MAX_CIDR_LENGTH,
-                json_schema_extra={"pattern": ADDRESS_PATTERN},
-            ),
-            AfterValidator(_address),
-        ]
-        | None
-    ) = Field(
+    confirm_lockout: Address | None = Field(
         default=None,
         description="An allowlist that leaves out the address this request comes from is"
         " refused (409 `WOULD_LOCK_OUT_CALLER`, naming the address) unless this names that"
