@@ -6,7 +6,8 @@ from typing import Any
 import asyncpg
 
 from schemas.account import KeyMode, Plan, Scope
-from schemas.jobs import Job
+from schemas.events import EventType, LlmCompleted
+from schemas.jobs import Job, Spent, Usage
 from shared.domain.owners import Owner
 from shared.domain.plans import allowance
 from shared.runtime.secret_box import SecretBox, generate_key
@@ -91,6 +92,24 @@ async def start(
     claim = await job_attempts.start_attempt(db, job_id, worker, cap)
     assert isinstance(claim, job_attempts.Claim), claim
     return claim
+
+
+async def spend(db: asyncpg.Pool, claim: job_attempts.Claim, spent: Spent) -> Usage:
+    """Record one model call of the claimed attempt (task "one") that spent `spent`, as a
+    crew process reports it: the step and the job's usage after it (returned)."""
+    call = LlmCompleted(
+        job_id=claim.job_id,
+        attempt=claim.attempt,
+        task="one",
+        agent=None,
+        model="m",
+        prompt_tokens=spent.prompt_tokens,
+        completion_tokens=spent.completion_tokens,
+        duration_ms=1,
+    )
+    used = Usage(**spent.model_dump(), tasks={"one": spent})
+    assert await job_attempts.record_step(db, claim, EventType.LLM_COMPLETED, call, usage=used)
+    return used
 
 
 async def endpoint(

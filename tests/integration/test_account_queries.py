@@ -10,11 +10,10 @@ import asyncpg
 import pytest
 
 from schemas.account import Scope
-from schemas.events import EventType, LlmCompleted
-from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobStatus, Spent, Usage
+from schemas.jobs import AttemptOutcome, ErrorCode, JobError, JobStatus, Spent
 from shared.domain.owners import Owner
 from shared.store import job_attempts, jobs, keys, tenants, usage
-from tests.integration.factories import start, submit, tenant
+from tests.integration.factories import spend, start, submit, tenant
 
 WEEK = timedelta(days=7)
 BROKEN = JobError(code=ErrorCode.CREW_ERROR, message="the crew raised")
@@ -40,26 +39,14 @@ async def _ran(db: asyncpg.Pool, job_id: str, seconds: float, waited: float) -> 
     )
 
 
-async def _spend(db: asyncpg.Pool, claim: job_attempts.Claim, prompt: int, completion: int) -> None:
-    spent = Spent(
+def _spent(prompt: int, completion: int) -> Spent:
+    return Spent(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=prompt + completion,
         cost_usd=(prompt + completion) / 1000,
         llm_calls=1,
     )
-    call = LlmCompleted(
-        job_id=claim.job_id,
-        attempt=claim.attempt,
-        task="one",
-        agent=None,
-        model="m",
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        duration_ms=1,
-    )
-    used = Usage(**spent.model_dump(), tasks={"one": spent})
-    assert await job_attempts.record_step(db, claim, EventType.LLM_COMPLETED, call, usage=used)
 
 
 async def _finished(
@@ -74,7 +61,7 @@ async def _finished(
     job = await submit(db, tenant_id, crew=crew, max_retries=0)
     claim = await start(db, job.id)
     if tokens != (0, 0):
-        await _spend(db, claim, *tokens)
+        await spend(db, claim, _spent(*tokens))
     error = BROKEN if outcome is AttemptOutcome.FAILED else None
     assert await job_attempts.end_attempt(db, claim, outcome, error=error) is not None
     await _ran(db, job.id, seconds, waited)

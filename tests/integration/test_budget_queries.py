@@ -6,32 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from schemas.events import EventType, LlmCompleted
-from schemas.jobs import AttemptOutcome, Budget, ErrorCode, JobError, Spent, Usage
+from schemas.jobs import AttemptOutcome, Budget, ErrorCode, JobError, Spent
 from shared.domain.owners import Owner
 from shared.store import job_attempts, job_submission, job_sweeps, jobs, usage
-from tests.integration.factories import start, submit, tenant
+from tests.integration.factories import spend, start, submit, tenant
 
 OVER = JobError(code=ErrorCode.BUDGET_EXCEEDED, message="the job's budget of 2 calls is spent")
 
 
-def _usage(tokens: int, cost: float, calls: int) -> Usage:
-    spent = Spent(prompt_tokens=tokens, total_tokens=tokens, cost_usd=cost, llm_calls=calls)
-    return Usage(**spent.model_dump(), tasks={"one": spent})
-
-
-async def _spend(db: asyncpg.Pool, claim: job_attempts.Claim, spent: Usage) -> None:
-    call = LlmCompleted(
-        job_id=claim.job_id,
-        attempt=claim.attempt,
-        task="one",
-        agent=None,
-        model="m",
-        prompt_tokens=spent.prompt_tokens,
-        completion_tokens=0,
-        duration_ms=1,
-    )
-    assert await job_attempts.record_step(db, claim, EventType.LLM_COMPLETED, call, usage=spent)
+def _spent(tokens: int, cost: float, calls: int) -> Spent:
+    return Spent(prompt_tokens=tokens, total_tokens=tokens, cost_usd=cost, llm_calls=calls)
 
 
 async def test_a_budget_is_kept_and_a_retry_replaces_only_the_limits_it_gives(
@@ -42,7 +26,7 @@ async def test_a_budget_is_kept_and_a_retry_replaces_only_the_limits_it_gives(
     assert job.budget == Budget(max_llm_calls=2, max_tokens=900)
     claim = await start(db, job.id)
     assert claim.budget == Budget(max_llm_calls=2, max_tokens=900) and claim.usage is None
-    await _spend(db, claim, _usage(300, 0.01, 2))
+    used = await spend(db, claim, _spent(300, 0.01, 2))
     await job_attempts.end_attempt(db, claim, AttemptOutcome.FAILED, error=OVER)
     owner = Owner(tenant_id)
     restarted = await jobs.restart(db, owner, job.id, budget=Budget(max_llm_calls=10))
@@ -50,7 +34,7 @@ async def test_a_budget_is_kept_and_a_retry_replaces_only_the_limits_it_gives(
     assert restarted.job.budget == Budget(max_llm_calls=10, max_tokens=900)
     again = await start(db, job.id)
     # What the first attempt spent carries over: the budget counts the whole job.
-    assert again.usage == _usage(300, 0.01, 2)
+    assert again.usage == used
     # A retry that gives no budget keeps the job's.
     await job_attempts.end_attempt(db, again, AttemptOutcome.FAILED, error=OVER)
     kept = await jobs.restart(db, owner, job.id)
@@ -69,7 +53,7 @@ async def test_a_month_of_model_spending_is_summed_over_the_tenant_s_live_jobs(
         (other, 7, True),
     ):
         job = await submit(db, owner_id, livemode=livemode)
-        await _spend(db, await start(db, job.id), _usage(tokens, tokens / 1000, 1))
+        await spend(db, await start(db, job.id), _spent(tokens, tokens / 1000, 1))
     spent = await usage.model_spend_this_month(db, tenant_id)
     assert (spent.tokens, round(spent.cost_usd, 6)) == (150, 0.15)
 
@@ -84,8 +68,8 @@ async def test_a_tenant_s_caps_leave_a_job_what_its_other_jobs_did_not_spend(
         "UPDATE tenants SET max_tokens_per_month = 1000, max_cost_usd_per_month = 2 WHERE id = $1",
         tenant_id,
     )
-    await _spend(db, await start(db, first.id), _usage(400, 0.5, 1))
-    await _spend(db, await start(db, second.id), _usage(100, 0.25, 1))
+    await spend(db, await start(db, first.id), _spent(400, 0.5, 1))
+    await spend(db, await start(db, second.id), _spent(100, 0.25, 1))
     # In the second job's terms (its whole spending): 1000 - 400 of the first.
     left = await usage.caps_left(db, tenant_id, second.id, True)
     assert left is not None and left.max_tokens == 600
